@@ -1,0 +1,20 @@
+//! Application-level probes for migbench.
+//!
+//! The main probe is the HTTP transfer-rate probe in [`http`]: N parallel
+//! keep-alive connections download one URL in a loop while a dedicated
+//! sampler thread records the cumulative byte count every `interval`
+//! (10 ms by default) with its *real* `CLOCK_MONOTONIC` timestamp.
+//!
+//! * [`clock`] reads `CLOCK_MONOTONIC`, so probe timestamps line up with the
+//!   timestamps of other processes on the same host (VMMs, the scenario
+//!   runner).
+//! * [`etag`] defines the content checksum (FNV-1a 64) that the guest HTTP
+//!   server puts in its `ETag` header and the probe verifies.
+//! * [`analysis`] holds the pure functions over a sample series:
+//!   application-visible downtime, the gap around a switchover time, and
+//!   mean rates before/during/after a window.
+
+pub mod analysis;
+pub mod clock;
+pub mod etag;
+pub mod http;

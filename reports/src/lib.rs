@@ -1,0 +1,1 @@
+//! Charts (plotters) and tables (Markdown/HTML) from raw results.

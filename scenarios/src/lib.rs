@@ -1,0 +1,1 @@
+//! Scenario files (TOML) and the runner that orchestrates VMMs, network, probe and migration.

@@ -1,0 +1,29 @@
+//! `migbench`: the command-line front of the harness. Each subcommand lives
+//! in its own module; errors reach the user through `anyhow` with context.
+
+mod cli;
+mod run_cmd;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let started = std::time::Instant::now();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MIGBENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = cli::Cli::parse();
+    let result = match args.command {
+        cli::Command::Run(a) => run_cmd::run(a, started),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("migbench: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The contract between `vmm-min` and its built-in guest: the guest-physical
+//! memory layout, the boot-information page, the control-device registers and
+//! the GDT selectors.
+//!
+//! This file is compiled twice: into the guest (`no_std`) and into the VMM
+//! (through `#[path]`), so it holds only plain constants and `#[repr(C)]` data.
+
+#![allow(dead_code)]
+
+/// Size of a guest page in bytes.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// GDT, one table for all vCPUs (null, kernel code 64, kernel data, user code
+/// 32, user data, user code 64, then one 16-byte TSS descriptor per vCPU).
+pub const GDT_ADDR: u64 = 0x1000;
+/// IDT: 256 gates of 16 bytes.
+pub const IDT_ADDR: u64 = 0x2000;
+/// TSSs, `TSS_STRIDE` bytes apart, one per vCPU.
+pub const TSS_ADDR: u64 = 0x3000;
+/// Distance between two vCPUs' TSSs.
+pub const TSS_STRIDE: u64 = 128;
+/// The boot-information page ([`BootInfo`]).
+pub const BOOT_INFO_ADDR: u64 = 0x5000;
+/// The kernel command line, NUL-terminated.
+pub const CMDLINE_ADDR: u64 = 0x6000;
+/// Maximum command-line length including the NUL.
+pub const CMDLINE_MAX: u64 = 0x1000;
+/// PML4, then one PDPT, then one page directory per GiB (2 MiB pages).
+pub const PML4_ADDR: u64 = 0x10000;
+/// The page-directory-pointer table.
+pub const PDPT_ADDR: u64 = 0x11000;
+/// First of four page directories (one per GiB of the low 4 GiB).
+pub const PD_ADDR: u64 = 0x12000;
+/// A 4 KiB page table that maps the demand-fault window (see `FAULT_WINDOW_ADDR`).
+pub const FAULT_PT_ADDR: u64 = 0x16000;
+/// Where the guest image is linked and loaded.
+pub const IMAGE_ADDR: u64 = 0x10_0000;
+/// Top of the area reserved for the guest image.
+pub const IMAGE_END: u64 = 0x100_0000;
+/// Per-vCPU stacks: ring 0 (exceptions, 16 KiB) then ring 3 (240 KiB).
+pub const STACKS_ADDR: u64 = 0x100_0000;
+/// Size of one vCPU's stack area (ring 0 + ring 3).
+pub const STACK_AREA: u64 = 0x4_0000;
+/// Ring-0 stack size at the bottom of each stack area.
+pub const RING0_STACK: u64 = 0x4000;
+/// Maximum number of vCPUs the layout has room for.
+pub const MAX_VCPUS: u64 = 32;
+/// A 2 MiB window whose 4 KiB pages start not-present; the guest's own #PF
+/// handler maps them (the "page fault" microbenchmark).
+pub const FAULT_WINDOW_ADDR: u64 = 0x200_0000;
+/// Size of the demand-fault window.
+pub const FAULT_WINDOW_SIZE: u64 = 0x20_0000;
+/// First byte of RAM the guest may use freely (heap, workloads).
+pub const FREE_MEM_ADDR: u64 = 0x240_0000;
+
+/// Base of the MMIO window (identity-mapped, uncached, user-accessible).
+pub const MMIO_BASE: u64 = 0xD000_0000;
+/// 16550 UART, one byte per register.
+pub const UART_ADDR: u64 = MMIO_BASE;
+/// The paravirtual control device.
+pub const CTRL_ADDR: u64 = MMIO_BASE + 0x1000;
+/// First virtio-mmio device; the next ones follow every `VIRTIO_MMIO_STRIDE`.
+pub const VIRTIO_MMIO_ADDR: u64 = MMIO_BASE + 0x10000;
+/// Distance between two virtio-mmio devices.
+pub const VIRTIO_MMIO_STRIDE: u64 = 0x1000;
+/// Size of the whole MMIO window.
+pub const MMIO_SIZE: u64 = 0x10_0000;
+/// Largest guest RAM the layout supports (RAM must end below the MMIO window).
+pub const MAX_RAM: u64 = 0xC000_0000;
+
+/// Control-device registers (offsets from [`CTRL_ADDR`], 64-bit accesses).
+pub mod ctrl {
+    /// R: [`super::CTRL_MAGIC`]. Used as the "null I/O" microbenchmark.
+    pub const MAGIC: u64 = 0x00;
+    /// W: power off with this exit code.
+    pub const EXIT: u64 = 0x08;
+    /// W: a guest exception; the value is the ring-0 stack pointer at the
+    /// common fault stub (vector, error code, then the CPU's IRET frame).
+    pub const FAULT: u64 = 0x10;
+    /// W: wait for device work for at most this many microseconds.
+    pub const WAIT_US: u64 = 0x18;
+    /// W: write a result line; value = `(len << 48) | guest_address`.
+    pub const RESULT: u64 = 0x20;
+    /// W: write a console line the fast way; value = `(len << 48) | guest_address`.
+    pub const LOG: u64 = 0x28;
+}
+
+/// Value read from [`ctrl::MAGIC`].
+pub const CTRL_MAGIC: u64 = 0x4d49_4742_454e_4348; // "MIGBENCH"
+
+/// Selector of the ring-0 code segment.
+pub const SEL_KERNEL_CODE: u16 = 0x08;
+/// Selector of the ring-0 data segment.
+pub const SEL_KERNEL_DATA: u16 = 0x10;
+/// Selector of the ring-3 data segment, RPL 3.
+pub const SEL_USER_DATA: u16 = 0x20 | 3;
+/// Selector of the ring-3 64-bit code segment, RPL 3.
+pub const SEL_USER_CODE: u16 = 0x28 | 3;
+/// Selector of vCPU 0's TSS; vCPU `i` uses `SEL_TSS0 + 16 * i`.
+pub const SEL_TSS0: u16 = 0x30;
+
+/// Magic value of [`BootInfo::magic`].
+pub const BOOT_MAGIC: u64 = 0x424f_4f54_494e_464f; // "BOOTINFO"
+
+/// Requests the VMM posts in [`BootInfo::request`].
+pub mod request {
+    /// Nothing to do.
+    pub const NONE: u64 = 0;
+    /// Verify the whole `memcheck` region and report the result.
+    pub const VERIFY: u64 = 1;
+}
+
+/// The boot-information page, written by the VMM before the first `KVM_RUN`
+/// and shared with the guest for the guest's life. Fields the guest updates
+/// are only ever written by one vCPU each.
+#[repr(C)]
+pub struct BootInfo {
+    /// [`BOOT_MAGIC`].
+    pub magic: u64,
+    /// Guest RAM in bytes.
+    pub ram_bytes: u64,
+    /// Number of vCPUs.
+    pub vcpus: u64,
+    /// TSC frequency in kHz, from `KVM_GET_TSC_KHZ`.
+    pub tsc_khz: u64,
+    /// Length of the command line at [`CMDLINE_ADDR`], without the NUL.
+    pub cmdline_len: u64,
+    /// Per-vCPU heartbeat: the main vCPU counts loop iterations; a worker
+    /// counts completed sweeps.
+    pub heartbeat: [u64; MAX_VCPUS as usize],
+    /// Per-vCPU count of pages written (workers) since boot.
+    pub pages_written: [u64; MAX_VCPUS as usize],
+    /// A request from the VMM ([`request`]); the guest zeroes it once done.
+    pub request: u64,
+    /// Sequence number the VMM bumps with each request.
+    pub request_seq: u64,
+    /// Sequence number of the last request the guest completed.
+    pub response_seq: u64,
+    /// Result of the last request: 0 = ok, otherwise the number of bad pages.
+    pub response: u64,
+}
+
+/// Exception stubs: stub `n` is at `EXC_STUBS_ADDR + n * EXC_STUB_SIZE`.
+pub const EXC_STUBS_ADDR: u64 = IMAGE_ADDR + 0x100;
+/// Size of one exception stub slot.
+pub const EXC_STUB_SIZE: u64 = 16;
+/// Number of exception vectors with a stub.
+pub const EXC_VECTORS: u64 = 32;
+/// The guest heap (its allocator's arena).
+pub const HEAP_ADDR: u64 = FREE_MEM_ADDR;
+/// Size of the guest heap.
+pub const HEAP_SIZE: u64 = 0xC0_0000;
+/// Start of the memory handed to workloads (`stress`, `memcheck`).
+pub const WORKLOAD_ADDR: u64 = 0x300_0000;
+
+/// Guest "system calls", made with INT3 from ring 3 with the number in RAX.
+pub mod syscall {
+    /// Return at once: the null call.
+    pub const NULL: u64 = 0;
+    /// Reload CR3, flushing the TLB (after ring 3 edited the fault window's page table).
+    pub const FLUSH_TLB: u64 = 1;
+}

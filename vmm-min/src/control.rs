@@ -1,0 +1,113 @@
+//! The control socket: a Unix socket speaking line-delimited JSON. Each line
+//! is one request (`{"cmd":"status"}`), answered by one line. The socket file
+//! is created exclusively and removed when the server is dropped.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A request on the control socket.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Running, paused, vCPUs, heartbeat.
+    Status,
+    /// Stop the VM and exit.
+    Quit,
+    /// Pause the vCPUs.
+    Pause,
+    /// Resume the vCPUs.
+    Resume,
+    /// Live-migrate to a destination.
+    Migrate {
+        /// `HOST:PORT` of the destination.
+        to: String,
+        /// Migration policy (see the migration module).
+        #[serde(default)]
+        policy: Value,
+    },
+}
+
+/// Answers control requests.
+pub type Handler = Arc<dyn Fn(ControlRequest) -> Value + Send + Sync>;
+
+/// A listening control socket.
+pub struct ControlServer {
+    path: PathBuf,
+    closed: Arc<AtomicBool>,
+}
+
+impl ControlServer {
+    /// Binds `path` (which must not exist) and serves requests with `handler`
+    /// on a background thread, one thread per connection.
+    pub fn bind(path: &Path, handler: Handler) -> Result<Self> {
+        if path.exists() {
+            return Err(Error::Config(format!(
+                "control socket path {} already exists; remove it or choose another path",
+                path.display()
+            )));
+        }
+        let listener = UnixListener::bind(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot create control socket {}: {e}; check that the directory exists and is writable",
+                path.display()
+            ))
+        })?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let c = closed.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    if c.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let h = handler.clone();
+                    let _ = std::thread::Builder::new().name("control-conn".into()).spawn(move || serve(stream, h));
+                }
+            })
+            .map_err(Error::io("starting the control thread"))?;
+        Ok(Self { path: path.to_owned(), closed })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+        // Wake the accept loop so it sees `closed`, then remove the file.
+        let _ = UnixStream::connect(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve(stream: UnixStream, handler: Handler) {
+    let Ok(mut out) = stream.try_clone() else { return };
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { return };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match serde_json::from_str::<ControlRequest>(&line) {
+            Ok(req) => handler(req),
+            Err(e) => json!({"ok": false, "error": format!("bad request: {e}; expected e.g. {{\"cmd\":\"status\"}}")}),
+        };
+        if writeln!(out, "{reply}").is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends one request to a control socket and returns the reply.
+pub fn request(path: &Path, req: &Value) -> Result<Value> {
+    let mut s = UnixStream::connect(path).map_err(Error::io(format!("connecting to {}", path.display())))?;
+    writeln!(s, "{req}").map_err(Error::io("writing the control request"))?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).map_err(Error::io("reading the control reply"))?;
+    serde_json::from_str(&line).map_err(|e| Error::State(format!("malformed control reply '{line}': {e}")))
+}

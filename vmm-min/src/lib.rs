@@ -1,0 +1,32 @@
+//! `vmm-min`: a minimal KVM VMM with a built-in guest.
+//!
+//! The crate is split the way Firecracker and Cloud Hypervisor split theirs:
+//! - [`config`]: what a VM is made of, checked before anything is built;
+//! - [`arch`]: long-mode setup done by the VMM (page tables, GDT, TSS, IDT);
+//! - [`memory`]: guest RAM and the VMM's own-write bitmap;
+//! - [`vstate`]: the KVM VM and vCPUs;
+//! - [`devices`]: the UART and the control device;
+//! - [`machine`]: state shared by the VMM's threads;
+//! - [`vmm`]: a running VM's lifecycle;
+//! - [`control`]: the control socket.
+//!
+//! The guest/VMM contract (memory layout, registers) is [`abi`], compiled
+//! into both.
+
+#[path = "../guest/src/abi.rs"]
+pub mod abi;
+pub mod arch;
+pub mod config;
+pub mod control;
+pub mod devices;
+pub mod error;
+pub mod guest_image;
+pub mod machine;
+pub mod memory;
+pub mod vmm;
+pub mod vstate;
+
+pub use config::{MemoryBackend, VmConfig, Workload};
+pub use error::{Error, Result};
+pub use machine::GuestExit;
+pub use vmm::Vmm;

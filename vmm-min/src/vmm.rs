@@ -1,0 +1,235 @@
+//! A running VM's lifecycle: build from a configuration, start the vCPU
+//! threads, observe (heartbeat, dirty rate, exits), pause, resume, stop.
+
+use crate::abi::{self, BootInfo};
+use crate::arch;
+use crate::config::VmConfig;
+use crate::devices::uart::Uart;
+use crate::error::{Error, Result};
+use crate::guest_image;
+use crate::machine::{lock, GuestExit, Machine, RunControl};
+use crate::vstate::vcpu::{self, ExitCounts, Vcpu};
+use crate::vstate::vm::{self, Vm};
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestAddress};
+
+/// KVM_GET_SUPPORTED_CPUID's entry limit.
+const MAX_CPUID_ENTRIES: usize = 80;
+
+/// A dirty-rate measurement from KVM's dirty log.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirtyRate {
+    /// Pages KVM reported dirty per second, summed over the samples.
+    pub pages_per_s: f64,
+    /// The same in MB/s (MB = 10^6 bytes).
+    pub mb_per_s: f64,
+    /// Pages the guest's workers say they wrote per second, over the same time.
+    pub guest_pages_written_per_s: f64,
+    /// How long the measurement ran, measured.
+    pub interval_ms: f64,
+    /// How often the log was collected.
+    pub sample_ms: f64,
+}
+
+/// A running VM.
+pub struct Vmm {
+    machine: Arc<Machine>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    config: VmConfig,
+}
+
+impl Vmm {
+    /// Builds the VM described by `config`, loads the guest and starts it.
+    pub fn boot(config: &VmConfig, console: bool) -> Result<Vmm> {
+        let kvm = vm::open_kvm()?;
+        config.validate(vm::max_vcpus(&kvm))?;
+        let supported = kvm
+            .get_supported_cpuid(MAX_CPUID_ENTRIES)
+            .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let vm = Vm::new(kvm, config.memory, config.backend)?;
+        let mem = &vm.mem;
+        arch::write_page_tables(mem, config.memory)?;
+        arch::write_descriptor_tables(mem, config.vcpus)?;
+        let entry = arch::load_image(mem, guest_image::ELF)?;
+
+        let mut vcpus = Vec::new();
+        let mut tsc_khz = 0;
+        for i in 0..config.vcpus {
+            let fd = vm.fd.create_vcpu(u64::from(i)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
+            fd.set_cpuid2(&arch::cpuid_for(&supported, i)).map_err(Error::kvm("KVM_SET_CPUID2"))?;
+            let sregs = fd.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
+            fd.set_sregs(&arch::sregs_for(sregs, u64::from(i))).map_err(Error::kvm("KVM_SET_SREGS"))?;
+            fd.set_regs(&arch::regs_for(entry, u64::from(i))).map_err(Error::kvm("KVM_SET_REGS"))?;
+            fd.set_fpu(&arch::fpu()).map_err(Error::kvm("KVM_SET_FPU"))?;
+            if i == 0 {
+                tsc_khz = fd.get_tsc_khz().map_err(Error::kvm("KVM_GET_TSC_KHZ"))?;
+            }
+            vcpus.push(Arc::new(Vcpu::new(i as usize, fd)?));
+        }
+        arch::write_boot_info(mem, config.memory, config.vcpus, u64::from(tsc_khz), &config.cmdline())?;
+        let machine = Machine {
+            vm,
+            vcpus,
+            uart: Mutex::new(Uart::new(console)),
+            run: RunControl::default(),
+            exit: Mutex::new(None),
+            results: Mutex::new(Vec::new()),
+            console,
+        };
+        Ok(Self::start(machine, config.clone()))
+    }
+
+    /// Starts the vCPU threads of a built machine.
+    pub(crate) fn start(machine: Machine, config: VmConfig) -> Vmm {
+        let machine = Arc::new(machine);
+        let threads = machine
+            .vcpus
+            .iter()
+            .map(|v| {
+                let (v, m) = (v.clone(), machine.clone());
+                std::thread::Builder::new()
+                    .name(format!("vcpu{}", v.index))
+                    .spawn(move || vcpu::run_loop(v, m))
+            })
+            .collect::<std::io::Result<Vec<_>>>();
+        match threads {
+            Ok(threads) => Vmm { machine, threads: Mutex::new(threads), config },
+            Err(e) => {
+                machine.finish(GuestExit::Crash { reason: format!("cannot start vCPU threads: {e}") });
+                Vmm { machine, threads: Mutex::new(Vec::new()), config }
+            }
+        }
+    }
+
+    /// The configuration the VM was built from.
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    /// The shared machine state.
+    pub fn machine(&self) -> &Arc<Machine> {
+        &self.machine
+    }
+
+    fn boot_field(&self, offset: usize) -> u64 {
+        self.machine
+            .vm
+            .mem
+            .load(GuestAddress(abi::BOOT_INFO_ADDR + offset as u64), Ordering::Acquire)
+            .unwrap_or(0)
+    }
+
+    /// vCPU `i`'s heartbeat counter.
+    pub fn heartbeat(&self, i: usize) -> u64 {
+        self.boot_field(std::mem::offset_of!(BootInfo, heartbeat) + 8 * i)
+    }
+
+    /// Pages the workers reported writing, summed over vCPUs.
+    pub fn pages_written(&self) -> u64 {
+        (0..self.config.vcpus as usize)
+            .map(|i| self.boot_field(std::mem::offset_of!(BootInfo, pages_written) + 8 * i))
+            .sum()
+    }
+
+    /// Waits until the main vCPU's heartbeat is non-zero; returns when it saw it.
+    pub fn wait_first_heartbeat(&self, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.heartbeat(0) != 0 {
+                return Some(Instant::now());
+            }
+            if Instant::now() >= deadline || self.exited().is_some() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// How the guest ended, if it has.
+    pub fn exited(&self) -> Option<GuestExit> {
+        lock(&self.machine.exit).clone()
+    }
+
+    /// Result lines the guest has sent so far.
+    pub fn results(&self) -> Vec<String> {
+        lock(&self.machine.results).clone()
+    }
+
+    /// Per-vCPU exit counts.
+    pub fn exit_counts(&self) -> Vec<ExitCounts> {
+        self.machine.vcpus.iter().map(|v| v.exit_counts()).collect()
+    }
+
+    /// Measures the dirty rate with KVM's dirty log for `total`, collecting
+    /// every `step` (a page counts once per collection it was written in).
+    pub fn measure_dirty_rate(&self, total: Duration, step: Duration) -> Result<DirtyRate> {
+        let vm = &self.machine.vm;
+        vm.set_dirty_logging(true)?;
+        vm.take_dirty_log()?;
+        let written0 = self.pages_written();
+        let t0 = Instant::now();
+        let mut pages = 0u64;
+        let mut samples = 0u32;
+        while t0.elapsed() < total {
+            std::thread::sleep(step);
+            pages += vm.take_dirty_log()?.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+            samples += 1;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let written = self.pages_written().saturating_sub(written0);
+        vm.set_dirty_logging(false)?;
+        Ok(DirtyRate {
+            pages_per_s: pages as f64 / secs,
+            mb_per_s: pages as f64 * abi::PAGE_SIZE as f64 / secs / 1e6,
+            guest_pages_written_per_s: written as f64 / secs,
+            interval_ms: secs * 1e3,
+            sample_ms: secs * 1e3 / f64::from(samples.max(1)),
+        })
+    }
+
+    /// Pauses every vCPU; returns how long it took.
+    pub fn pause(&self) -> Result<Duration> {
+        let t = Instant::now();
+        self.machine.run.request_pause();
+        self.machine.kick_all();
+        if !self.machine.run.wait_parked(self.machine.vcpus.len(), Duration::from_secs(5)) {
+            self.machine.run.resume();
+            return Err(Error::State("vCPUs did not pause within 5 s".into()));
+        }
+        Ok(t.elapsed())
+    }
+
+    /// Resumes paused vCPUs.
+    pub fn resume(&self) {
+        self.machine.run.resume();
+    }
+
+    /// Asks the vCPUs to stop; `join` waits for them.
+    pub fn stop(&self) {
+        self.machine.run.request_stop();
+        self.machine.kick_all();
+    }
+
+    /// Stops the VM and waits for its threads; returns how the guest ended
+    /// (`None` if the VMM stopped it).
+    pub fn join(&self) -> Option<GuestExit> {
+        self.stop();
+        let threads: Vec<_> = lock(&self.threads).drain(..).collect();
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("a vCPU thread panicked");
+            }
+        }
+        self.exited()
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        self.join();
+    }
+}

@@ -1,0 +1,75 @@
+//! The KVM VM: one memory slot over guest RAM, dirty logging on demand.
+
+use crate::config::MemoryBackend;
+use crate::error::{Error, Result};
+use crate::memory::{self, GuestMem};
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
+use kvm_ioctls::{Kvm, VmFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A KVM VM and its RAM.
+pub struct Vm {
+    /// The KVM system handle.
+    pub kvm: Kvm,
+    /// The VM handle.
+    pub fd: VmFd,
+    /// Guest RAM.
+    pub mem: GuestMem,
+    ram: u64,
+    dirty_logging: AtomicBool,
+}
+
+/// Opens `/dev/kvm` with an error that says what to do.
+pub fn open_kvm() -> Result<Kvm> {
+    Kvm::new().map_err(Error::KvmUnavailable)
+}
+
+/// The most vCPUs KVM allows here.
+pub fn max_vcpus(kvm: &Kvm) -> usize {
+    kvm.get_max_vcpus()
+}
+
+impl Vm {
+    /// Creates a VM with `ram` bytes of RAM at guest-physical 0.
+    pub fn new(kvm: Kvm, ram: u64, backend: MemoryBackend) -> Result<Self> {
+        let fd = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
+        let mem = memory::create(ram, backend)?;
+        let vm = Vm { kvm, fd, mem, ram, dirty_logging: AtomicBool::new(false) };
+        vm.set_slot(0)?;
+        Ok(vm)
+    }
+
+    fn set_slot(&self, flags: u32) -> Result<()> {
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags,
+            guest_phys_addr: 0,
+            memory_size: self.ram,
+            userspace_addr: memory::host_base(&self.mem)? as u64,
+        };
+        // SAFETY: the region is a live mapping of exactly `ram` bytes owned
+        // by `self.mem`, which outlives the VM fd (both are fields of `self`,
+        // and the slot is never pointed elsewhere).
+        unsafe { self.fd.set_user_memory_region(region) }.map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))
+    }
+
+    /// Guest RAM size in bytes.
+    pub fn ram(&self) -> u64 {
+        self.ram
+    }
+
+    /// Turns KVM's dirty logging on or off by re-registering the slot.
+    pub fn set_dirty_logging(&self, on: bool) -> Result<()> {
+        if self.dirty_logging.swap(on, Ordering::SeqCst) != on {
+            self.set_slot(if on { KVM_MEM_LOG_DIRTY_PAGES } else { 0 })?;
+        }
+        Ok(())
+    }
+
+    /// Fetches and clears KVM's dirty bitmap (one bit per 4 KiB page). KVM
+    /// write-protects the reported pages again before returning, so a write
+    /// after this call is reported by the next one.
+    pub fn take_dirty_log(&self) -> Result<Vec<u64>> {
+        self.fd.get_dirty_log(0, self.ram as usize).map_err(Error::kvm("KVM_GET_DIRTY_LOG"))
+    }
+}
