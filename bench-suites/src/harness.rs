@@ -6,6 +6,9 @@
 //!   made, and ENOUGH is raised if it is under 1000 timer ticks;
 //! * the iteration count is calibrated until one measured interval lasts at
 //!   least ENOUGH (default 5 ms);
+//! * one untimed warm-up call precedes calibration; if the repetitions then
+//!   fall short of ENOUGH/2 (a calibration fooled by a slow first call), the
+//!   count is scaled up and they are taken again (at most three times);
 //! * 11 repetitions are taken at that count, and the summary is their median
 //!   (their minimum for memory latency, as lmbench's `lat_mem_rd` does);
 //! * the timer overhead (one clock read per interval) is subtracted from each
@@ -248,22 +251,37 @@ impl Harness {
         f: &mut dyn FnMut(u64) -> Result<Duration, String>,
         loop_overhead_ns: f64,
     ) -> Result<Measurement, HarnessError> {
-        let n = self.calibrate(f)?;
-        let mut intervals_ns = Vec::with_capacity(self.repetitions);
-        let mut per_iter_ns = Vec::with_capacity(self.repetitions);
-        for _ in 0..self.repetitions {
-            let t = f(n).map_err(HarnessError::Body)?;
-            let raw = t.as_nanos() as f64;
-            intervals_ns.push(raw);
-            per_iter_ns.push(per_iteration_ns(raw, n, self.timer_overhead_ns, loop_overhead_ns));
+        // One untimed warm-up iteration (first-touch faults, cold caches,
+        // scheduling of freshly forked children), as lmbench warms up.
+        f(1).map_err(HarnessError::Body)?;
+        let mut n = self.calibrate(f)?;
+        let enough_ns = self.enough.as_nanos() as f64;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut intervals_ns = Vec::with_capacity(self.repetitions);
+            let mut per_iter_ns = Vec::with_capacity(self.repetitions);
+            for _ in 0..self.repetitions {
+                let t = f(n).map_err(HarnessError::Body)?;
+                let raw = t.as_nanos() as f64;
+                intervals_ns.push(raw);
+                per_iter_ns.push(per_iteration_ns(raw, n, self.timer_overhead_ns, loop_overhead_ns));
+            }
+            let typical = median(&intervals_ns).unwrap_or(0.0);
+            // If calibration was fooled (a slow first call), the intervals
+            // fall short of ENOUGH: scale the count up and measure again.
+            if typical >= enough_ns * 0.5 || attempt >= 3 || n >= MAX_ITERATIONS {
+                return Ok(Measurement {
+                    iterations: n,
+                    intervals_ns,
+                    per_iter_ns,
+                    timer_overhead_ns: self.timer_overhead_ns,
+                    loop_overhead_ns,
+                });
+            }
+            let scale = (enough_ns * 1.1 / typical.max(1.0)).ceil().max(2.0);
+            n = ((n as f64 * scale) as u64).min(MAX_ITERATIONS);
         }
-        Ok(Measurement {
-            iterations: n,
-            intervals_ns,
-            per_iter_ns,
-            timer_overhead_ns: self.timer_overhead_ns,
-            loop_overhead_ns,
-        })
     }
 
     /// One line describing the harness, for a row's `method`.

@@ -354,7 +354,10 @@ pub fn run(opts: &NativeOptions, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
                 &s.id,
                 &s.label,
                 s.unit,
-                format!("measured {v} {}, below the harness's resolution after overhead subtraction", s.unit),
+                format!(
+                    "value after overhead subtraction is {v:.4} {} (not above zero): the subtracted overhead is larger than the effect, so noise dominates",
+                    s.unit
+                ),
                 format!("{}; {}", s.what, detail),
             ),
             Err(reason) => Row::na(&s.id, &s.label, s.unit, reason, s.what.clone()),

@@ -438,3 +438,39 @@ fn spawned_probe_stops_on_request() {
     assert!(r.samples.len() >= 10);
     assert_eq!(r.summary.aborted_at_stop, 0);
 }
+
+#[test]
+fn blocking_probe_runs_until_the_stop_flag() {
+    let _g = serial();
+    let server = Server::start(ServerOpts::default());
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = flag.clone();
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(250));
+        f.store(true, Ordering::SeqCst);
+    });
+    // No duration: only the flag ends it.
+    let r = http::run_blocking_until(&ProbeConfig::new(server.url()), flag).expect("run");
+    let _ = setter.join();
+    let end_ms = r.summary.duration_ns as f64 / 1e6;
+    assert!((240.0..=1000.0).contains(&end_ms), "ended at {end_ms} ms");
+    assert!(r.summary.bytes > 0 && r.summary.verified > 0);
+}
+
+// The serializing lock is meant to be held for the whole test; this test's
+// runtime is its own, so holding it across awaits cannot deadlock.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_probe_runs_until_the_stop_future() {
+    let _g = serial();
+    let server = Server::start(ServerOpts::default());
+    let mut cfg = ProbeConfig::new(server.url());
+    cfg.connections = 2;
+    let r = http::run(&cfg, tokio::time::sleep(Duration::from_millis(250)))
+        .await
+        .expect("run");
+    assert_eq!(r.connections, 2);
+    assert_eq!(r.summary.connects, 2);
+    assert!(r.summary.bytes > 0 && r.summary.corruptions == 0);
+    assert!(r.samples.len() >= 15, "{} samples", r.samples.len());
+}

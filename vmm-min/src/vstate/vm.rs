@@ -20,8 +20,15 @@ pub struct Vm {
 }
 
 /// Opens `/dev/kvm` with an error that says what to do.
+/// The device is `/dev/kvm`, or `$MIGBENCH_KVM_DEVICE` where that is set.
 pub fn open_kvm() -> Result<Kvm> {
-    Kvm::new().map_err(Error::KvmUnavailable)
+    use std::os::unix::ffi::OsStrExt;
+    let Some(path) = std::env::var_os("MIGBENCH_KVM_DEVICE") else {
+        return Kvm::new().map_err(Error::KvmUnavailable);
+    };
+    let path = std::ffi::CString::new(path.as_bytes())
+        .map_err(|_| Error::Config("MIGBENCH_KVM_DEVICE contains a NUL byte".into()))?;
+    Kvm::new_with_path(&path).map_err(Error::KvmUnavailable)
 }
 
 /// The most vCPUs KVM allows here.

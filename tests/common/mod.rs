@@ -1,0 +1,66 @@
+//! Helpers shared by the end-to-end tests: run the real `migbench` binary.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `migbench` binary under test.
+pub fn migbench() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_migbench"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Runs `migbench ARGS`, failing the test if it does not finish within `limit`.
+pub fn run_with_limit(args: &[&str], limit: Duration) -> Output {
+    let child = migbench()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn migbench");
+    wait_with_limit(child, limit)
+}
+
+/// Waits for a child, killing it and failing the test after `limit`.
+pub fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    let t = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("collect output");
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "migbench did not finish within {limit:?}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A unique temporary path for sockets and files, removed by the caller.
+pub fn temp_path(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("migbench-test-{}-{n}-{name}", std::process::id()))
+}
+
+/// Stdout parsed as JSON.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
