@@ -1,8 +1,8 @@
 //! Run the native suite and print the Markdown table (a stand-in for the CLI
 //! while it is being written): `cargo run --release -p bench-suites --example
-//! native -- [--quick] [--only PREFIX]... [--json FILE]`.
+//! native -- [--quick] [--only PREFIX]... [--enough-ms MS] [--json FILE]`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bench_suites::env::Environment;
 use bench_suites::native::{self, NativeOptions};
@@ -17,6 +17,12 @@ fn main() {
             "--quick" => opts.quick = true,
             "--only" => opts.only.extend(args.next()),
             "--json" => json = args.next(),
+            "--enough-ms" => {
+                opts.enough = args
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .map(|ms| Duration::from_secs_f64(ms / 1e3))
+            }
             other => {
                 eprintln!("unknown argument {other}");
                 std::process::exit(2);
@@ -26,7 +32,11 @@ fn main() {
     let t = Instant::now();
     let rows = native::run(&opts, &mut |id| eprintln!("running {id}"));
     eprintln!("native suite took {:.1} s", t.elapsed().as_secs_f64());
-    let report = BenchReport { env: Environment::collect(), native: rows, guest: Vec::new() };
+    let report = BenchReport {
+        env: Environment::collect(),
+        native: rows,
+        guest: Vec::new(),
+    };
     print!("{}", table::markdown(&report));
     if let Some(path) = json {
         match report.to_json() {

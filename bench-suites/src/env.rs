@@ -42,19 +42,32 @@ impl KvmInfo {
         let has = |m: &str| sys_module.join(m).exists();
         let (kvm_intel, kvm_amd, kvm_pvm) = (has("kvm_intel"), has("kvm_amd"), has("kvm_pvm"));
         let mut names = Vec::new();
-        for (present, name) in [(kvm_intel, "kvm_intel"), (kvm_amd, "kvm_amd"), (kvm_pvm, "kvm_pvm")] {
+        for (present, name) in [
+            (kvm_intel, "kvm_intel"),
+            (kvm_amd, "kvm_amd"),
+            (kvm_pvm, "kvm_pvm"),
+        ] {
             if present {
                 names.push(name);
             }
         }
-        let flavour = if names.is_empty() { "none".to_string() } else { names.join("+") };
+        let flavour = if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join("+")
+        };
         let nested = ["kvm_intel", "kvm_amd"].iter().find_map(|m| {
             std::fs::read_to_string(sys_module.join(m).join("parameters/nested"))
                 .ok()
                 .map(|s| s.trim().to_string())
         });
         let dev = dev_kvm.exists();
-        let accessible = dev && std::fs::OpenOptions::new().read(true).write(true).open(dev_kvm).is_ok();
+        let accessible = dev
+            && std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(dev_kvm)
+                .is_ok();
         KvmInfo {
             dev_kvm: dev,
             dev_kvm_accessible: accessible,

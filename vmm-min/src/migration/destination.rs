@@ -1,0 +1,189 @@
+//! The receiving side: accept one incoming migration, check the offered VM,
+//! fill RAM, restore state, verify, and resume only a complete VM. Any
+//! malformed, truncated or corrupted stream ends with an error before a
+//! single guest instruction runs here.
+
+use super::digest::Digest;
+use super::wire::{pages, parse_json, FrameReader, FrameWriter, Kind, WireError};
+use super::{state, Ack, Complete, Hello, HelloReply};
+use crate::abi::PAGE_SIZE;
+use crate::clock::mono_ns;
+use crate::error::{Error, Result};
+use crate::guest_image;
+use crate::memory;
+use crate::vmm::{new_machine, Vmm};
+use std::io::BufReader;
+use std::net::TcpListener;
+use std::time::Duration;
+use vm_memory::{Bytes, GuestAddress};
+
+/// What the destination insists on, beyond the guest image.
+#[derive(Debug, Clone, Default)]
+pub struct IncomingOptions {
+    /// Required RAM size, if the user gave one.
+    pub memory: Option<u64>,
+    /// Required vCPU count, if the user gave one.
+    pub vcpus: Option<u32>,
+    /// Copy the guest console to stderr.
+    pub console: bool,
+    /// How long to wait for a frame before giving up.
+    pub frame_timeout: Duration,
+}
+
+/// What an incoming migration did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IncomingReport {
+    /// Pages received, zero markers included.
+    pub pages: u64,
+    /// Bytes read from the stream.
+    pub frames: u64,
+    /// Whether a digest was checked.
+    pub verified: bool,
+}
+
+/// Accepts one migration on `listener` and returns the resumed VM.
+pub fn receive(listener: &TcpListener, opts: &IncomingOptions) -> Result<(Vmm, IncomingReport)> {
+    let (stream, peer) = listener.accept().map_err(Error::io("accepting the migration connection"))?;
+    tracing::info!(%peer, "incoming migration");
+    let _ = stream.set_nodelay(true);
+    stream.set_read_timeout(Some(opts.frame_timeout)).map_err(Error::io("socket timeout"))?;
+    let mut out = FrameWriter::new(stream.try_clone().map_err(Error::io("cloning the socket"))?);
+    let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, stream));
+    match receive_on(&mut reader, &mut out, opts) {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            // Best effort: tell the source, which then resumes its VM.
+            let _ = out.send_json(Kind::Abort, &serde_json::json!({"reason": e.to_string()}));
+            Err(e)
+        }
+    }
+}
+
+fn wire(e: WireError) -> Error {
+    Error::State(format!("incoming migration rejected: {e}"))
+}
+
+fn receive_on<R: std::io::Read, W: std::io::Write>(
+    reader: &mut FrameReader<R>,
+    out: &mut FrameWriter<W>,
+    opts: &IncomingOptions,
+) -> Result<(Vmm, IncomingReport)> {
+    let send = |e| Error::io("replying to the source")(e);
+    let hello: Hello = reader.recv_json(Kind::Hello).map_err(wire)?;
+    let config = hello.config.clone();
+    let refuse = |why: String| -> Option<String> { Some(why) };
+    let reason = if hello.wire_version != super::wire::VERSION {
+        refuse(format!("wire version {} is not {}", hello.wire_version, super::wire::VERSION))
+    } else if hello.image_fingerprint != guest_image::fingerprint() {
+        refuse("the source runs a different guest image".into())
+    } else if opts.memory.is_some_and(|m| m != config.memory) {
+        refuse(format!(
+            "memory mismatch: the source VM has {} bytes, this destination was started for {}",
+            config.memory,
+            opts.memory.unwrap_or(0)
+        ))
+    } else if opts.vcpus.is_some_and(|v| v != config.vcpus) {
+        refuse(format!(
+            "vCPU mismatch: the source VM has {}, this destination was started for {}",
+            config.vcpus,
+            opts.vcpus.unwrap_or(0)
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        out.send_json(Kind::HelloReply, &HelloReply { ok: false, reason: Some(reason.clone()) }).map_err(send)?;
+        return Err(Error::State(format!("refused the incoming VM: {reason}")));
+    }
+    let machine = match new_machine(&config, opts.console) {
+        Ok(m) => m,
+        Err(e) => {
+            let reason = format!("cannot build the VM here: {e}");
+            out.send_json(Kind::HelloReply, &HelloReply { ok: false, reason: Some(reason.clone()) }).map_err(send)?;
+            return Err(Error::State(reason));
+        }
+    };
+    out.send_json(Kind::HelloReply, &HelloReply { ok: true, reason: None }).map_err(send)?;
+    out.flush().map_err(send)?;
+
+    let ram_pages = config.memory / PAGE_SIZE;
+    let mem = &machine.vm.mem;
+    let mut report = IncomingReport { pages: 0, frames: 0, verified: false };
+    let mut saved = None;
+    let mut digest = None;
+    let complete: Complete = loop {
+        let (kind, payload) = reader.recv().map_err(wire)?;
+        report.frames += 1;
+        match kind {
+            Kind::Pages => {
+                let (entries, data) = pages::decode(payload, ram_pages).map_err(wire)?;
+                let mut off = 0;
+                for e in entries {
+                    let addr = GuestAddress((e & !pages::ZERO_PAGE) * PAGE_SIZE);
+                    let page = if e & pages::ZERO_PAGE != 0 {
+                        // Fresh RAM is zero; only a page written earlier needs clearing.
+                        let mut cur = [0u8; PAGE_SIZE as usize];
+                        mem.read_slice(&mut cur, addr).map_err(|e| Error::Memory(e.to_string()))?;
+                        if cur.iter().all(|&b| b == 0) {
+                            report.pages += 1;
+                            continue;
+                        }
+                        &[0u8; PAGE_SIZE as usize][..]
+                    } else {
+                        off += PAGE_SIZE as usize;
+                        &data[off - PAGE_SIZE as usize..off]
+                    };
+                    mem.write_slice(page, addr).map_err(|e| Error::Memory(e.to_string()))?;
+                    report.pages += 1;
+                }
+            }
+            Kind::State => saved = Some(parse_json::<state::MachineState>(payload, kind).map_err(wire)?),
+            Kind::Digest => digest = Some(parse_json::<Digest>(payload, kind).map_err(wire)?),
+            Kind::Complete => break parse_json(payload, kind).map_err(wire)?,
+            Kind::Abort => {
+                let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+                return Err(Error::State(format!(
+                    "the source aborted the migration: {}",
+                    v["reason"].as_str().unwrap_or("no reason")
+                )));
+            }
+            other => return Err(wire(WireError::Malformed(format!("unexpected {other:?} frame")))),
+        }
+    };
+    let mut ack = Ack { complete_ns: mono_ns(), ..Default::default() };
+    tracing::debug!(pause_requested_ns = complete.pause_requested_ns, "migration complete frame");
+    let saved = saved.ok_or_else(|| wire(WireError::Malformed("no State frame before Complete".into())))?;
+
+    ack.verify_start_ns = mono_ns();
+    if let Some(want) = &digest {
+        // SAFETY: no vCPU of this VM has run yet; only this thread touches RAM.
+        let have = Digest::of(unsafe { memory::as_slice(mem)? }, 2);
+        if let Some(off) = want.first_mismatch(&have) {
+            let reason = format!("memory digest mismatch: guest RAM differs from the source at {off:#x}");
+            ack.reason = Some(reason.clone());
+            let _ = out.send_json(Kind::Ack, &ack);
+            let _ = out.flush();
+            return Err(Error::State(reason));
+        }
+        report.verified = true;
+    }
+    ack.verify_end_ns = mono_ns();
+    if let Err(e) = state::restore(&machine, &saved) {
+        ack.reason = Some(format!("restoring state: {e}"));
+        let _ = out.send_json(Kind::Ack, &ack);
+        let _ = out.flush();
+        return Err(e);
+    }
+    // The restore wrote RAM through the VMM: none of it needs sending back.
+    memory::take_own_writes(mem);
+    ack.restored_ns = mono_ns();
+    let vmm = Vmm::start(machine, config);
+    ack.first_run_ns = vmm.wait_first_run(Duration::from_secs(5)).unwrap_or_else(mono_ns);
+    ack.ok = true;
+    if let Err(e) = out.send_json(Kind::Ack, &ack).and_then(|_| out.flush()) {
+        // The source will resume its copy: this one must not run too.
+        vmm.join();
+        return Err(Error::io("acknowledging the migration; stopped the VM here so the source keeps it")(e));
+    }
+    Ok((vmm, report))
+}
