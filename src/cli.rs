@@ -19,6 +19,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a VM with the built-in guest; the console goes to stderr.
     Run(RunArgs),
+    /// Start an empty destination VMM that waits for an incoming migration.
+    Vmm(VmmArgs),
+    /// Start a source and a destination VMM and live-migrate between them.
+    Migrate(MigrateArgs),
 }
 
 /// Parses durations such as `3s`, `500ms`, `2m`.
@@ -38,6 +42,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("malformed duration '{s}'"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a rate such as `1G`, `500M` or `800` (bits per second, in Mbit/s).
+pub fn parse_rate_mbps(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches("bit/s").trim_end_matches("bps").trim_end_matches('b');
+    let (num, mult) = match t.chars().last() {
+        Some('G' | 'g') => (&t[..t.len() - 1], 1000.0),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1.0),
+        Some('K' | 'k') => (&t[..t.len() - 1], 0.001),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("malformed rate '{s}': expected e.g. 500M or 1G (bits per second)"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("rate '{s}' must be positive"));
+    }
+    Ok(v * mult)
 }
 
 /// What a VM is made of.
@@ -79,6 +99,84 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
+/// `migbench vmm --incoming`.
+#[derive(Args, Debug)]
+pub struct VmmArgs {
+    /// Address to listen on for the migration stream; port 0 picks a free one.
+    /// The bound address is printed on stdout as `listening on HOST:PORT`.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub incoming: String,
+    /// Refuse a VM whose RAM is not this size.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Refuse a VM with another vCPU count.
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    /// Run the migrated VM for this long, then stop; 0 runs until the guest exits or `quit`.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Give up if the source sends nothing for this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Open a control socket (line-delimited JSON) at this path.
+    #[arg(long)]
+    pub control: Option<PathBuf>,
+    /// Print run statistics as one JSON object on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not copy the guest console to stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Migration policy options shared by the commands that migrate.
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// `downtime` (QEMU-like: switch over when the rest fits the target) or
+    /// `xen` (Clark et al.'s dynamic rate limiting: 100 Mbit/s, then dirty rate + 50).
+    #[arg(long, default_value = "downtime")]
+    pub policy: String,
+    /// Target downtime for the `downtime` policy, ms.
+    #[arg(long, default_value_t = 300.0)]
+    pub downtime_ms: f64,
+    /// Give up (or force, see --on-timeout) after this long in pre-copy.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// What the `downtime` policy does at the timeout: cancel (the source keeps running) or force.
+    #[arg(long, default_value = "cancel")]
+    pub on_timeout: String,
+    /// Cap the migration bandwidth, e.g. 1G or 500M (bit/s). For `xen` this is its maximum rate
+    /// [default for xen: 1G].
+    #[arg(long, value_parser = parse_rate_mbps)]
+    pub max_bandwidth: Option<f64>,
+}
+
+/// `migbench migrate`.
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The VM.
+    #[command(flatten)]
+    pub vm: VmArgs,
+    /// The policy.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// How long the guest runs on the source before the migration starts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// How long the guest runs on the destination afterwards, to check it is alive.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub after: Duration,
+    /// Send a digest of guest RAM; the destination compares it before resuming.
+    #[arg(long)]
+    pub verify: bool,
+    /// Exit non-zero if the downtime exceeds this many ms.
+    #[arg(long)]
+    pub max_downtime_ms: Option<f64>,
+    /// Write the statistics as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
 /// Turns the user's VM arguments into a checked configuration.
 pub fn vm_config(a: &VmArgs) -> anyhow::Result<vmm_min::VmConfig> {
     let workload: vmm_min::Workload = a.workload.parse()?;
@@ -90,4 +188,28 @@ pub fn vm_config(a: &VmArgs) -> anyhow::Result<vmm_min::VmConfig> {
         net: None,
     };
     Ok(config)
+}
+
+/// Turns the user's policy arguments into a migration policy.
+pub fn policy(a: &PolicyArgs) -> anyhow::Result<vmm_min::migration::Policy> {
+    use vmm_min::migration::{OnTimeout, Policy};
+    let on_timeout = match a.on_timeout.as_str() {
+        "cancel" => OnTimeout::Cancel,
+        "force" => OnTimeout::Force,
+        other => anyhow::bail!("unknown --on-timeout '{other}': expected cancel or force"),
+    };
+    let p = match a.policy.as_str() {
+        "downtime" => Policy::Downtime {
+            downtime_ms: a.downtime_ms,
+            timeout_ms: a.timeout.as_secs_f64() * 1e3,
+            on_timeout,
+            max_bandwidth_mbps: None,
+        },
+        "xen" => Policy::xen(),
+        other => anyhow::bail!("unknown --policy '{other}': expected downtime or xen"),
+    };
+    Ok(match a.max_bandwidth {
+        Some(m) => p.with_max_bandwidth(m),
+        None => p,
+    })
 }

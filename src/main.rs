@@ -2,7 +2,8 @@
 //! in its own module; errors reach the user through `anyhow` with context.
 
 mod cli;
-mod run_cmd;
+mod migrate_cmd;
+mod serve;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -17,7 +18,9 @@ fn main() -> ExitCode {
         .init();
     let args = cli::Cli::parse();
     let result = match args.command {
-        cli::Command::Run(a) => run_cmd::run(a, started),
+        cli::Command::Run(a) => serve::run(a, started),
+        cli::Command::Vmm(a) => serve::incoming(a),
+        cli::Command::Migrate(a) => migrate_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -27,10 +27,15 @@ pub enum ControlRequest {
     Migrate {
         /// `HOST:PORT` of the destination.
         to: String,
-        /// Migration policy (see the migration module).
+        /// Migration policy (see the migration module); `null` for the default.
         #[serde(default)]
         policy: Value,
+        /// Send a RAM digest for the destination to verify.
+        #[serde(default)]
+        verify: bool,
     },
+    /// Ask the guest to verify its `memcheck` region.
+    Verify,
 }
 
 /// Answers control requests.

@@ -8,7 +8,8 @@
 //! - [`devices`]: the UART and the control device;
 //! - [`machine`]: state shared by the VMM's threads;
 //! - [`vmm`]: a running VM's lifecycle;
-//! - [`control`]: the control socket.
+//! - [`control`]: the control socket;
+//! - [`migration`]: pre-copy live migration, source and destination.
 //!
 //! The guest/VMM contract (memory layout, registers) is [`abi`], compiled
 //! into both.
@@ -16,6 +17,7 @@
 #[path = "../guest/src/abi.rs"]
 pub mod abi;
 pub mod arch;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod devices;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod guest_image;
 pub mod machine;
 pub mod memory;
+pub mod migration;
 pub mod vmm;
 pub mod vstate;
 

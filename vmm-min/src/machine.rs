@@ -2,6 +2,7 @@
 //! (stop, pause, the doorbell a waiting vCPU sleeps on) and how the guest
 //! ended.
 
+use crate::devices::net::NetDevice;
 use crate::devices::uart::Uart;
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
@@ -186,6 +187,8 @@ pub struct Machine {
     pub vcpus: Vec<Arc<Vcpu>>,
     /// The console UART.
     pub uart: Mutex<Uart>,
+    /// The virtio-net device (virtio-mmio slot 0), when the VM has a NIC.
+    pub net: Option<Arc<NetDevice>>,
     /// Run coordination.
     pub run: RunControl,
     /// How the guest ended, once it has.
@@ -194,6 +197,8 @@ pub struct Machine {
     pub results: Mutex<Vec<String>>,
     /// Whether console output goes to stderr.
     pub console: bool,
+    /// CLOCK_MONOTONIC when a vCPU first entered `KVM_RUN` (0: not yet).
+    pub first_run_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Machine {

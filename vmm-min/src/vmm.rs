@@ -35,6 +35,40 @@ pub struct DirtyRate {
     pub sample_ms: f64,
 }
 
+/// Creates the VM, its RAM and its vCPUs (with CPUID set), without loading
+/// anything: `boot` fills it with a fresh guest, a migration destination
+/// with the incoming one.
+pub(crate) fn new_machine(config: &VmConfig, console: bool) -> Result<Machine> {
+    let kvm = vm::open_kvm()?;
+    config.validate(vm::max_vcpus(&kvm))?;
+    let supported = kvm
+        .get_supported_cpuid(MAX_CPUID_ENTRIES)
+        .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    let vm = Vm::new(kvm, config.memory, config.backend)?;
+    let mut vcpus = Vec::new();
+    for i in 0..config.vcpus {
+        let fd = vm.fd.create_vcpu(u64::from(i)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
+        fd.set_cpuid2(&arch::cpuid_for(&supported, i)).map_err(Error::kvm("KVM_SET_CPUID2"))?;
+        vcpus.push(Arc::new(Vcpu::new(i as usize, fd)?));
+    }
+    // The TAP is opened in this thread's network namespace.
+    let net = match &config.net {
+        Some(n) => Some(crate::devices::net::NetDevice::new(n, &vm.fd, &vm.mem)?),
+        None => None,
+    };
+    Ok(Machine {
+        vm,
+        vcpus,
+        uart: Mutex::new(Uart::new(console)),
+        run: RunControl::default(),
+        exit: Mutex::new(None),
+        results: Mutex::new(Vec::new()),
+        console,
+        first_run_ns: Default::default(),
+        net,
+    })
+}
+
 /// A running VM.
 pub struct Vmm {
     machine: Arc<Machine>,
@@ -45,47 +79,35 @@ pub struct Vmm {
 impl Vmm {
     /// Builds the VM described by `config`, loads the guest and starts it.
     pub fn boot(config: &VmConfig, console: bool) -> Result<Vmm> {
-        let kvm = vm::open_kvm()?;
-        config.validate(vm::max_vcpus(&kvm))?;
-        let supported = kvm
-            .get_supported_cpuid(MAX_CPUID_ENTRIES)
-            .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
-        let vm = Vm::new(kvm, config.memory, config.backend)?;
-        let mem = &vm.mem;
+        let machine = new_machine(config, console)?;
+        let mem = &machine.vm.mem;
         arch::write_page_tables(mem, config.memory)?;
         arch::write_descriptor_tables(mem, config.vcpus)?;
         let entry = arch::load_image(mem, guest_image::ELF)?;
-
-        let mut vcpus = Vec::new();
         let mut tsc_khz = 0;
-        for i in 0..config.vcpus {
-            let fd = vm.fd.create_vcpu(u64::from(i)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
-            fd.set_cpuid2(&arch::cpuid_for(&supported, i)).map_err(Error::kvm("KVM_SET_CPUID2"))?;
+        for v in &machine.vcpus {
+            let fd = lock(&v.fd);
+            let i = v.index as u64;
             let sregs = fd.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
-            fd.set_sregs(&arch::sregs_for(sregs, u64::from(i))).map_err(Error::kvm("KVM_SET_SREGS"))?;
-            fd.set_regs(&arch::regs_for(entry, u64::from(i))).map_err(Error::kvm("KVM_SET_REGS"))?;
+            fd.set_sregs(&arch::sregs_for(sregs, i)).map_err(Error::kvm("KVM_SET_SREGS"))?;
+            fd.set_regs(&arch::regs_for(entry, i)).map_err(Error::kvm("KVM_SET_REGS"))?;
             fd.set_fpu(&arch::fpu()).map_err(Error::kvm("KVM_SET_FPU"))?;
             if i == 0 {
                 tsc_khz = fd.get_tsc_khz().map_err(Error::kvm("KVM_GET_TSC_KHZ"))?;
             }
-            vcpus.push(Arc::new(Vcpu::new(i as usize, fd)?));
         }
         arch::write_boot_info(mem, config.memory, config.vcpus, u64::from(tsc_khz), &config.cmdline())?;
-        let machine = Machine {
-            vm,
-            vcpus,
-            uart: Mutex::new(Uart::new(console)),
-            run: RunControl::default(),
-            exit: Mutex::new(None),
-            results: Mutex::new(Vec::new()),
-            console,
-        };
         Ok(Self::start(machine, config.clone()))
     }
 
     /// Starts the vCPU threads of a built machine.
-    pub(crate) fn start(machine: Machine, config: VmConfig) -> Vmm {
+    pub fn start(machine: Machine, config: VmConfig) -> Vmm {
         let machine = Arc::new(machine);
+        if let Some(net) = &machine.net {
+            if let Err(e) = net.start(Arc::downgrade(&machine)) {
+                machine.finish(GuestExit::Crash { reason: e.to_string() });
+            }
+        }
         let threads = machine
             .vcpus
             .iter()
@@ -191,6 +213,44 @@ impl Vmm {
         })
     }
 
+    /// Waits until a vCPU has entered `KVM_RUN`; returns when (CLOCK_MONOTONIC ns).
+    pub fn wait_first_run(&self, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let t = self.machine.first_run_ns.load(Ordering::Acquire);
+            if t != 0 {
+                return Some(t);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Posts a request to the guest through the boot page; returns its sequence number.
+    pub fn post_request(&self, request: u64) -> Result<u64> {
+        let mem = &self.machine.vm.mem;
+        let at = |f: usize| GuestAddress(abi::BOOT_INFO_ADDR + f as u64);
+        let seq = self.boot_field(std::mem::offset_of!(BootInfo, request_seq)) + 1;
+        mem.store(request, at(std::mem::offset_of!(BootInfo, request)), Ordering::Release)
+            .and_then(|_| mem.store(seq, at(std::mem::offset_of!(BootInfo, request_seq)), Ordering::Release))
+            .map_err(|e| Error::Memory(format!("posting a request: {e}")))?;
+        Ok(seq)
+    }
+
+    /// Waits for the guest to answer request `seq`; returns its response.
+    pub fn wait_response(&self, seq: u64, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && self.exited().is_none() {
+            if self.boot_field(std::mem::offset_of!(BootInfo, response_seq)) == seq {
+                return Some(self.boot_field(std::mem::offset_of!(BootInfo, response)));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    }
+
     /// Pauses every vCPU; returns how long it took.
     pub fn pause(&self) -> Result<Duration> {
         let t = Instant::now();
@@ -212,6 +272,9 @@ impl Vmm {
     pub fn stop(&self) {
         self.machine.run.request_stop();
         self.machine.kick_all();
+        if let Some(net) = &self.machine.net {
+            net.stop();
+        }
     }
 
     /// Stops the VM and waits for its threads; returns how the guest ended

@@ -138,6 +138,10 @@ pub struct BootInfo {
     pub response_seq: u64,
     /// Result of the last request: 0 = ok, otherwise the number of bad pages.
     pub response: u64,
+    /// Bumped by the VMM (e.g. a migration destination on resume) to ask the
+    /// guest's network stack to announce itself with gratuitous ARPs; the
+    /// guest announces whenever it sees a value it has not announced yet.
+    pub announce_seq: u64,
 }
 
 /// Exception stubs: stub `n` is at `EXC_STUBS_ADDR + n * EXC_STUB_SIZE`.

@@ -16,6 +16,7 @@ mod abi;
 mod boot;
 mod cmdline;
 mod hw;
+mod net;
 mod rt;
 mod workloads;
 

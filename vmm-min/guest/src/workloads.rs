@@ -24,6 +24,10 @@ pub fn main_vcpu(vcpu: usize) -> ! {
 }
 
 fn idle_main(vcpu: usize) -> ! {
+    if crate::net::configured() {
+        // Serves the network for good; returns only if the NIC is unusable.
+        crate::net::serve(vcpu);
+    }
     loop {
         hw::heartbeat_add(vcpu, 1);
         if let Some((seq, _)) = hw::pending_request() {

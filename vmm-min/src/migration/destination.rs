@@ -111,6 +111,9 @@ fn receive_on<R: std::io::Read, W: std::io::Write>(
     let mut report = IncomingReport { pages: 0, frames: 0, verified: false };
     let mut saved = None;
     let mut digest = None;
+    // Pages written so far: RAM starts zero, so a zero marker for a page
+    // never written needs no work at all.
+    let mut written = vec![0u64; ram_pages.div_ceil(64) as usize];
     let complete: Complete = loop {
         let (kind, payload) = reader.recv().map_err(wire)?;
         report.frames += 1;
@@ -119,22 +122,22 @@ fn receive_on<R: std::io::Read, W: std::io::Write>(
                 let (entries, data) = pages::decode(payload, ram_pages).map_err(wire)?;
                 let mut off = 0;
                 for e in entries {
-                    let addr = GuestAddress((e & !pages::ZERO_PAGE) * PAGE_SIZE);
+                    let pfn = e & !pages::ZERO_PAGE;
+                    let addr = GuestAddress(pfn * PAGE_SIZE);
+                    let (word, bit) = ((pfn / 64) as usize, 1u64 << (pfn % 64));
+                    report.pages += 1;
                     let page = if e & pages::ZERO_PAGE != 0 {
-                        // Fresh RAM is zero; only a page written earlier needs clearing.
-                        let mut cur = [0u8; PAGE_SIZE as usize];
-                        mem.read_slice(&mut cur, addr).map_err(|e| Error::Memory(e.to_string()))?;
-                        if cur.iter().all(|&b| b == 0) {
-                            report.pages += 1;
+                        if written[word] & bit == 0 {
                             continue;
                         }
+                        written[word] &= !bit;
                         &[0u8; PAGE_SIZE as usize][..]
                     } else {
+                        written[word] |= bit;
                         off += PAGE_SIZE as usize;
                         &data[off - PAGE_SIZE as usize..off]
                     };
                     mem.write_slice(page, addr).map_err(|e| Error::Memory(e.to_string()))?;
-                    report.pages += 1;
                 }
             }
             Kind::State => saved = Some(parse_json::<state::MachineState>(payload, kind).map_err(wire)?),

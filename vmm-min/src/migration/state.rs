@@ -64,6 +64,28 @@ fn save_vcpu(fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuState> {
     })
 }
 
+/// Writes MSRs in batches. KVM_SET_MSRS stops at the first MSR it refuses;
+/// one still holding its reset value (0) is skipped, as a fresh vCPU already
+/// has it (KVM's paravirtual MSRs refuse writes in a VM without an irqchip),
+/// while refusing any other value is an error.
+fn write_msrs(fd: &VcpuFd, msrs: &[(u32, u64)]) -> Result<()> {
+    let mut rest = msrs;
+    while !rest.is_empty() {
+        let entries: Vec<kvm_msr_entry> =
+            rest.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
+        let batch = Msrs::from_entries(&entries).map_err(|e| Error::State(format!("MSR list: {e:?}")))?;
+        let n = fd.set_msrs(&batch).map_err(Error::kvm("KVM_SET_MSRS"))?;
+        if let Some(&(index, value)) = rest.get(n) {
+            if value != 0 {
+                return Err(Error::State(format!("KVM_SET_MSRS refused MSR {index:#x} = {value:#x}")));
+            }
+            tracing::debug!("MSR {index:#x} refused with its reset value; skipped");
+        }
+        rest = rest.get(n + 1..).unwrap_or(&[]);
+    }
+    Ok(())
+}
+
 fn restore_vcpu(fd: &VcpuFd, s: &VcpuState) -> Result<()> {
     fd.set_mp_state(s.mp_state).map_err(Error::kvm("KVM_SET_MP_STATE"))?;
     fd.set_regs(&s.regs).map_err(Error::kvm("KVM_SET_REGS"))?;
@@ -73,14 +95,7 @@ fn restore_vcpu(fd: &VcpuFd, s: &VcpuState) -> Result<()> {
     unsafe { fd.set_xsave(&s.xsave) }.map_err(Error::kvm("KVM_SET_XSAVE"))?;
     fd.set_xcrs(&s.xcrs).map_err(Error::kvm("KVM_SET_XCRS"))?;
     fd.set_debug_regs(&s.debugregs).map_err(Error::kvm("KVM_SET_DEBUGREGS"))?;
-    let entries: Vec<kvm_msr_entry> =
-        s.msrs.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
-    let msrs = Msrs::from_entries(&entries).map_err(|e| Error::State(format!("MSR list: {e:?}")))?;
-    let n = fd.set_msrs(&msrs).map_err(Error::kvm("KVM_SET_MSRS"))?;
-    if n != entries.len() {
-        let idx = entries.get(n).map_or(0, |e| e.index);
-        return Err(Error::State(format!("KVM_SET_MSRS stopped at MSR {idx:#x} ({n} of {})", entries.len())));
-    }
+    write_msrs(fd, &s.msrs)?;
     fd.set_vcpu_events(&s.events).map_err(Error::kvm("KVM_SET_VCPU_EVENTS"))
 }
 

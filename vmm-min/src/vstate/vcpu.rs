@@ -137,6 +137,7 @@ pub fn run_loop(vcpu: Arc<Vcpu>, m: Arc<Machine>) {
         return;
     }
     let mut bell_seen = 0u64;
+    let _ = m.first_run_ns.compare_exchange(0, crate::clock::mono_ns(), Ordering::AcqRel, Ordering::Relaxed);
     loop {
         if m.run.needs_attention() && !m.run.park_if_requested() {
             break;
@@ -235,6 +236,11 @@ fn mmio_read(m: &Machine, addr: u64, data: &mut [u8]) {
             let n = data.len().min(8);
             data[..n].copy_from_slice(&v[..n]);
         }
+        MmioTarget::Virtio(0, off) if m.net.is_some() => {
+            if let Some(net) = &m.net {
+                net.mmio_read(off, data);
+            }
+        }
         MmioTarget::Virtio(..) | MmioTarget::Unmapped => data.fill(0xff),
     }
 }
@@ -250,6 +256,12 @@ fn mmio_write(m: &Machine, addr: u64, data: &[u8]) -> Option<ControlAction> {
             let n = data.len().min(8);
             v[..n].copy_from_slice(&data[..n]);
             Some(devices::control::write(off, u64::from_le_bytes(v)))
+        }
+        MmioTarget::Virtio(0, off) if m.net.is_some() => {
+            if let Some(net) = &m.net {
+                net.mmio_write(off, data);
+            }
+            None
         }
         MmioTarget::Virtio(..) | MmioTarget::Unmapped => {
             tracing::debug!(addr = format_args!("{addr:#x}"), "write to unmapped MMIO ignored");

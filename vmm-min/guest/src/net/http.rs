@@ -1,0 +1,486 @@
+//! A small HTTP/1.1 server on smoltcp TCP sockets: keep-alive, pipelining,
+//! several connections at once (one per listening socket), and nothing a
+//! client sends can make it fail.
+//!
+//! - `GET /file` serves `http.file_bytes` bytes of deterministic content
+//!   ([`fill`]); `GET /health` answers `ok\n` at once; `HEAD` works on both.
+//! - Every response carries an `ETag` that is the FNV-1a 64-bit hash of its
+//!   body, as a quoted 16-digit lowercase hex string, so a client can verify
+//!   every byte.
+//! - A malformed request gets `400` and the connection is closed; an unknown
+//!   path gets `404`, another method `405`; both keep the connection.
+//! - A request head may be at most [`REQ_MAX`] bytes; request bodies
+//!   (`Content-Length`) are read and discarded; chunked bodies are refused.
+//! - A connection that makes no progress for [`IDLE_TIMEOUT_MS`] is aborted,
+//!   so half-open clients cannot hold the sockets forever.
+
+use alloc::vec::Vec;
+use core::fmt::Write;
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+
+/// The port the server listens on.
+pub const PORT: u16 = 80;
+/// Largest request head (request line and headers) accepted.
+pub const REQ_MAX: usize = 4096;
+/// A connection idle for this long is aborted.
+pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+const MAX_HEADERS: usize = 64;
+const HEALTH_BODY: &[u8] = b"ok\n";
+
+/// FNV-1a 64-bit offset basis and prime.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// FNV-1a 64 over `bytes`, continuing from `h`.
+pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// Word `w` of the served file: splitmix64 of the word index.
+fn content_word(w: u64) -> u64 {
+    let mut z = w.wrapping_add(0x9E37_79B9_7F4A_7C15).wrapping_mul(0x6d69_6762_656e_6368 | 1);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Fills `buf` with the file's bytes starting at offset `off`.
+pub fn fill(buf: &mut [u8], off: u64) {
+    let mut i = 0;
+    let mut pos = off;
+    // Unaligned head.
+    while i < buf.len() && pos % 8 != 0 {
+        buf[i] = content_word(pos / 8).to_le_bytes()[(pos % 8) as usize];
+        i += 1;
+        pos += 1;
+    }
+    let mut chunks = buf[i..].chunks_exact_mut(8);
+    for c in &mut chunks {
+        c.copy_from_slice(&content_word(pos / 8).to_le_bytes());
+        pos += 8;
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let w = content_word(pos / 8).to_le_bytes();
+        let n = rest.len();
+        rest.copy_from_slice(&w[..n]);
+    }
+}
+
+/// The hash of the whole file of `len` bytes.
+pub fn file_hash(len: u64) -> u64 {
+    let mut h = FNV_OFFSET;
+    let mut buf = [0u8; 4096];
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(buf.len() as u64) as usize;
+        fill(&mut buf[..n], off);
+        h = fnv1a(h, &buf[..n]);
+        off += n as u64;
+    }
+    h
+}
+
+/// A fixed buffer that `write!` appends to (truncating when full).
+struct Head {
+    buf: [u8; 384],
+    len: usize,
+}
+
+impl Write for Head {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Body {
+    File,
+    Static(&'static [u8]),
+}
+
+/// A response being sent.
+struct Resp {
+    head: Head,
+    head_sent: usize,
+    body: Body,
+    body_len: u64,
+    body_sent: u64,
+    close: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+/// What the bytes received so far hold.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed {
+    /// Not a whole request head yet.
+    Incomplete,
+    /// Not HTTP/1.x: answer 400 and close.
+    Bad,
+    /// A request whose head is `consumed` bytes long.
+    Request { method: Method, target_end: usize, target_start: usize, keep_alive: bool, consumed: usize, body: u64 },
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
+    &s[start..end.max(start)]
+}
+
+fn contains_token(v: &[u8], tok: &[u8]) -> bool {
+    v.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(tok))
+}
+
+/// Parses one request head from the start of `buf`.
+fn parse(buf: &[u8]) -> Parsed {
+    // Skip empty lines before the request line (RFC 9112 2.2).
+    let mut start = 0;
+    while buf[start..].starts_with(b"\r\n") || buf[start..].starts_with(b"\n") {
+        start += if buf[start] == b'\r' { 2 } else { 1 };
+    }
+    let mut lines = Vec::new();
+    let mut pos = start;
+    let end = loop {
+        let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
+            return Parsed::Incomplete;
+        };
+        let mut line = &buf[pos..pos + nl];
+        if let Some(l) = line.strip_suffix(b"\r") {
+            line = l;
+        }
+        pos += nl + 1;
+        if line.is_empty() {
+            break pos;
+        }
+        if lines.len() > MAX_HEADERS {
+            return Parsed::Bad;
+        }
+        lines.push((pos - nl - 1, line.len()));
+    };
+    let Some(&(l0, n0)) = lines.first() else { return Parsed::Bad };
+    let req = &buf[l0..l0 + n0];
+    let mut parts = req.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Parsed::Bad;
+    };
+    if method.is_empty() || method.len() > 16 || !method.iter().all(|&b| is_tchar(b)) {
+        return Parsed::Bad;
+    }
+    if !target.starts_with(b"/") || target.len() > 2048 || target.iter().any(|&b| b <= b' ' || b == 0x7f) {
+        return Parsed::Bad;
+    }
+    let mut keep_alive = match version {
+        b"HTTP/1.1" => true,
+        b"HTTP/1.0" => false,
+        _ => return Parsed::Bad,
+    };
+    let mut body: Option<u64> = None;
+    for &(l, n) in &lines[1..] {
+        let line = &buf[l..l + n];
+        let Some(colon) = line.iter().position(|&b| b == b':') else { return Parsed::Bad };
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) || value.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+        {
+            return Parsed::Bad;
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
+            if contains_token(value, b"close") {
+                keep_alive = false;
+            } else if contains_token(value, b"keep-alive") {
+                keep_alive = true;
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            if value.is_empty() || value.len() > 12 || !value.iter().all(u8::is_ascii_digit) {
+                return Parsed::Bad;
+            }
+            let v = value.iter().fold(0u64, |a, &d| a * 10 + u64::from(d - b'0'));
+            if body.is_some_and(|b| b != v) {
+                return Parsed::Bad;
+            }
+            body = Some(v);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return Parsed::Bad;
+        }
+    }
+    let m = match method {
+        b"GET" => Method::Get,
+        b"HEAD" => Method::Head,
+        _ => Method::Other,
+    };
+    let target_start = l0 + method.len() + 1;
+    Parsed::Request {
+        method: m,
+        target_start,
+        target_end: target_start + target.len(),
+        keep_alive,
+        consumed: end,
+        body: body.unwrap_or(0),
+    }
+}
+
+/// One connection's state (one per listening socket).
+struct Conn {
+    handle: SocketHandle,
+    req: [u8; REQ_MAX],
+    req_len: usize,
+    /// Request-body bytes still to discard.
+    skip: u64,
+    resp: Option<Resp>,
+    /// We closed our side; wait for the socket to finish.
+    closing: bool,
+    last_progress: Instant,
+}
+
+impl Conn {
+    fn reset(&mut self, now: Instant) {
+        self.req_len = 0;
+        self.skip = 0;
+        self.resp = None;
+        self.closing = false;
+        self.last_progress = now;
+    }
+}
+
+/// Counters of the server.
+#[derive(Default, Clone, Copy)]
+pub struct Stats {
+    /// Requests answered.
+    pub requests: u64,
+    /// Malformed requests (400).
+    pub bad: u64,
+    /// Connections aborted for idleness.
+    pub timeouts: u64,
+}
+
+/// The HTTP server.
+pub struct Server {
+    conns: Vec<Conn>,
+    file_len: u64,
+    file_etag: u64,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl Server {
+    /// Adds `n` listening sockets to `sockets`, each with `tx_buf` bytes of
+    /// send buffer, serving a file of `file_len` bytes.
+    pub fn new(sockets: &mut SocketSet<'static>, n: usize, tx_buf: usize, file_len: u64, now: Instant) -> Server {
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let rx = tcp::SocketBuffer::new(alloc::vec![0u8; 8192]);
+            let tx = tcp::SocketBuffer::new(alloc::vec![0u8; tx_buf]);
+            let mut s = tcp::Socket::new(rx, tx);
+            s.set_nagle_enabled(false);
+            let _ = s.listen(PORT);
+            let handle = sockets.add(s);
+            conns.push(Conn {
+                handle,
+                req: [0; REQ_MAX],
+                req_len: 0,
+                skip: 0,
+                resp: None,
+                closing: false,
+                last_progress: now,
+            });
+        }
+        Server { conns, file_len, file_etag: file_hash(file_len), stats: Stats::default() }
+    }
+
+    /// The ETag of the served file.
+    pub fn file_etag(&self) -> u64 {
+        self.file_etag
+    }
+
+    /// Serves every connection as far as it can go now; true if anything
+    /// was received or sent.
+    pub fn service(&mut self, sockets: &mut SocketSet<'static>, now: Instant) -> bool {
+        let mut progress = false;
+        let (file_len, file_etag) = (self.file_len, self.file_etag);
+        for c in &mut self.conns {
+            let s = sockets.get_mut::<tcp::Socket>(c.handle);
+            progress |= service_conn(c, s, now, file_len, file_etag, &mut self.stats);
+        }
+        progress
+    }
+}
+
+fn service_conn(c: &mut Conn, s: &mut tcp::Socket, now: Instant, file_len: u64, etag: u64, st: &mut Stats) -> bool {
+    if !s.is_open() {
+        let _ = s.listen(PORT);
+        c.reset(now);
+        return false;
+    }
+    if matches!(s.state(), tcp::State::Listen | tcp::State::SynReceived) {
+        c.reset(now);
+        return false;
+    }
+    let mut progress = false;
+    // Receive: discard body bytes, then fill the request buffer.
+    while s.can_recv() && !c.closing {
+        if c.skip > 0 {
+            let skip = c.skip;
+            match s.recv(|b| {
+                let n = (b.len() as u64).min(skip) as usize;
+                (n, n)
+            }) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    c.skip -= n as u64;
+                    progress = true;
+                }
+            }
+        } else if c.req_len < REQ_MAX {
+            match s.recv_slice(&mut c.req[c.req_len..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    c.req_len += n;
+                    progress = true;
+                }
+            }
+        } else {
+            break;
+        }
+    }
+    // Answer requests until the socket's send buffer is full.
+    loop {
+        if c.resp.is_none() && !c.closing && c.skip == 0 {
+            match parse(&c.req[..c.req_len]) {
+                Parsed::Incomplete if c.req_len < REQ_MAX => {}
+                Parsed::Incomplete | Parsed::Bad => {
+                    st.bad += 1;
+                    c.resp = Some(response(400, "Bad Request", b"bad request\n", false, true));
+                    c.req_len = 0;
+                }
+                Parsed::Request { method, target_start, target_end, keep_alive, consumed, body } => {
+                    let target = &c.req[target_start..target_end];
+                    let path = target.split(|&b| b == b'?').next().unwrap_or(target);
+                    let head_only = method == Method::Head;
+                    let r = match (method, path) {
+                        (Method::Other, _) => response(405, "Method Not Allowed", b"method not allowed\n", false, !keep_alive),
+                        (_, b"/file") => file_response(file_len, etag, head_only, !keep_alive),
+                        (_, b"/health") => response(200, "OK", HEALTH_BODY, head_only, !keep_alive),
+                        _ => response(404, "Not Found", b"not found\n", head_only, !keep_alive),
+                    };
+                    st.requests += 1;
+                    c.resp = Some(r);
+                    // Drop the head and whatever of the body is buffered.
+                    let in_buf = ((c.req_len - consumed) as u64).min(body) as usize;
+                    c.skip = body - in_buf as u64;
+                    let drop = consumed + in_buf;
+                    c.req.copy_within(drop..c.req_len, 0);
+                    c.req_len -= drop;
+                }
+            }
+        }
+        let Some(r) = c.resp.as_mut() else { break };
+        let (sent, done) = send_resp(s, r);
+        progress |= sent;
+        if !done {
+            break;
+        }
+        let close = r.close;
+        c.resp = None;
+        if close {
+            s.close();
+            c.closing = true;
+            break;
+        }
+    }
+    // The client closed its side and has nothing more to ask.
+    if !s.may_recv() && c.resp.is_none() && !c.closing {
+        s.close();
+        c.closing = true;
+    }
+    if progress {
+        c.last_progress = now;
+    } else if now - c.last_progress > Duration::from_millis(IDLE_TIMEOUT_MS) {
+        st.timeouts += 1;
+        s.abort();
+        c.reset(now);
+    }
+    progress
+}
+
+fn response(code: u16, reason: &str, body: &'static [u8], head_only: bool, close: bool) -> Resp {
+    let mut r = start_resp(code, reason, body.len() as u64, fnv1a(FNV_OFFSET, body), "text/plain", close);
+    r.body = Body::Static(body);
+    if head_only {
+        r.body_len = 0;
+    }
+    r
+}
+
+fn file_response(len: u64, etag: u64, head_only: bool, close: bool) -> Resp {
+    let mut r = start_resp(200, "OK", len, etag, "application/octet-stream", close);
+    r.body = Body::File;
+    if head_only {
+        r.body_len = 0;
+    }
+    r
+}
+
+fn start_resp(code: u16, reason: &str, len: u64, etag: u64, ctype: &str, close: bool) -> Resp {
+    let mut head = Head { buf: [0; 384], len: 0 };
+    let _ = write!(
+        head,
+        "HTTP/1.1 {code} {reason}\r\nContent-Length: {len}\r\nContent-Type: {ctype}\r\nETag: \"{etag:016x}\"\r\nConnection: {}\r\n{}\r\n",
+        if close { "close" } else { "keep-alive" },
+        if code == 405 { "Allow: GET, HEAD\r\n" } else { "" },
+    );
+    Resp { head, head_sent: 0, body: Body::Static(b""), body_len: len, body_sent: 0, close }
+}
+
+/// Sends what fits of `r`; returns (sent anything, response complete).
+fn send_resp(s: &mut tcp::Socket, r: &mut Resp) -> (bool, bool) {
+    let mut sent = false;
+    while r.head_sent < r.head.len {
+        match s.send_slice(&r.head.buf[r.head_sent..r.head.len]) {
+            Ok(0) | Err(_) => return (sent, false),
+            Ok(n) => {
+                r.head_sent += n;
+                sent = true;
+            }
+        }
+    }
+    while r.body_sent < r.body_len {
+        let off = r.body_sent;
+        let remaining = r.body_len - off;
+        let body = r.body;
+        let res = s.send(|buf| {
+            let n = (buf.len() as u64).min(remaining) as usize;
+            match body {
+                Body::File => fill(&mut buf[..n], off),
+                Body::Static(b) => buf[..n].copy_from_slice(&b[off as usize..off as usize + n]),
+            }
+            (n, n)
+        });
+        match res {
+            Ok(0) | Err(_) => return (sent, false),
+            Ok(n) => {
+                r.body_sent += n as u64;
+                sent = true;
+            }
+        }
+    }
+    (sent, true)
+}

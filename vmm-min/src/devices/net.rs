@@ -1,0 +1,577 @@
+//! virtio-net over a TAP device: the device model, its thread and its
+//! migration state.
+//!
+//! - **Transport:** virtio-mmio ([`super::virtio_mmio`]) at
+//!   `abi::VIRTIO_MMIO_ADDR`, two split virtqueues (0 = receive, 1 = transmit)
+//!   handled with the virtio-queue crate.
+//! - **Features:** VERSION_1, MAC, STATUS and MTU (the TAP's MTU at open).
+//!   Frames carry the 12-byte `virtio_net_hdr_v1`, which the TAP
+//!   (`IFF_VNET_HDR`) reads and writes as is.
+//! - **Notifications:** the guest's `QueueNotify` writes go to KVM ioeventfds
+//!   (no exit to the VMM). One device thread epolls them, the TAP and a
+//!   control eventfd. The device suppresses notifications it does not need
+//!   (`VRING_USED_F_NO_NOTIFY`): transmit ones while it is draining the
+//!   queue, receive ones unless it ran out of receive buffers.
+//! - **Waking the guest:** the guest polls, so there are no interrupts; when
+//!   the device puts frames into the receive queue or completes transmits it
+//!   rings the machine's doorbell, which wakes a vCPU sleeping in
+//!   `hw::wait_us`.
+//! - **Dirty tracking:** every write into guest memory (frames, used rings,
+//!   ring flags) goes through vm-memory's `Bytes` API on the machine's
+//!   `GuestMem`, so it lands in the VMM's own-write bitmap that migration
+//!   merges with KVM's dirty log.
+//! - **Migration:** [`NetDevice::pause`] parks the thread outside any queue
+//!   work (stop-and-copy), [`NetDevice::state`] and [`NetDevice::restore`]
+//!   carry the transport and queue state, [`NetDevice::resume`] restarts it
+//!   and processes whatever the guest made available meanwhile.
+//!   [`NetDevice::announce`] sends a gratuitous ARP for the guest from the VMM,
+//!   and [`request_guest_announce`] asks the guest to send its own.
+
+use super::tap::{Tap, VNET_HDR_LEN};
+use super::virtio_mmio::{reg, Transport, TransportState, WriteEffect};
+use crate::abi::{self, BootInfo};
+use crate::config::NetConfig;
+use crate::error::{Error, Result};
+use crate::machine::{lock, Machine};
+use crate::memory::GuestMem;
+use kvm_ioctls::{IoEventAddress, VmFd};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+/// virtio device id of a network card.
+pub const DEVICE_ID_NET: u32 = 1;
+/// VIRTIO_NET_F_MTU: the device reports the link MTU in its configuration.
+pub const F_MTU: u64 = 1 << 3;
+/// VIRTIO_NET_F_MAC: the device reports the MAC address.
+pub const F_MAC: u64 = 1 << 5;
+/// VIRTIO_NET_F_STATUS: the configuration has a link status word.
+pub const F_STATUS: u64 = 1 << 16;
+/// Receive queue index.
+pub const RX: usize = 0;
+/// Transmit queue index.
+pub const TX: usize = 1;
+/// Largest queue the device offers.
+pub const QUEUE_MAX: u16 = 256;
+/// Largest frame (header included) the device moves in one piece.
+const MAX_FRAME: usize = 65_562 + VNET_HDR_LEN;
+/// How long `pause` waits for the thread to park.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Counters of the device, for statistics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetStats {
+    /// Frames delivered to the guest.
+    pub rx_frames: u64,
+    /// Bytes delivered to the guest (frames only).
+    pub rx_bytes: u64,
+    /// Frames from the TAP dropped (no fit, malformed).
+    pub rx_dropped: u64,
+    /// Times the device ran out of guest receive buffers.
+    pub rx_starved: u64,
+    /// Frames the guest transmitted.
+    pub tx_frames: u64,
+    /// Bytes the guest transmitted (frames only).
+    pub tx_bytes: u64,
+    /// Transmitted frames the TAP refused or that were malformed.
+    pub tx_dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    rx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    rx_dropped: AtomicU64,
+    rx_starved: AtomicU64,
+    tx_frames: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_dropped: AtomicU64,
+}
+
+/// The device's migration state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetState {
+    /// The guest's MAC address (must match the destination's configuration).
+    pub mac: [u8; 6],
+    /// Transport registers and queues.
+    pub transport: TransportState,
+}
+
+#[derive(Default)]
+struct Ctl {
+    stop: bool,
+    pause: bool,
+    parked: bool,
+    running: bool,
+}
+
+/// A virtio-net device backed by a TAP.
+pub struct NetDevice {
+    transport: Mutex<Transport>,
+    tap: Tap,
+    mem: GuestMem,
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+    /// Ioeventfds of the receive and transmit queues.
+    notify: [EventFd; 2],
+    /// Wakes the thread for pause, stop, activation and resume.
+    control: EventFd,
+    ctl: Mutex<Ctl>,
+    ctl_cv: Condvar,
+    counters: Counters,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let bad = || Error::Config(format!("malformed MAC address '{s}': expected six hex bytes like 52:54:00:12:34:56"));
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+/// Parses `10.0.0.2/24` (the prefix is optional) into the address.
+pub fn parse_ip(s: &str) -> Result<Ipv4Addr> {
+    let addr = s.split_once('/').map_or(s, |(a, _)| a);
+    addr.parse()
+        .map_err(|_| Error::Config(format!("malformed IPv4 address '{s}': expected e.g. 10.53.1.2/24")))
+}
+
+impl NetDevice {
+    /// Opens the TAP named in `cfg` (in the caller's network namespace) and
+    /// registers the queue ioeventfds with the VM. The device thread starts
+    /// with [`NetDevice::start`].
+    pub fn new(cfg: &NetConfig, vm: &VmFd, mem: &GuestMem) -> Result<Arc<NetDevice>> {
+        let mac = parse_mac(&cfg.mac)?;
+        let ip = parse_ip(&cfg.ip)?;
+        let tap = Tap::open(&cfg.tap).map_err(Error::io(format!("opening TAP '{}'", cfg.tap)))?;
+        let mtu = tap.mtu().unwrap_or(1500).clamp(68, 65_535) as u16;
+        // virtio_net_config: mac[6], status (LINK_UP), max_virtqueue_pairs, mtu.
+        let mut config = Vec::with_capacity(12);
+        config.extend_from_slice(&mac);
+        config.extend_from_slice(&1u16.to_le_bytes());
+        config.extend_from_slice(&1u16.to_le_bytes());
+        config.extend_from_slice(&mtu.to_le_bytes());
+        let transport = Transport::new(DEVICE_ID_NET, F_MAC | F_STATUS | F_MTU, config, 2, QUEUE_MAX);
+        let efd = || EventFd::new(EFD_NONBLOCK).map_err(Error::io("creating an eventfd"));
+        let notify = [efd()?, efd()?];
+        let addr = IoEventAddress::Mmio(abi::VIRTIO_MMIO_ADDR + reg::QUEUE_NOTIFY);
+        for (q, fd) in notify.iter().enumerate() {
+            vm.register_ioevent(fd, &addr, q as u32).map_err(Error::kvm("KVM_IOEVENTFD"))?;
+        }
+        tracing::info!(tap = tap.name(), mtu, "virtio-net device ready");
+        Ok(Arc::new(NetDevice {
+            transport: Mutex::new(transport),
+            tap,
+            mem: mem.clone(),
+            mac,
+            ip,
+            notify,
+            control: efd()?,
+            ctl: Mutex::new(Ctl::default()),
+            ctl_cv: Condvar::new(),
+            counters: Counters::default(),
+            thread: Mutex::new(None),
+        }))
+    }
+
+    /// The TAP's name.
+    pub fn tap_name(&self) -> &str {
+        self.tap.name()
+    }
+
+    /// Starts the device thread. It rings `machine`'s doorbell when it gave
+    /// the guest work and ends on [`NetDevice::stop`] or when the machine is gone.
+    pub fn start(self: &Arc<Self>, machine: Weak<Machine>) -> Result<()> {
+        let mut t = lock(&self.thread);
+        if t.is_some() {
+            return Ok(());
+        }
+        lock(&self.ctl).running = true;
+        let dev = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("virtio-net".into())
+            .spawn(move || {
+                if let Err(e) = dev.run(&machine) {
+                    tracing::error!("virtio-net device thread failed: {e}");
+                }
+                let mut c = lock(&dev.ctl);
+                c.running = false;
+                c.parked = false;
+                dev.ctl_cv.notify_all();
+            })
+            .map_err(Error::io("starting the virtio-net thread"))?;
+        *t = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the device thread and waits for it.
+    pub fn stop(&self) {
+        lock(&self.ctl).stop = true;
+        self.ctl_cv.notify_all();
+        let _ = self.control.write(1);
+        if let Some(h) = lock(&self.thread).take() {
+            if h.thread().id() != std::thread::current().id() && h.join().is_err() {
+                tracing::error!("the virtio-net thread panicked");
+            }
+        }
+    }
+
+    /// Parks the device thread outside any queue work, so that neither the
+    /// queues nor guest memory change until [`NetDevice::resume`]. Frames from
+    /// the TAP wait in the kernel meanwhile.
+    pub fn pause(&self) -> Result<()> {
+        let mut c = lock(&self.ctl);
+        c.pause = true;
+        if !c.running {
+            return Ok(());
+        }
+        let _ = self.control.write(1);
+        let (c, res) = self
+            .ctl_cv
+            .wait_timeout_while(c, PAUSE_TIMEOUT, |c| !c.parked && c.running)
+            .unwrap_or_else(|e| e.into_inner());
+        if res.timed_out() {
+            drop(c);
+            self.resume();
+            return Err(Error::State("the virtio-net thread did not pause within 2 s".into()));
+        }
+        Ok(())
+    }
+
+    /// Lets a paused device thread run again; it then processes everything
+    /// the guest made available and everything queued on the TAP.
+    pub fn resume(&self) {
+        lock(&self.ctl).pause = false;
+        self.ctl_cv.notify_all();
+        let _ = self.control.write(1);
+    }
+
+    /// The device's migration state. Call while the device and the vCPUs are
+    /// paused, so that it is consistent with guest memory.
+    pub fn state(&self) -> NetState {
+        NetState { mac: self.mac, transport: lock(&self.transport).state() }
+    }
+
+    /// Restores the migration state (on the destination, before resuming).
+    pub fn restore(&self, st: &NetState) -> Result<()> {
+        if st.mac != self.mac {
+            return Err(Error::State(format!(
+                "virtio-net state is for MAC {}, this device has {}",
+                fmt_mac(&st.mac),
+                fmt_mac(&self.mac)
+            )));
+        }
+        lock(&self.transport).restore(&st.transport).map_err(Error::State)?;
+        let _ = self.control.write(1);
+        Ok(())
+    }
+
+    /// The device's counters.
+    pub fn stats(&self) -> NetStats {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        NetStats {
+            rx_frames: g(&c.rx_frames),
+            rx_bytes: g(&c.rx_bytes),
+            rx_dropped: g(&c.rx_dropped),
+            rx_starved: g(&c.rx_starved),
+            tx_frames: g(&c.tx_frames),
+            tx_bytes: g(&c.tx_bytes),
+            tx_dropped: g(&c.tx_dropped),
+        }
+    }
+
+    /// Sends a gratuitous ARP (an ARP request for the guest's own address,
+    /// from its MAC, to broadcast) on the TAP, so that the bridge learns the
+    /// guest's new port at once. Used by a migration destination on resume.
+    pub fn announce(&self) -> Result<()> {
+        let frame = garp_frame(self.mac, self.ip);
+        self.tap.write(&frame).map_err(Error::io("sending a gratuitous ARP on the TAP"))?;
+        Ok(())
+    }
+
+    /// A guest read of the device's registers.
+    pub fn mmio_read(&self, offset: u64, data: &mut [u8]) {
+        lock(&self.transport).read(offset, data);
+    }
+
+    /// A guest write of the device's registers.
+    pub fn mmio_write(&self, offset: u64, data: &[u8]) {
+        let effect = lock(&self.transport).write(offset, data);
+        match effect {
+            WriteEffect::None => {}
+            WriteEffect::Activated | WriteEffect::Reset => {
+                let _ = self.control.write(1);
+            }
+            WriteEffect::Notify(q) => {
+                if let Some(fd) = self.notify.get(q as usize) {
+                    let _ = fd.write(1);
+                }
+            }
+        }
+    }
+
+    /// The device thread: waits for notifications, TAP frames and control
+    /// requests, and moves frames between the TAP and the queues.
+    fn run(&self, machine: &Weak<Machine>) -> io::Result<()> {
+        const TAP: u64 = 0;
+        const NOTIFY_RX: u64 = 1;
+        const NOTIFY_TX: u64 = 2;
+        const CONTROL: u64 = 3;
+        let epoll = Epoll::new()?;
+        let add = |fd: i32, ev: EventSet, data: u64| epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(ev, data));
+        add(self.tap.as_raw_fd(), EventSet::IN | EventSet::EDGE_TRIGGERED, TAP)?;
+        add(self.notify[RX].as_raw_fd(), EventSet::IN, NOTIFY_RX)?;
+        add(self.notify[TX].as_raw_fd(), EventSet::IN, NOTIFY_TX)?;
+        add(self.control.as_raw_fd(), EventSet::IN, CONTROL)?;
+        let mut events = [EpollEvent::default(); 8];
+        let mut rx = RxPath { buf: vec![0u8; MAX_FRAME], pending: None };
+        let mut txbuf = vec![0u8; MAX_FRAME];
+        let mut last_error_log = Instant::now() - Duration::from_secs(60);
+        loop {
+            if !self.check_control() {
+                return Ok(());
+            }
+            let n = match epoll.wait(100, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    NOTIFY_RX => drop(self.notify[RX].read()),
+                    NOTIFY_TX => drop(self.notify[TX].read()),
+                    CONTROL => drop(self.control.read()),
+                    _ => {}
+                }
+            }
+            if machine.strong_count() == 0 {
+                return Ok(());
+            }
+            let mut work = false;
+            {
+                let mut t = lock(&self.transport);
+                if t.active() {
+                    let res = self.process_tx(&mut t.queues[TX], &mut txbuf).and_then(|w| {
+                        work |= w;
+                        self.process_rx(&mut t.queues[RX], &mut rx)
+                    });
+                    match res {
+                        Ok(w) => work |= w,
+                        Err(e) => {
+                            if last_error_log.elapsed() > Duration::from_secs(5) {
+                                tracing::warn!("virtio-net: {e}");
+                                last_error_log = Instant::now();
+                            }
+                        }
+                    }
+                }
+            }
+            if work {
+                match machine.upgrade() {
+                    Some(m) => m.run.ring(),
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Parks while a pause is requested; false when the thread must end.
+    fn check_control(&self) -> bool {
+        let mut c = lock(&self.ctl);
+        if c.pause && !c.stop {
+            c.parked = true;
+            self.ctl_cv.notify_all();
+            while c.pause && !c.stop {
+                c = self.ctl_cv.wait(c).unwrap_or_else(|e| e.into_inner());
+            }
+            c.parked = false;
+        }
+        !c.stop
+    }
+
+    /// Sends every frame the guest queued for transmission to the TAP.
+    fn process_tx(&self, q: &mut Queue, buf: &mut [u8]) -> std::result::Result<bool, String> {
+        let mem = &self.mem;
+        let mut work = false;
+        if !q.ready() {
+            return Ok(false);
+        }
+        loop {
+            q.disable_notification(mem).map_err(|e| format!("TX queue: {e}"))?;
+            while let Some(chain) = q.pop_descriptor_chain(mem) {
+                let head = chain.head_index();
+                let mut len = 0usize;
+                let mut ok = true;
+                for d in chain {
+                    let n = d.len() as usize;
+                    if d.is_write_only() || len + n > buf.len() || mem.read_slice(&mut buf[len..len + n], d.addr()).is_err()
+                    {
+                        ok = false;
+                        break;
+                    }
+                    len += n;
+                }
+                let c = &self.counters;
+                if ok && len > VNET_HDR_LEN && self.tap.write(&buf[..len]).is_ok() {
+                    c.tx_frames.fetch_add(1, Ordering::Relaxed);
+                    c.tx_bytes.fetch_add((len - VNET_HDR_LEN) as u64, Ordering::Relaxed);
+                } else {
+                    c.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                q.add_used(mem, head, 0).map_err(|e| format!("TX used ring: {e}"))?;
+                work = true;
+            }
+            if !q.enable_notification(mem).map_err(|e| format!("TX queue: {e}"))? {
+                return Ok(work);
+            }
+        }
+    }
+
+    /// Moves frames from the TAP into the guest's receive buffers until the
+    /// TAP is empty or the buffers run out.
+    fn process_rx(&self, q: &mut Queue, rx: &mut RxPath) -> std::result::Result<bool, String> {
+        let mem = &self.mem;
+        let c = &self.counters;
+        let mut work = false;
+        if !q.ready() {
+            return Ok(false);
+        }
+        loop {
+            let len = match rx.pending {
+                Some(len) => len,
+                None => match self.tap.read(&mut rx.buf) {
+                    Ok(n) if n > VNET_HDR_LEN => n,
+                    Ok(_) => {
+                        c.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(work),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(format!("reading the TAP: {e}")),
+                },
+            };
+            rx.pending = Some(len);
+            let Some(chain) = q.pop_descriptor_chain(mem) else {
+                // Out of buffers: ask the guest to notify when it adds some,
+                // unless it just did.
+                if q.enable_notification(mem).map_err(|e| format!("RX queue: {e}"))? {
+                    q.disable_notification(mem).map_err(|e| format!("RX queue: {e}"))?;
+                    continue;
+                }
+                c.rx_starved.fetch_add(1, Ordering::Relaxed);
+                return Ok(work);
+            };
+            // num_buffers = 1: the frame fits one chain (no MRG_RXBUF).
+            rx.buf[10..12].copy_from_slice(&1u16.to_le_bytes());
+            let head = chain.head_index();
+            let mut off = 0usize;
+            for d in chain.writable() {
+                let n = (d.len() as usize).min(len - off);
+                if mem.write_slice(&rx.buf[off..off + n], d.addr()).is_err() {
+                    break;
+                }
+                off += n;
+                if off == len {
+                    break;
+                }
+            }
+            let used = if off == len {
+                c.rx_frames.fetch_add(1, Ordering::Relaxed);
+                c.rx_bytes.fetch_add((len - VNET_HDR_LEN) as u64, Ordering::Relaxed);
+                len as u32
+            } else {
+                // The frame does not fit the guest's buffer: drop it and give
+                // the buffer back empty.
+                c.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                0
+            };
+            q.add_used(mem, head, used).map_err(|e| format!("RX used ring: {e}"))?;
+            rx.pending = None;
+            work = true;
+        }
+    }
+}
+
+/// The receive path's frame buffer and a frame read from the TAP that did
+/// not fit into the guest yet.
+struct RxPath {
+    buf: Vec<u8>,
+    pending: Option<usize>,
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// A gratuitous ARP request for `ip` from `mac`, with a zero virtio-net
+/// header in front, padded to the Ethernet minimum.
+pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0u8; VNET_HDR_LEN];
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06]); // ARP
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]); // Ethernet, IPv4, request
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip.octets());
+    f.resize(VNET_HDR_LEN + 60, 0);
+    f
+}
+
+/// Asks the guest to announce itself (it sends gratuitous ARPs from its own
+/// stack): bumps `BootInfo::announce_seq` and rings the doorbell.
+pub fn request_guest_announce(machine: &Machine) -> Result<()> {
+    let addr = GuestAddress(abi::BOOT_INFO_ADDR + std::mem::offset_of!(BootInfo, announce_seq) as u64);
+    let mem = &machine.vm.mem;
+    let seq: u64 = mem.load(addr, Ordering::Acquire).map_err(|e| Error::Memory(e.to_string()))?;
+    mem.store(seq.wrapping_add(1), addr, Ordering::Release).map_err(|e| Error::Memory(e.to_string()))?;
+    machine.run.ring();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_and_ips_parse() {
+        assert_eq!(parse_mac("52:54:00:12:34:56").unwrap(), [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        assert!(parse_mac("52:54:00:12:34").is_err());
+        assert!(parse_mac("52:54:00:12:34:56:78").is_err());
+        assert!(parse_mac("zz:54:00:12:34:56").is_err());
+        assert_eq!(parse_ip("10.53.1.2/24").unwrap(), Ipv4Addr::new(10, 53, 1, 2));
+        assert!(parse_ip("10.53.1/24").is_err());
+    }
+
+    #[test]
+    fn garp_is_well_formed() {
+        let f = garp_frame([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 53, 1, 2));
+        let e = &f[VNET_HDR_LEN..];
+        assert_eq!(e.len(), 60);
+        assert_eq!(&e[12..14], &[0x08, 0x06]);
+        assert_eq!(&e[28..32], &[10, 53, 1, 2]);
+        assert_eq!(&e[38..42], &[10, 53, 1, 2]);
+    }
+}
