@@ -97,6 +97,27 @@ pub struct RunArgs {
     /// Do not copy the guest console to stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// The guest's network.
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// `--net`: a NIC in a fresh network topology (needs root).
+#[derive(Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Give the guest a virtio-net NIC on a bridge in fresh network namespaces
+    /// (`mb<id>-lan`, `mb<id>-probe`), serving HTTP on port 80; needs root.
+    #[arg(long)]
+    pub net: bool,
+    /// Run id in the namespace and interface names (1 to 11 of [a-z0-9]) [default: random].
+    #[arg(long, requires = "net")]
+    pub run_id: Option<String>,
+    /// Size of the file the guest serves at /file.
+    #[arg(long, default_value = "512K", requires = "net")]
+    pub file_size: String,
+    /// MTU of the bridge, the TAPs and the veth pair (the guest uses up to 9000).
+    #[arg(long, default_value_t = 1500, requires = "net")]
+    pub mtu: u32,
 }
 
 /// `migbench vmm --incoming`.

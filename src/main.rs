@@ -3,6 +3,7 @@
 
 mod cli;
 mod migrate_cmd;
+mod net_cmd;
 mod serve;
 
 use clap::Parser;

@@ -173,6 +173,13 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
         } else {
             eprintln!("migbench: the source VM kept running (heartbeat {a} -> {b})");
         }
+        if matches!(config.workload, Workload::Memcheck { .. }) {
+            let v = control(&src_sock, &json!({"cmd": "verify"}), Duration::from_secs(90))?;
+            checks.insert("guest_memcheck".into(), v.clone());
+            if v["ok"] != true {
+                failures.push(format!("the guest's own memory check failed on the source: {v}"));
+            }
+        }
         let _ = control(&src_sock, &json!({"cmd": "quit"}), Duration::from_secs(5));
     }
     if args.verify && !stats.verify.as_ref().is_some_and(|v| v.ok) && completed {

@@ -28,8 +28,13 @@ struct ServeOptions {
 
 /// `migbench run`.
 pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
-    let config = vm_config(&args.vm)?;
-    let vmm = Arc::new(Vmm::boot(&config, !args.quiet)?);
+    let mut config = vm_config(&args.vm)?;
+    // Dropped when `run` returns, after the VM: removes the topology.
+    let net = crate::net_cmd::prepare(&args.net, &mut config)?;
+    let vmm = Arc::new(match &net {
+        Some(n) => n.boot(&config, !args.quiet)?,
+        None => Vmm::boot(&config, !args.quiet)?,
+    });
     let boot_ms = vmm
         .wait_first_heartbeat(BOOT_TIMEOUT)
         .map(|t| t.duration_since(started).as_secs_f64() * 1e3);

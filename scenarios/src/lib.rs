@@ -1,1 +1,3 @@
 //! Scenario files (TOML) and the runner that orchestrates VMMs, network, probe and migration.
+
+pub mod netns;

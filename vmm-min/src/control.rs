@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A request on the control socket.
@@ -45,6 +45,9 @@ pub type Handler = Arc<dyn Fn(ControlRequest) -> Value + Send + Sync>;
 pub struct ControlServer {
     path: PathBuf,
     closed: Arc<AtomicBool>,
+    /// Requests being answered; dropping the server waits for them, so a
+    /// process that exits after (say) a migration still sends its reply.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl ControlServer {
@@ -64,7 +67,8 @@ impl ControlServer {
             ))
         })?;
         let closed = Arc::new(AtomicBool::new(false));
-        let c = closed.clone();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (c, busy) = (closed.clone(), in_flight.clone());
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
@@ -73,12 +77,12 @@ impl ControlServer {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    let h = handler.clone();
-                    let _ = std::thread::Builder::new().name("control-conn".into()).spawn(move || serve(stream, h));
+                    let (h, b) = (handler.clone(), busy.clone());
+                    let _ = std::thread::Builder::new().name("control-conn".into()).spawn(move || serve(stream, h, b));
                 }
             })
             .map_err(Error::io("starting the control thread"))?;
-        Ok(Self { path: path.to_owned(), closed })
+        Ok(Self { path: path.to_owned(), closed, in_flight })
     }
 }
 
@@ -88,21 +92,28 @@ impl Drop for ControlServer {
         // Wake the accept loop so it sees `closed`, then remove the file.
         let _ = UnixStream::connect(&self.path);
         let _ = std::fs::remove_file(&self.path);
+        let t = std::time::Instant::now();
+        while self.in_flight.load(Ordering::Acquire) > 0 && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 
-fn serve(stream: UnixStream, handler: Handler) {
+fn serve(stream: UnixStream, handler: Handler, in_flight: Arc<AtomicUsize>) {
     let Ok(mut out) = stream.try_clone() else { return };
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { return };
         if line.trim().is_empty() {
             continue;
         }
+        in_flight.fetch_add(1, Ordering::AcqRel);
         let reply = match serde_json::from_str::<ControlRequest>(&line) {
             Ok(req) => handler(req),
             Err(e) => json!({"ok": false, "error": format!("bad request: {e}; expected e.g. {{\"cmd\":\"status\"}}")}),
         };
-        if writeln!(out, "{reply}").is_err() {
+        let sent = writeln!(out, "{reply}").and_then(|_| out.flush());
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+        if sent.is_err() {
             return;
         }
     }

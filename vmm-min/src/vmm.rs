@@ -190,6 +190,7 @@ impl Vmm {
     /// every `step` (a page counts once per collection it was written in).
     pub fn measure_dirty_rate(&self, total: Duration, step: Duration) -> Result<DirtyRate> {
         let vm = &self.machine.vm;
+        let _owner = lock(&vm.dirty_log_owner);
         vm.set_dirty_logging(true)?;
         vm.take_dirty_log()?;
         let written0 = self.pages_written();

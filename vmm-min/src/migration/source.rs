@@ -187,6 +187,7 @@ pub fn migrate(vmm: &Vmm, to: &str, policy: &Policy, opts: &SourceOptions, progr
         verify: None,
     };
     let mut paused = false;
+    let _owner = crate::machine::lock(&vmm.machine().vm.dirty_log_owner);
     let result = run(vmm, to, policy, opts, progress, &mut stats, &mut paused);
     let m = vmm.machine();
     match result {

@@ -17,6 +17,10 @@ pub struct Vm {
     pub mem: GuestMem,
     ram: u64,
     dirty_logging: AtomicBool,
+    /// Held by whoever reads the dirty log (a migration, a dirty-rate
+    /// measurement): reading clears it, so two readers would steal pages
+    /// from each other.
+    pub dirty_log_owner: std::sync::Mutex<()>,
 }
 
 /// Opens `/dev/kvm` with an error that says what to do.
@@ -41,7 +45,7 @@ impl Vm {
     pub fn new(kvm: Kvm, ram: u64, backend: MemoryBackend) -> Result<Self> {
         let fd = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
         let mem = memory::create(ram, backend)?;
-        let vm = Vm { kvm, fd, mem, ram, dirty_logging: AtomicBool::new(false) };
+        let vm = Vm { kvm, fd, mem, ram, dirty_logging: AtomicBool::new(false), dirty_log_owner: Default::default() };
         vm.set_slot(0)?;
         Ok(vm)
     }

@@ -70,8 +70,6 @@ const USED_F_NO_NOTIFY: u16 = 1;
 /// Why the device could not be set up.
 #[derive(Debug, Clone, Copy)]
 pub enum InitError {
-    /// No `virtio_mmio.device=` on the command line, or it is malformed.
-    NotConfigured,
     /// Nothing (or not a version-2 virtio-net device) at the address.
     NoDevice,
     /// The device refused our features.

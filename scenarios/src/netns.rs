@@ -1,0 +1,340 @@
+//! The network topology of a run: two network namespaces joined by a bridge,
+//! created for the run and removed with it.
+//!
+//! ```text
+//!  netns mb<id>-lan:   bridge mb<id>br (forward delay 0, no STP)
+//!                      ├─ TAP mb<id>ts   (source VMM)
+//!                      ├─ TAP mb<id>td   (destination VMM)
+//!                      └─ veth mb<id>vl ─┐
+//!  netns mb<id>-probe:                   └─ veth mb<id>vp  10.53.X.1/24
+//!  guest:              10.53.X.2/24, MAC 02:6d:62:..
+//! ```
+//!
+//! - **Names:** every name carries the run id (1 to 11 of `[a-z0-9]`), so
+//!   runs never collide and leftovers are recognisable (`ip netns list |
+//!   grep ^mb`). Interface names stay within the kernel's 15 characters.
+//! - **Where the VMM runs:** a TAP must be opened in the namespace that holds
+//!   it. The TAPs are created in the lan namespace, and a VMM opens its TAP
+//!   from a thread that entered that namespace ([`Topology::in_lan`], using
+//!   `setns`), or runs whole inside it (`ip netns exec mb<id>-lan migbench
+//!   …`). Once open, the TAP's descriptor works from any namespace, so the
+//!   VMM's other threads and its control socket are unaffected.
+//! - **The probe** runs in the probe namespace: [`Topology::in_probe`] runs a
+//!   closure on a thread inside it, so sockets it creates live there.
+//! - **Cleanup:** dropping the [`Topology`] deletes both namespaces, which
+//!   removes the bridge, the TAPs and the veth pair with them. A failure
+//!   half-way through [`Topology::create`] removes what was already made.
+//!   Traffic never leaves these namespaces.
+//! - **Privileges:** all of this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN);
+//!   without it, [`Topology::create`] says so and creates nothing.
+
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Errors from building or entering the topology.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// The process is not root.
+    #[error("the network topology needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN to create namespaces, bridges and TAPs); run migbench as root, e.g. with sudo")]
+    NotRoot,
+    /// The run id is not usable in interface names.
+    #[error("run id '{0}' is invalid: use 1 to 11 lowercase letters or digits")]
+    BadRunId(String),
+    /// A namespace of this run already exists.
+    #[error("network namespace {0} already exists (a run with the same id is active, or a leftover: remove it with `ip netns del {0}`)")]
+    Exists(String),
+    /// An `ip` command failed.
+    #[error("`{cmd}` failed: {msg}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Its error output.
+        msg: String,
+    },
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The names and addresses of one run's topology.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Names {
+    /// The run id.
+    pub run_id: String,
+    /// Namespace with the bridge and the TAPs.
+    pub lan_ns: String,
+    /// Namespace of the probe.
+    pub probe_ns: String,
+    /// The bridge.
+    pub bridge: String,
+    /// TAP of the source VMM.
+    pub tap_src: String,
+    /// TAP of the destination VMM.
+    pub tap_dst: String,
+    /// The veth end on the bridge.
+    pub veth_lan: String,
+    /// The veth end in the probe namespace.
+    pub veth_probe: String,
+    /// The probe's address.
+    pub probe_ip: Ipv4Addr,
+    /// The guest's address.
+    pub guest_ip: Ipv4Addr,
+    /// Prefix length of the subnet.
+    pub prefix: u8,
+    /// The guest's MAC address.
+    pub guest_mac: String,
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+impl Names {
+    /// The names for run `run_id`.
+    pub fn for_run(run_id: &str) -> Result<Names, NetnsError> {
+        if run_id.is_empty()
+            || run_id.len() > 11
+            || !run_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(NetnsError::BadRunId(run_id.to_string()));
+        }
+        let h = fnv(run_id);
+        let x = (h % 254 + 1) as u8;
+        let p = |s: &str| format!("mb{run_id}{s}");
+        Ok(Names {
+            run_id: run_id.to_string(),
+            lan_ns: p("-lan"),
+            probe_ns: p("-probe"),
+            bridge: p("br"),
+            tap_src: p("ts"),
+            tap_dst: p("td"),
+            veth_lan: p("vl"),
+            veth_probe: p("vp"),
+            probe_ip: Ipv4Addr::new(10, 53, x, 1),
+            guest_ip: Ipv4Addr::new(10, 53, x, 2),
+            prefix: 24,
+            guest_mac: format!("02:6d:62:{:02x}:{:02x}:{:02x}", (h >> 16) as u8, (h >> 24) as u8, (h >> 32) as u8),
+        })
+    }
+
+    /// The guest's address with its prefix, as the guest's `net.ip=` wants it.
+    pub fn guest_cidr(&self) -> String {
+        format!("{}/{}", self.guest_ip, self.prefix)
+    }
+}
+
+/// A fresh run id: 6 hex digits from the process id and the clock.
+pub fn new_run_id() -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let h = fnv(&format!("{}-{nanos}", std::process::id()));
+    format!("{:06x}", h & 0xff_ffff)
+}
+
+/// Whether the process is root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn ns_path(ns: &str) -> PathBuf {
+    PathBuf::from("/var/run/netns").join(ns)
+}
+
+/// Whether the named network namespace exists.
+pub fn namespace_exists(ns: &str) -> bool {
+    ns_path(ns).exists()
+}
+
+/// Runs `ip ARGS…` and fails with its error output.
+fn ip(args: &[&str]) -> Result<(), NetnsError> {
+    let out = Command::new("ip").args(args).output().map_err(|e| NetnsError::Io {
+        what: "running `ip` (install iproute2)".into(),
+        source: e,
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetnsError::Command {
+            cmd: format!("ip {}", args.join(" ")),
+            msg: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Moves the calling thread into network namespace `ns`.
+pub fn enter_netns(ns: &str) -> Result<(), NetnsError> {
+    let f = File::open(ns_path(ns))
+        .map_err(|e| NetnsError::Io { what: format!("opening network namespace {ns}"), source: e })?;
+    // SAFETY: setns takes a namespace descriptor, valid for the call.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(NetnsError::Io {
+            what: format!("entering network namespace {ns}"),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `f` on a new thread inside network namespace `ns` and returns its
+/// result. Sockets and TAPs it opens belong to `ns`; threads it starts
+/// inherit `ns`.
+pub fn run_in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_netns(ns)?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// A created topology; dropping it removes everything.
+#[derive(Debug)]
+pub struct Topology {
+    names: Names,
+    created: Vec<String>,
+}
+
+impl Topology {
+    /// Creates the topology of run `run_id` with links of `mtu` bytes.
+    pub fn create(run_id: &str, mtu: u32) -> Result<Topology, NetnsError> {
+        let names = Names::for_run(run_id)?;
+        if !is_root() {
+            return Err(NetnsError::NotRoot);
+        }
+        for ns in [&names.lan_ns, &names.probe_ns] {
+            if namespace_exists(ns) {
+                return Err(NetnsError::Exists(ns.clone()));
+            }
+        }
+        let mut t = Topology { names, created: Vec::new() };
+        // On error `t` is dropped here, which removes what was made.
+        t.build(mtu)?;
+        Ok(t)
+    }
+
+    fn build(&mut self, mtu: u32) -> Result<(), NetnsError> {
+        let n = self.names.clone();
+        for ns in [&n.lan_ns, &n.probe_ns] {
+            ip(&["netns", "add", ns])?;
+            self.created.push(ns.clone());
+        }
+        let mtu = mtu.to_string();
+        let (lan, probe) = (n.lan_ns.as_str(), n.probe_ns.as_str());
+        ip(&["-n", lan, "link", "add", &n.bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0"])?;
+        for tap in [&n.tap_src, &n.tap_dst] {
+            ip(&["-n", lan, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])?;
+        }
+        ip(&["-n", lan, "link", "add", &n.veth_lan, "type", "veth", "peer", "name", &n.veth_probe, "netns", probe])?;
+        for port in [&n.tap_src, &n.tap_dst, &n.veth_lan] {
+            ip(&["-n", lan, "link", "set", "dev", port, "mtu", &mtu, "master", &n.bridge])?;
+        }
+        ip(&["-n", lan, "link", "set", "dev", &n.bridge, "mtu", &mtu])?;
+        for dev in ["lo", &n.bridge, &n.tap_src, &n.tap_dst, &n.veth_lan] {
+            ip(&["-n", lan, "link", "set", "dev", dev, "up"])?;
+        }
+        ip(&["-n", probe, "link", "set", "dev", &n.veth_probe, "mtu", &mtu])?;
+        let cidr = format!("{}/{}", n.probe_ip, n.prefix);
+        ip(&["-n", probe, "addr", "add", &cidr, "dev", &n.veth_probe])?;
+        for dev in ["lo", n.veth_probe.as_str()] {
+            ip(&["-n", probe, "link", "set", "dev", dev, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// The names and addresses.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// Runs `f` on a thread inside the lan namespace (where the TAPs are).
+    pub fn in_lan<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        run_in_netns(&self.names.lan_ns, f)
+    }
+
+    /// Runs `f` on a thread inside the probe namespace.
+    pub fn in_probe<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        run_in_netns(&self.names.probe_ns, f)
+    }
+
+    /// Removes everything now (also done on drop); reports the first error.
+    pub fn remove(mut self) -> Result<(), NetnsError> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<(), NetnsError> {
+        let mut first = Ok(());
+        while let Some(ns) = self.created.pop() {
+            if let Err(e) = ip(&["netns", "del", &ns]) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("migbench: removing the network topology: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_and_carry_the_run_id() {
+        let n = Names::for_run("abc123def45").unwrap();
+        for i in [&n.bridge, &n.tap_src, &n.tap_dst, &n.veth_lan, &n.veth_probe] {
+            assert!(i.len() <= 15, "{i} is too long");
+            assert!(i.contains("abc123def45"));
+        }
+        assert!(n.lan_ns.contains("abc123def45") && n.probe_ns.contains("abc123def45"));
+        assert_eq!(n.guest_cidr(), format!("{}/24", n.guest_ip));
+        assert!(n.guest_mac.starts_with("02:6d:62:"));
+        assert!(Names::for_run("").is_err());
+        assert!(Names::for_run("abc123def456").is_err());
+        assert!(Names::for_run("ABC").is_err());
+        assert!(Names::for_run("a-b").is_err());
+        let id = new_run_id();
+        assert!(Names::for_run(&id).is_ok(), "{id}");
+    }
+
+    #[test]
+    fn topology_is_created_and_removed_even_on_panic() {
+        if !is_root() {
+            assert!(matches!(Topology::create("t1", 1500), Err(NetnsError::NotRoot)));
+            return;
+        }
+        let id = format!("u{}", &new_run_id()[..5]);
+        let names = Names::for_run(&id).unwrap();
+        let res = std::panic::catch_unwind(|| {
+            let t = Topology::create(&id, 1500).unwrap();
+            assert!(namespace_exists(&t.names().lan_ns) && namespace_exists(&t.names().probe_ns));
+            let up = t.in_probe(|| std::net::UdpSocket::bind((t.names().probe_ip, 0)).is_ok()).unwrap();
+            assert!(up, "the probe address is configured");
+            assert!(matches!(Topology::create(&id, 1500), Err(NetnsError::Exists(_))));
+            panic!("failing on purpose with the topology up");
+        });
+        assert!(res.is_err());
+        assert!(!namespace_exists(&names.lan_ns), "lan namespace left behind");
+        assert!(!namespace_exists(&names.probe_ns), "probe namespace left behind");
+    }
+}

@@ -1,0 +1,94 @@
+//! `--net`: gives a VM a NIC inside a fresh network topology
+//! (`scenarios::netns`), boots it with its TAP opened in the lan namespace,
+//! prints where the guest is, and removes the topology when the run ends,
+//! also on error, Ctrl-C or SIGTERM.
+//!
+//! Signals: while a topology exists, SIGINT, SIGTERM and SIGHUP are blocked
+//! in every thread and taken by one thread with `sigwait`, which removes the
+//! topology and exits with 130 (a signal handler could not run that safely).
+
+use crate::cli::NetArgs;
+use anyhow::{Context, Result};
+use scenarios::netns::{self, Names, Topology};
+use std::sync::{Arc, Mutex};
+use vmm_min::config::NetConfig;
+use vmm_min::{VmConfig, Vmm};
+
+/// A run's network: the topology, removed on drop.
+pub struct NetRun {
+    names: Names,
+    topo: Arc<Mutex<Option<Topology>>>,
+}
+
+/// Creates the topology for `args` (if `--net`) and points `config` at its
+/// source TAP.
+pub fn prepare(args: &NetArgs, config: &mut VmConfig) -> Result<Option<NetRun>> {
+    if !args.net {
+        return Ok(None);
+    }
+    let id = args.run_id.clone().unwrap_or_else(netns::new_run_id);
+    let file_bytes = vmm_min::config::parse_size(&args.file_size)?;
+    let topo = Topology::create(&id, args.mtu).context("creating the network topology")?;
+    let names = topo.names().clone();
+    config.net = Some(NetConfig {
+        tap: names.tap_src.clone(),
+        mac: names.guest_mac.clone(),
+        ip: names.guest_cidr(),
+        file_bytes,
+    });
+    let topo = Arc::new(Mutex::new(Some(topo)));
+    remove_on_signal(topo.clone());
+    Ok(Some(NetRun { names, topo }))
+}
+
+impl NetRun {
+    /// The topology's names and addresses.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// Boots the VM with its TAP opened inside the lan namespace, and prints
+    /// the guest's address.
+    pub fn boot(&self, config: &VmConfig, console: bool) -> Result<Vmm> {
+        let vmm = netns::run_in_netns(&self.names.lan_ns, || Vmm::boot(config, console))
+            .context("entering the lan namespace")??;
+        let n = &self.names;
+        eprintln!(
+            "migbench: net: guest {} (MAC {}) on TAP {} in netns {}; probe netns {} ({}); try: ip netns exec {} curl -s http://{}/health",
+            n.guest_ip, n.guest_mac, n.tap_src, n.lan_ns, n.probe_ns, n.probe_ip, n.probe_ns, n.guest_ip
+        );
+        Ok(vmm)
+    }
+}
+
+impl Drop for NetRun {
+    fn drop(&mut self) {
+        let t = self.topo.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(t);
+    }
+}
+
+/// Blocks the termination signals in this and all later threads, and starts
+/// a thread that removes the topology and exits when one arrives.
+fn remove_on_signal(topo: Arc<Mutex<Option<Topology>>>) {
+    // SAFETY: sigset_t is plain data; the calls only read/write `set`.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let _ = std::thread::Builder::new().name("net-signals".into()).spawn(move || {
+        let mut sig = 0;
+        // SAFETY: `set` and `sig` are valid for the call.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            eprintln!("migbench: signal {sig}: removing the network topology");
+            let t = topo.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(t);
+            std::process::exit(130);
+        }
+    });
+}

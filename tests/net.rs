@@ -1,0 +1,414 @@
+//! End-to-end tests of the guest network: `migbench run --net` boots a guest
+//! with a virtio-net NIC on a bridge in fresh namespaces, and plain
+//! `std::net::TcpStream`s opened inside the probe namespace talk HTTP to it.
+//!
+//! Every test checks afterwards that the run's namespaces are gone (the VMM
+//! process removes them on SIGTERM); one test fails on purpose half-way and
+//! checks the same. These tests need root; without it they say so and pass.
+
+use scenarios::netns::{self, Names};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FILE_BYTES: usize = 512 * 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn root_or_skip(test: &str) -> bool {
+    if netns::is_root() {
+        return true;
+    }
+    eprintln!("{test}: skipped: needs root to create network namespaces, a bridge and TAPs");
+    false
+}
+
+/// A guest served by a `migbench run --net` child process.
+struct Guest {
+    child: Child,
+    names: Names,
+}
+
+impl Guest {
+    fn start(tag: &str) -> Guest {
+        let id = format!("{tag}{}", &netns::new_run_id()[..4]);
+        let names = Names::for_run(&id).expect("valid run id");
+        let child = Command::new(env!("CARGO_BIN_EXE_migbench"))
+            .args(["run", "--net", "--run-id", &id, "--memory", "64M", "--duration", "300s", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting migbench");
+        let mut g = Guest { child, names };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = g.child.try_wait().expect("waiting for migbench") {
+                panic!("migbench exited early: {st}");
+            }
+            let ok = netns::namespace_exists(&g.names.probe_ns)
+                && g.probe(|c| c.map(|mut c| c.get("/health").status == 200).unwrap_or(false));
+            if ok {
+                return g;
+            }
+            assert!(Instant::now() < deadline, "the guest did not answer /health within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `f` in the probe namespace with a fresh connection to the guest
+    /// (or the connection error).
+    fn probe<T: Send>(&self, f: impl FnOnce(std::io::Result<Client>) -> T + Send) -> T {
+        let addr = (self.names.guest_ip, 80);
+        netns::run_in_netns(&self.names.probe_ns, || f(Client::connect(addr))).expect("entering the probe namespace")
+    }
+
+    /// Opens a raw connection in the probe namespace.
+    fn connect(&self) -> TcpStream {
+        let addr = (self.names.guest_ip, 80);
+        let s = netns::run_in_netns(&self.names.probe_ns, || TcpStream::connect_timeout(&addr.into(), IO_TIMEOUT))
+            .expect("entering the probe namespace")
+            .expect("connecting to the guest");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        s
+    }
+
+    /// Stops the VMM with SIGTERM and checks that the topology is gone.
+    fn stop_and_check(mut self) {
+        let names = self.names.clone();
+        self.terminate();
+        assert_gone(&names);
+    }
+
+    fn terminate(&mut self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+fn assert_gone(n: &Names) {
+    assert!(!netns::namespace_exists(&n.lan_ns), "{} left behind", n.lan_ns);
+    assert!(!netns::namespace_exists(&n.probe_ns), "{} left behind", n.probe_ns);
+}
+
+struct Resp {
+    status: u16,
+    etag: Option<u64>,
+    close: bool,
+    body: Vec<u8>,
+}
+
+/// A keep-alive HTTP/1.1 client on one connection.
+struct Client {
+    r: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: (std::net::Ipv4Addr, u16)) -> std::io::Result<Client> {
+        let s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(Client { r: BufReader::with_capacity(256 * 1024, s) })
+    }
+
+    fn send(&mut self, raw: &[u8]) {
+        self.r.get_mut().write_all(raw).expect("sending the request");
+    }
+
+    fn get(&mut self, path: &str) -> Resp {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: guest\r\n\r\n").as_bytes());
+        self.read_response(true)
+    }
+
+    fn read_response(&mut self, with_body: bool) -> Resp {
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("reading the status line");
+        let mut parts = line.split_whitespace();
+        assert_eq!(parts.next(), Some("HTTP/1.1"), "status line '{line}'");
+        let status: u16 = parts.next().and_then(|s| s.parse().ok()).expect("status code");
+        let (mut len, mut etag, mut close) = (0usize, None, false);
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).expect("reading a header");
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').expect("header with a colon");
+            match k.to_ascii_lowercase().as_str() {
+                "content-length" => len = v.trim().parse().expect("content length"),
+                "etag" => etag = u64::from_str_radix(v.trim().trim_matches('"'), 16).ok(),
+                "connection" => close = v.trim().eq_ignore_ascii_case("close"),
+                _ => {}
+            }
+        }
+        let mut body = vec![0u8; if with_body { len } else { 0 }];
+        self.r.read_exact(&mut body).expect("reading the body");
+        Resp { status, etag, close, body }
+    }
+}
+
+fn verify(r: &Resp) {
+    assert_eq!(r.etag, Some(fnv1a(&r.body)), "body does not match its ETag");
+}
+
+#[test]
+fn file_download_verifies_against_etag() {
+    if !root_or_skip("file_download_verifies_against_etag") {
+        return;
+    }
+    let g = Guest::start("dl");
+    g.probe(|c| {
+        let mut c = c.expect("connecting");
+        let r = c.get("/file");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), FILE_BYTES);
+        verify(&r);
+        let h = c.get("/health");
+        assert_eq!((h.status, h.body.as_slice()), (200, &b"ok\n"[..]));
+        verify(&h);
+        let n = c.get("/no/such/path");
+        assert_eq!(n.status, 404);
+        verify(&n);
+        c.send(b"HEAD /file HTTP/1.1\r\n\r\n");
+        let head = c.read_response(false);
+        assert_eq!((head.status, head.etag), (200, r.etag));
+        // The same bytes again on the same connection.
+        let r2 = c.get("/file?again");
+        assert_eq!(r2.body, r.body);
+    });
+    g.stop_and_check();
+}
+
+#[test]
+fn keep_alive_sequential_and_concurrent() {
+    if !root_or_skip("keep_alive_sequential_and_concurrent") {
+        return;
+    }
+    let g = Guest::start("ka");
+    g.probe(|c| {
+        let mut c = c.expect("connecting");
+        for i in 0..1000 {
+            let r = c.get(if i % 50 == 0 { "/file" } else { "/health" });
+            assert_eq!(r.status, 200, "request {i}");
+            assert!(!r.close, "request {i} closed the connection");
+            verify(&r);
+        }
+    });
+    let addr = (g.names.guest_ip, 80);
+    let ns = g.names.probe_ns.clone();
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                netns::run_in_netns(&ns, || {
+                    let mut c = Client::connect(addr).expect("connecting");
+                    for i in 0..8 {
+                        let r = c.get(if (i + w) % 2 == 0 { "/file" } else { "/health" });
+                        assert_eq!(r.status, 200, "worker {w} request {i}");
+                        verify(&r);
+                    }
+                })
+                .expect("entering the probe namespace");
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a concurrent client failed");
+    }
+    g.stop_and_check();
+}
+
+fn set_linger_zero(s: &TcpStream) {
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: SO_LINGER reads one `linger` from the pointer.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setting SO_LINGER");
+}
+
+/// Sends `raw` on a fresh connection and returns the status of the answer.
+fn status_of(g: &Guest, raw: &[u8]) -> u16 {
+    let s = g.connect();
+    let mut c = Client { r: BufReader::new(s) };
+    c.send(raw);
+    c.read_response(true).status
+}
+
+#[test]
+fn bad_clients_leave_the_server_serving() {
+    if !root_or_skip("bad_clients_leave_the_server_serving") {
+        return;
+    }
+    let g = Guest::start("bad");
+    // Malformed requests: 400, connection closed.
+    let long_header = format!("GET /health HTTP/1.1\r\nX-Long: {}\r\n\r\n", "a".repeat(8000));
+    let cases: [&[u8]; 8] = [
+        b"garbage\r\n\r\n",
+        b"GET /health\r\n\r\n",
+        b"GET /health HTTP/9.9\r\n\r\n",
+        b"GET health HTTP/1.1\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"\x00\x01\x02\xff\xfe GET / HTTP/1.1\r\n\r\n",
+        long_header.as_bytes(),
+    ];
+    for raw in cases {
+        assert_eq!(status_of(&g, raw), 400, "request {:?}", String::from_utf8_lossy(&raw[..raw.len().min(40)]));
+    }
+    assert_eq!(status_of(&g, b"DELETE /file HTTP/1.1\r\n\r\n"), 405);
+
+    // Pipelined requests and a request body are handled in order.
+    let mut c = Client { r: BufReader::new(g.connect()) };
+    c.send(b"POST /health HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
+    assert_eq!(c.read_response(true).status, 405);
+    for _ in 0..2 {
+        let r = c.read_response(true);
+        assert_eq!(r.status, 200);
+        verify(&r);
+    }
+
+    // Half-open: a partial request and a silent connection stay open...
+    let mut partial = g.connect();
+    partial.write_all(b"GET /fi").unwrap();
+    let silent = g.connect();
+    // ...a client that half-closes after its request still gets its answer...
+    let mut hc = g.connect();
+    hc.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    hc.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    hc.read_to_end(&mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "half-closed client got {:?}", String::from_utf8_lossy(&answer));
+    // ...and abrupt resets in the middle of downloads leave no trace.
+    for _ in 0..4 {
+        let mut s = g.connect();
+        s.write_all(b"GET /file HTTP/1.1\r\n\r\n").unwrap();
+        let mut buf = [0u8; 4096];
+        s.read_exact(&mut buf).unwrap();
+        set_linger_zero(&s);
+        drop(s);
+    }
+    // A reset before anything was sent.
+    let s = g.connect();
+    set_linger_zero(&s);
+    drop(s);
+
+    g.probe(|c| {
+        let mut c = c.expect("connecting after the bad clients");
+        for _ in 0..3 {
+            let r = c.get("/file");
+            assert_eq!((r.status, r.body.len()), (200, FILE_BYTES));
+            verify(&r);
+        }
+    });
+    drop((partial, silent));
+    g.stop_and_check();
+}
+
+#[test]
+fn namespaces_are_removed_after_a_failing_test() {
+    if !root_or_skip("namespaces_are_removed_after_a_failing_test") {
+        return;
+    }
+    let mut names = None;
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let g = Guest::start("fail");
+        names = Some(g.names.clone());
+        assert!(netns::namespace_exists(&g.names.lan_ns));
+        let r = g.probe(|c| c.expect("connecting").get("/health"));
+        assert_eq!(r.status, 200);
+        panic!("failing on purpose while the guest serves");
+    }));
+    assert!(res.is_err(), "the inner test was meant to fail");
+    assert_gone(&names.expect("the guest started"));
+}
+
+/// Throughput of `/file` downloads (1 and 4 keep-alive connections) and
+/// `/health` latency, printed as JSON. Run with
+/// `cargo test --release --test net -- --ignored --nocapture net_benchmark`.
+#[test]
+#[ignore = "a benchmark: run explicitly"]
+fn net_benchmark() {
+    if !root_or_skip("net_benchmark") {
+        return;
+    }
+    let g = Guest::start("bench");
+    let addr = (g.names.guest_ip, 80);
+    let ns = g.names.probe_ns.clone();
+    let run = Duration::from_secs(3);
+    let mut mbps = Vec::new();
+    for conns in [1usize, 4] {
+        let t0 = Instant::now();
+        let workers: Vec<_> = (0..conns)
+            .map(|_| {
+                let ns = ns.clone();
+                std::thread::spawn(move || {
+                    netns::run_in_netns(&ns, || {
+                        let mut c = Client::connect(addr).expect("connecting");
+                        let mut bytes = 0usize;
+                        while t0.elapsed() < run {
+                            let r = c.get("/file");
+                            assert_eq!(r.status, 200);
+                            verify(&r);
+                            bytes += r.body.len();
+                        }
+                        bytes
+                    })
+                    .expect("entering the probe namespace")
+                })
+            })
+            .collect();
+        let bytes: usize = workers.into_iter().map(|w| w.join().expect("a download failed")).sum();
+        mbps.push(bytes as f64 / t0.elapsed().as_secs_f64() / 1e6);
+    }
+    let mut lat: Vec<f64> = g.probe(|c| {
+        let mut c = c.expect("connecting");
+        (0..5000)
+            .map(|_| {
+                let t = Instant::now();
+                let r = c.get("/health");
+                assert_eq!(r.status, 200);
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect()
+    });
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "{{\"file_mb_per_s_1conn\":{:.1},\"file_mb_per_s_4conn\":{:.1},\"health_us_median\":{:.1},\"health_us_p99\":{:.1}}}",
+        mbps[0],
+        mbps[1],
+        pct(0.5),
+        pct(0.99)
+    );
+    g.stop_and_check();
+}
