@@ -1,6 +1,7 @@
 //! `migbench`: the command-line front of the harness. Each subcommand lives
 //! in its own module; errors reach the user through `anyhow` with context.
 
+mod bench_cmd;
 mod cli;
 mod migrate_cmd;
 mod net_cmd;
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
         cli::Command::Run(a) => serve::run(a, started),
         cli::Command::Vmm(a) => serve::incoming(a),
         cli::Command::Migrate(a) => migrate_cmd::run(a),
+        cli::Command::Bench(a) => bench_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -16,7 +16,8 @@ use vmm_min::{VmConfig, Vmm};
 
 /// A run's network: the topology, removed on drop.
 pub struct NetRun {
-    names: Names,
+    /// The topology's names and addresses.
+    pub names: Names,
     topo: Arc<Mutex<Option<Topology>>>,
 }
 
@@ -42,11 +43,6 @@ pub fn prepare(args: &NetArgs, config: &mut VmConfig) -> Result<Option<NetRun>> 
 }
 
 impl NetRun {
-    /// The topology's names and addresses.
-    pub fn names(&self) -> &Names {
-        &self.names
-    }
-
     /// Boots the VM with its TAP opened inside the lan namespace, and prints
     /// the guest's address.
     pub fn boot(&self, config: &VmConfig, console: bool) -> Result<Vmm> {

@@ -36,10 +36,15 @@ struct Guest {
 
 impl Guest {
     fn start(tag: &str) -> Guest {
+        Self::start_with(tag, &[])
+    }
+
+    fn start_with(tag: &str, extra: &[&str]) -> Guest {
         let id = format!("{tag}{}", &netns::new_run_id()[..4]);
         let names = Names::for_run(&id).expect("valid run id");
         let child = Command::new(env!("CARGO_BIN_EXE_migbench"))
             .args(["run", "--net", "--run-id", &id, "--memory", "64M", "--duration", "300s", "--quiet"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -361,12 +366,25 @@ fn net_benchmark() {
     if !root_or_skip("net_benchmark") {
         return;
     }
-    let g = Guest::start("bench");
+    for mtu in ["1500", "9000"] {
+        let g = Guest::start_with("bench", &["--mtu", mtu]);
+        let (mbps, lat) = bench_one(&g);
+        println!(
+            "{{\"mtu\":{mtu},\"file_mb_per_s_1conn\":{:.1},\"file_mb_per_s_4conn\":{:.1},\"health_us_median\":{:.1},\"health_us_p99\":{:.1}}}",
+            mbps[0], mbps[1], lat[0], lat[1]
+        );
+        g.stop_and_check();
+    }
+}
+
+/// Measures `/file` MB/s with 1 and 4 connections, and `/health` median and
+/// p99 latency in microseconds.
+fn bench_one(g: &Guest) -> ([f64; 2], [f64; 2]) {
     let addr = (g.names.guest_ip, 80);
     let ns = g.names.probe_ns.clone();
     let run = Duration::from_secs(3);
-    let mut mbps = Vec::new();
-    for conns in [1usize, 4] {
+    let mut mbps = [0.0; 2];
+    for (slot, conns) in [1usize, 4].into_iter().enumerate() {
         let t0 = Instant::now();
         let workers: Vec<_> = (0..conns)
             .map(|_| {
@@ -388,7 +406,7 @@ fn net_benchmark() {
             })
             .collect();
         let bytes: usize = workers.into_iter().map(|w| w.join().expect("a download failed")).sum();
-        mbps.push(bytes as f64 / t0.elapsed().as_secs_f64() / 1e6);
+        mbps[slot] = bytes as f64 / t0.elapsed().as_secs_f64() / 1e6;
     }
     let mut lat: Vec<f64> = g.probe(|c| {
         let mut c = c.expect("connecting");
@@ -403,12 +421,5 @@ fn net_benchmark() {
     });
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    println!(
-        "{{\"file_mb_per_s_1conn\":{:.1},\"file_mb_per_s_4conn\":{:.1},\"health_us_median\":{:.1},\"health_us_p99\":{:.1}}}",
-        mbps[0],
-        mbps[1],
-        pct(0.5),
-        pct(0.99)
-    );
-    g.stop_and_check();
+    (mbps, [pct(0.5), pct(0.99)])
 }

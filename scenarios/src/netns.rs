@@ -158,10 +158,10 @@ pub fn namespace_exists(ns: &str) -> bool {
 
 /// Runs `ip ARGS…` and fails with its error output.
 fn ip(args: &[&str]) -> Result<(), NetnsError> {
-    let out = Command::new("ip").args(args).output().map_err(|e| NetnsError::Io {
-        what: "running `ip` (install iproute2)".into(),
-        source: e,
-    })?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| NetnsError::Io { what: "running `ip` (install iproute2)".into(), source: e })?;
     if out.status.success() {
         Ok(())
     } else {

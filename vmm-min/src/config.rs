@@ -63,10 +63,18 @@ pub enum Workload {
     },
     /// Touches an unmapped address: tests fault reporting.
     Fault,
+    /// Runs the guest side of the microbenchmarks, then powers off.
+    Bench {
+        /// Shorter runs (ENOUGH 1 ms, fewer sizes).
+        quick: bool,
+        /// Row-id prefixes to run (empty: all).
+        only: Vec<String>,
+    },
 }
 
 /// The syntax [`Workload::from_str`] accepts, for error messages and `--help`.
-pub const WORKLOAD_SYNTAX: &str = "idle | stress[:vm=N,bytes=SIZE] | memcheck[:bytes=SIZE,rate=PAGES_PER_S] | fault";
+pub const WORKLOAD_SYNTAX: &str =
+    "idle | stress[:vm=N,bytes=SIZE] | memcheck[:bytes=SIZE,rate=PAGES_PER_S] | fault | bench[:quick=1,only=ID+ID]";
 
 impl FromStr for Workload {
     type Err = Error;
@@ -125,6 +133,17 @@ impl FromStr for Workload {
                 }
                 Ok(Workload::Memcheck { bytes, rate })
             }
+            "bench" => {
+                let (mut quick, mut only) = (false, Vec::new());
+                for (k, v) in kv {
+                    match k {
+                        "quick" => quick = number(k, v)? != 0,
+                        "only" => only = v.split('+').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                        _ => return Err(unknown(k)),
+                    }
+                }
+                Ok(Workload::Bench { quick, only })
+            }
             _ => Err(Error::Config(format!(
                 "unknown workload '{name}': expected {WORKLOAD_SYNTAX}"
             ))),
@@ -139,6 +158,13 @@ impl fmt::Display for Workload {
             Workload::Fault => write!(f, "fault"),
             Workload::Stress { workers, bytes } => write!(f, "stress:vm={workers},bytes={}", format_size(*bytes)),
             Workload::Memcheck { bytes, rate } => write!(f, "memcheck:bytes={},rate={rate}", format_size(*bytes)),
+            Workload::Bench { quick, only } => {
+                write!(f, "bench:quick={}", u8::from(*quick))?;
+                if !only.is_empty() {
+                    write!(f, ",only={}", only.join("+"))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -149,6 +175,7 @@ impl Workload {
         match self {
             Workload::Stress { workers, bytes } => u64::from(*workers) * bytes,
             Workload::Memcheck { bytes, .. } => *bytes,
+            Workload::Bench { .. } => 128 << 20,
             Workload::Idle | Workload::Fault => 0,
         }
     }
@@ -273,6 +300,12 @@ impl VmConfig {
             Workload::Memcheck { bytes, rate } => {
                 parts.push("work=memcheck".to_string());
                 parts.push(format!("memcheck.bytes={bytes} memcheck.rate={rate}"));
+            }
+            Workload::Bench { quick, only } => {
+                parts.push(format!("work=bench bench.quick={}", u8::from(*quick)));
+                if !only.is_empty() {
+                    parts.push(format!("bench.only={}", only.join(",")));
+                }
             }
         }
         while roles.len() < self.vcpus as usize {

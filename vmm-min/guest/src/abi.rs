@@ -163,4 +163,6 @@ pub mod syscall {
     pub const NULL: u64 = 0;
     /// Reload CR3, flushing the TLB (after ring 3 edited the fault window's page table).
     pub const FLUSH_TLB: u64 = 1;
+    /// Spin RCX iterations of `dec rcx; jnz` in ring 0 (at least one).
+    pub const SPIN: u64 = 2;
 }

@@ -77,9 +77,16 @@ _start:
 
 syscall_dispatch:
     cmp rax, {sys_flush_tlb}
-    jne 1f
+    jne 4f
     mov rax, cr3
     mov cr3, rax
+    xor eax, eax
+    iretq
+// Spin RCX iterations in ring 0: measures how ring 0 is executed here.
+4:  cmp rax, {sys_spin}
+    jne 1f
+5:  dec rcx
+    jnz 5b
     xor eax, eax
     iretq
 1:  push 0
@@ -124,6 +131,7 @@ exc_common:
     user_ss = const abi::SEL_USER_DATA as u64,
     user_cs = const abi::SEL_USER_CODE as u64,
     sys_flush_tlb = const abi::syscall::FLUSH_TLB,
+    sys_spin = const abi::syscall::SPIN,
     fw_addr = const abi::FAULT_WINDOW_ADDR,
     fw_size = const abi::FAULT_WINDOW_SIZE,
     fault_pt = const abi::FAULT_PT_ADDR,

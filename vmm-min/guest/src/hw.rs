@@ -47,10 +47,11 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Makes a guest system call (INT3 with the number in RAX).
-pub fn syscall(nr: u64) {
-    // SAFETY: the guest's #BP handler returns at once, clobbering only RAX.
-    unsafe { core::arch::asm!("int3", inout("rax") nr => _) }
+/// Makes a guest system call (INT3 with the number in RAX and an argument
+/// in RCX).
+pub fn syscall(nr: u64, arg: u64) {
+    // SAFETY: the guest's #BP handler clobbers only RAX and RCX.
+    unsafe { core::arch::asm!("int3", inout("rax") nr => _, inout("rcx") arg => _) }
 }
 
 /// The boot-information page the VMM wrote.

@@ -13,6 +13,7 @@ extern crate alloc;
 
 #[path = "abi.rs"]
 mod abi;
+mod bench;
 mod boot;
 mod cmdline;
 mod hw;

@@ -18,6 +18,7 @@ pub fn main_vcpu(vcpu: usize) -> ! {
     hw::heartbeat_add(vcpu, 1);
     match cmdline::value("work").unwrap_or("idle") {
         "memcheck" => memcheck(vcpu),
+        "bench" => crate::bench::run(vcpu),
         "fault" => fault(),
         _ => idle_main(vcpu),
     }

@@ -152,8 +152,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
 /// Parses `10.0.0.2/24` (the prefix is optional) into the address.
 pub fn parse_ip(s: &str) -> Result<Ipv4Addr> {
     let addr = s.split_once('/').map_or(s, |(a, _)| a);
-    addr.parse()
-        .map_err(|_| Error::Config(format!("malformed IPv4 address '{s}': expected e.g. 10.53.1.2/24")))
+    addr.parse().map_err(|_| Error::Config(format!("malformed IPv4 address '{s}': expected e.g. 10.53.1.2/24")))
 }
 
 impl NetDevice {
@@ -425,7 +424,9 @@ impl NetDevice {
                 let mut ok = true;
                 for d in chain {
                     let n = d.len() as usize;
-                    if d.is_write_only() || len + n > buf.len() || mem.read_slice(&mut buf[len..len + n], d.addr()).is_err()
+                    if d.is_write_only()
+                        || len + n > buf.len()
+                        || mem.read_slice(&mut buf[len..len + n], d.addr()).is_err()
                     {
                         ok = false;
                         break;

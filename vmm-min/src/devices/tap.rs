@@ -74,11 +74,8 @@ impl Tap {
         let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
         if rc < 0 {
             let e = io::Error::last_os_error();
-            let hint = if e.raw_os_error() == Some(libc::EPERM) {
-                " (opening a TAP needs root or CAP_NET_ADMIN)"
-            } else {
-                ""
-            };
+            let hint =
+                if e.raw_os_error() == Some(libc::EPERM) { " (opening a TAP needs root or CAP_NET_ADMIN)" } else { "" };
             return Err(io::Error::new(e.kind(), format!("TUNSETIFF for TAP '{name}': {e}{hint}")));
         }
         let hdr = VNET_HDR_LEN as libc::c_int;

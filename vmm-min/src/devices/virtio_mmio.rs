@@ -196,9 +196,7 @@ impl Transport {
     /// A transport for device `device_id` offering `device_features`, with
     /// `num_queues` queues of at most `queue_max` entries each.
     pub fn new(device_id: u32, device_features: u64, config: Vec<u8>, num_queues: usize, queue_max: u16) -> Self {
-        let queues = (0..num_queues)
-            .map(|_| Queue::new(queue_max).expect("queue_max is a power of two"))
-            .collect();
+        let queues = (0..num_queues).map(|_| Queue::new(queue_max).expect("queue_max is a power of two")).collect();
         Transport {
             device_id,
             device_features: device_features | F_VERSION_1,
@@ -376,11 +374,7 @@ impl Transport {
     /// Restores the registers and queues from a migration stream.
     pub fn restore(&mut self, st: &TransportState) -> Result<(), String> {
         if st.queues.len() != self.queues.len() {
-            return Err(format!(
-                "virtio state has {} queues, this device has {}",
-                st.queues.len(),
-                self.queues.len()
-            ));
+            return Err(format!("virtio state has {} queues, this device has {}", st.queues.len(), self.queues.len()));
         }
         if st.driver_features & !self.device_features != 0 {
             return Err(format!(
@@ -459,7 +453,8 @@ mod tests {
             wr(&mut t, reg::QUEUE_DEVICE_LOW, 0x10_0c00 + q * 0x1000);
             wr(&mut t, reg::QUEUE_READY, 1);
         }
-        let eff = wr(&mut t, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
+        let eff =
+            wr(&mut t, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
         assert_eq!(eff, WriteEffect::Activated);
         assert!(t.active());
         let mut mac = [0u8; 6];

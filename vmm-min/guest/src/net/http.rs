@@ -199,7 +199,9 @@ fn parse(buf: &[u8]) -> Parsed {
         let line = &buf[l..l + n];
         let Some(colon) = line.iter().position(|&b| b == b':') else { return Parsed::Bad };
         let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) || value.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+        if name.is_empty()
+            || !name.iter().all(|&b| is_tchar(b))
+            || value.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
         {
             return Parsed::Bad;
         }
@@ -376,7 +378,9 @@ fn service_conn(c: &mut Conn, s: &mut tcp::Socket, now: Instant, file_len: u64, 
                     let path = target.split(|&b| b == b'?').next().unwrap_or(target);
                     let head_only = method == Method::Head;
                     let r = match (method, path) {
-                        (Method::Other, _) => response(405, "Method Not Allowed", b"method not allowed\n", false, !keep_alive),
+                        (Method::Other, _) => {
+                            response(405, "Method Not Allowed", b"method not allowed\n", false, !keep_alive)
+                        }
                         (_, b"/file") => file_response(file_len, etag, head_only, !keep_alive),
                         (_, b"/health") => response(200, "OK", HEALTH_BODY, head_only, !keep_alive),
                         _ => response(404, "Not Found", b"not found\n", head_only, !keep_alive),

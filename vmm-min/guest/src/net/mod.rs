@@ -117,7 +117,13 @@ pub fn serve(vcpu: usize) {
         http::PORT,
         server.file_etag()
     );
-    result!("{{\"net\":{{\"ip\":\"{}\",\"mtu\":{},\"file_bytes\":{},\"etag\":\"{:016x}\"}}}}", ip, dev.mtu(), file_bytes, server.file_etag());
+    result!(
+        "{{\"net\":{{\"ip\":\"{}\",\"mtu\":{},\"file_bytes\":{},\"etag\":\"{:016x}\"}}}}",
+        ip,
+        dev.mtu(),
+        file_bytes,
+        server.file_etag()
+    );
 
     let mut seen_announce = announce_seq();
     let mut announce_left = ANNOUNCE_COUNT;

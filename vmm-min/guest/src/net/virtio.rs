@@ -302,7 +302,9 @@ fn write32(base: usize, off: usize, v: u32) {
 impl VirtioNet {
     /// Resets and sets up the virtio-net device at `base`.
     pub fn init(base: usize) -> Result<VirtioNet, InitError> {
-        if read32(base, reg::MAGIC) != 0x7472_6976 || read32(base, reg::VERSION) != 2 || read32(base, reg::DEVICE_ID) != 1
+        if read32(base, reg::MAGIC) != 0x7472_6976
+            || read32(base, reg::VERSION) != 2
+            || read32(base, reg::DEVICE_ID) != 1
         {
             return Err(InitError::NoDevice);
         }

@@ -1,0 +1,142 @@
+//! `migbench bench native|guest|compare`: the lmbench-style rows natively
+//! (bench-suites) and inside the built-in guest (its `bench` workload), and
+//! the native-against-virtualized table in the Xen paper's shape.
+
+use crate::cli::BenchArgs;
+use anyhow::{bail, Context, Result};
+use bench_suites::env::Environment;
+use bench_suites::native::{self, NativeOptions};
+use bench_suites::{BenchReport, Row};
+use serde_json::Value;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use vmm_min::{MemoryBackend, VmConfig, Vmm, Workload};
+
+/// How long the guest suite may take before it is abandoned.
+const GUEST_LIMIT: Duration = Duration::from_secs(600);
+/// A 2-instruction loop this many times slower in ring 0 than in ring 3
+/// means ring 0 is emulated, not executed.
+const EMULATION_RATIO: f64 = 20.0;
+
+/// Why a native row has no guest counterpart.
+fn guest_na_reason(id: &str) -> &'static str {
+    match id {
+        "tcp_lat" | "tcp_bw" => "needs the guest network stack, which the bench guest does not start yet",
+        "fork_exit" | "fork_exec" | "fork_sh" => "no processes in the built-in guest",
+        "stat" | "open_close" | "mmap_lat" => "no file system in the built-in guest",
+        "sig_install" | "sig_handle" | "prot_fault" => "no signals in the built-in guest",
+        id if id.starts_with("ctx_") => "no processes to switch between in the built-in guest",
+        _ => "not measured in the guest",
+    }
+}
+
+/// What the guest suite found besides its rows.
+pub struct GuestRun {
+    /// One row per native row id, measured or n/a.
+    pub rows: Vec<Row>,
+    /// Ring-0 against ring-3 time of the same loop, when measured.
+    pub ring0_ratio: Option<f64>,
+}
+
+/// Runs the guest's suite in a fresh VM and lines its rows up with `ids`.
+pub fn run_guest(quick: bool, only: &[String], ids: &[String], progress: &mut dyn FnMut(&str)) -> Result<GuestRun> {
+    let config = VmConfig {
+        memory: 512 << 20,
+        vcpus: 1,
+        workload: Workload::Bench { quick, only: only.to_vec() },
+        backend: MemoryBackend::Anon,
+        net: None,
+    };
+    let vmm = Vmm::boot(&config, false)?;
+    let t = Instant::now();
+    let mut seen = 0;
+    while vmm.exited().is_none() {
+        let results = vmm.results();
+        for line in results.iter().skip(seen) {
+            if let Some(id) = serde_json::from_str::<Value>(line).ok().and_then(|v| v["row"]["id"].as_str().map(str::to_owned)) {
+                progress(&id);
+            }
+        }
+        seen = results.len();
+        if t.elapsed() > GUEST_LIMIT {
+            vmm.join();
+            bail!("the guest benchmark suite did not finish within {GUEST_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match vmm.join() {
+        Some(vmm_min::GuestExit::PowerOff { code: 0 }) => {}
+        Some(e) => bail!("the guest benchmark suite ended badly: {e}"),
+        None => bail!("the guest benchmark suite was stopped"),
+    }
+    let mut measured = Vec::new();
+    let mut ring0_ratio = None;
+    for line in vmm.results() {
+        let v: Value = serde_json::from_str(&line).with_context(|| format!("malformed guest result '{line}'"))?;
+        if let Some(r) = v.get("row") {
+            measured.push(serde_json::from_value::<Row>(r.clone()).with_context(|| format!("malformed guest row {r}"))?);
+        } else if let Some(r) = v.get("ring0") {
+            let (r0, r3) = (r["ring0_ns_per_iter"].as_f64(), r["ring3_ns_per_iter"].as_f64());
+            ring0_ratio = r0.zip(r3).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
+        }
+    }
+    let rows = ids
+        .iter()
+        .map(|id| match measured.iter().find(|r| &r.id == id) {
+            Some(r) if r.is_well_formed() => {
+                let mut r = r.clone();
+                if r.unit == "us" {
+                    r.unit = bench_suites::UNIT_US.to_owned();
+                }
+                r
+            }
+            Some(r) => Row::na(id, &r.label, &r.unit, format!("guest reported an unusable value {:?}", r.value), r.method.clone()),
+            None => Row::na(id, id, "", guest_na_reason(id).to_owned(), "guest ring 3".to_owned()),
+        })
+        .collect();
+    Ok(GuestRun { rows, ring0_ratio })
+}
+
+/// Runs what `which` names and returns the report.
+pub fn collect(which: &str, quick: bool, only: &[String]) -> Result<BenchReport> {
+    let opts = NativeOptions { quick, only: only.to_vec(), ..Default::default() };
+    let mut env = Environment::collect();
+    let ids = native::row_ids(&opts);
+    let native_rows = if which != "guest" {
+        eprintln!("migbench: native rows ({} of them)", ids.len());
+        native::run(&opts, &mut |id| eprintln!("migbench: native {id}"))
+    } else {
+        Vec::new()
+    };
+    let guest_rows = if which != "native" {
+        eprintln!("migbench: guest rows, in a fresh VM");
+        let g = run_guest(quick, only, &ids, &mut |id| eprintln!("migbench: guest {id}"))?;
+        env.guest_ring0_emulated = g.ring0_ratio.map(|r| r > EMULATION_RATIO);
+        if let Some(r) = g.ring0_ratio {
+            eprintln!("migbench: a ring-0 loop runs {r:.0}x slower than the same loop in ring 3");
+        }
+        g.rows
+    } else {
+        Vec::new()
+    };
+    Ok(BenchReport { env, native: native_rows, guest: guest_rows })
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    if !matches!(args.which.as_str(), "native" | "guest" | "compare") {
+        bail!("unknown bench '{}': expected native, guest or compare", args.which);
+    }
+    let report = collect(&args.which, args.quick, &args.only)?;
+    let table = bench_suites::table::markdown(&report);
+    println!("{table}");
+    if let Some(p) = &args.json {
+        std::fs::write(p, report.to_json().context("serializing the report")?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("migbench: JSON written to {}", p.display());
+    }
+    if let Some(p) = &args.markdown {
+        std::fs::write(p, &table).with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("migbench: Markdown written to {}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
