@@ -25,6 +25,8 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// lmbench-style microbenchmarks, natively and inside the guest.
     Bench(BenchArgs),
+    /// Download a URL over N keep-alive connections, sampling the rate every 10 ms.
+    Probe(ProbeArgs),
 }
 
 /// Parses durations such as `3s`, `500ms`, `2m`.
@@ -197,6 +199,31 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub max_downtime_ms: Option<f64>,
     /// Write the statistics as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// `migbench probe`.
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// The `http://` URL to download over and over.
+    pub url: String,
+    /// Sampling interval.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Parallel keep-alive connections.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// How long to probe.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Fail a request that makes no progress for this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Write the samples as CSV (t_s, bytes, rate_mbps, jitter_us).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Write the whole result as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }

@@ -4,6 +4,7 @@
 mod bench_cmd;
 mod cli;
 mod migrate_cmd;
+mod probe_cmd;
 mod net_cmd;
 mod serve;
 
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         cli::Command::Vmm(a) => serve::incoming(a),
         cli::Command::Migrate(a) => migrate_cmd::run(a),
         cli::Command::Bench(a) => bench_cmd::run(a),
+        cli::Command::Probe(a) => probe_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -192,10 +192,23 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
     }
 
     print_summary(&stats);
+    let baseline = loopback_baseline(stats.transferred_bytes);
+    match &baseline {
+        Ok(ms) => eprintln!(
+            "migbench: a plain loopback TCP socket moves the same {:.1} MB in {ms:.1} ms (migration total / loopback = {:.2})",
+            stats.transferred_bytes as f64 / 1e6,
+            stats.total_ms / ms.max(1e-6)
+        ),
+        Err(e) => eprintln!("migbench: loopback baseline not measured: {e:#}"),
+    }
     if let Some(path) = &args.json {
         let out = json!({
             "config": config,
             "migration": stats,
+            "baseline": {
+                "loopback_tcp_ms": baseline.as_ref().ok(),
+                "what": "time for a plain loopback TCP socket to move transferred_bytes, measured right after the migration",
+            },
             "checks": checks,
             "failures": failures,
         });
@@ -207,6 +220,42 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
         eprintln!("migbench: FAIL: {f}");
     }
     Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Times a plain loopback TCP socket moving `bytes`: the physical limit of
+/// this transport, measured in the same invocation as the migration.
+fn loopback_baseline(bytes: u64) -> Result<f64> {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback socket")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        loop {
+            match s.read(&mut buf)? {
+                0 => return Ok(got),
+                n => got += n as u64,
+            }
+        }
+    });
+    let chunk = vec![0x5au8; 1 << 20];
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).context("connecting over loopback")?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        s.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    drop(s);
+    let got = reader.join().map_err(|_| anyhow!("loopback reader panicked"))??;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if got != bytes {
+        bail!("loopback moved {got} of {bytes} bytes");
+    }
+    Ok(ms)
 }
 
 fn print_summary(s: &MigrationStats) {
