@@ -1,0 +1,275 @@
+//! Scenario files: a TOML description of one migration experiment (the VM,
+//! its network, the probe, when and how to migrate, and CI limits). Parsing
+//! is strict: an unknown key, a missing one or a malformed value gives an
+//! error naming the file, the key and what was expected.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// A malformed scenario.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {msg}")]
+pub struct ScenarioError {
+    /// The file (or "<built-in NAME>").
+    pub file: String,
+    /// What is wrong, naming the key.
+    pub msg: String,
+}
+
+/// Parses a duration such as `10ms`, `3s`, `1.5s` or `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("malformed duration '{s}': expected e.g. 10ms, 3s or 2m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" => n / 1e6,
+        "m" | "min" => n * 60.0,
+        _ => return Err(format!("malformed duration '{s}': unknown unit '{unit}' (use ms, s or m)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("malformed duration '{s}': must be a non-negative number"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSection {
+    /// Guest RAM, e.g. "512M".
+    pub memory: String,
+    /// vCPUs; default: what the workload needs.
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// The workload, as `migbench run --workload` takes it.
+    pub workload: String,
+}
+
+/// The guest's network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Size of the file the guest serves, e.g. "512K".
+    #[serde(default = "d_file")]
+    pub file_size: String,
+}
+
+fn d_file() -> String {
+    "512K".into()
+}
+
+/// The HTTP probe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSection {
+    /// Sampling interval, e.g. "10ms".
+    #[serde(default = "d_interval")]
+    pub interval: String,
+    /// Parallel keep-alive connections.
+    #[serde(default = "d_connections")]
+    pub connections: usize,
+}
+
+fn d_interval() -> String {
+    "10ms".into()
+}
+fn d_connections() -> usize {
+    4
+}
+
+/// When and how to migrate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationSection {
+    /// Probe time before the migration starts.
+    pub warmup: String,
+    /// Probe time after it ends.
+    pub after: String,
+    /// "downtime" or "xen".
+    #[serde(default = "d_policy")]
+    pub policy: String,
+    /// Target downtime of the `downtime` policy, ms.
+    #[serde(default = "d_downtime")]
+    pub downtime_ms: f64,
+    /// Pre-copy timeout of the `downtime` policy.
+    #[serde(default = "d_timeout")]
+    pub timeout: String,
+    /// "cancel" or "force".
+    #[serde(default = "d_on_timeout")]
+    pub on_timeout: String,
+    /// Bandwidth cap in Mbit/s.
+    #[serde(default)]
+    pub max_bandwidth_mbps: Option<f64>,
+    /// Check the RAM digest on the destination.
+    #[serde(default = "d_true")]
+    pub verify: bool,
+}
+
+fn d_policy() -> String {
+    "downtime".into()
+}
+fn d_downtime() -> f64 {
+    300.0
+}
+fn d_timeout() -> String {
+    "30s".into()
+}
+fn d_on_timeout() -> String {
+    "force".into()
+}
+fn d_true() -> bool {
+    true
+}
+
+/// Limits that fail the run (for CI).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// VMM downtime, ms.
+    #[serde(default)]
+    pub max_downtime_ms: Option<f64>,
+    /// Application-visible downtime, ms.
+    #[serde(default)]
+    pub max_app_downtime_ms: Option<f64>,
+}
+
+/// A whole scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in result paths.
+    pub name: String,
+    /// One line for the report.
+    #[serde(default)]
+    pub description: String,
+    /// The VM.
+    pub vm: VmSection,
+    /// The network.
+    #[serde(default = "d_network")]
+    pub network: NetworkSection,
+    /// The probe.
+    #[serde(default = "d_probe")]
+    pub probe: ProbeSection,
+    /// The migration.
+    pub migration: MigrationSection,
+    /// CI limits.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+fn d_network() -> NetworkSection {
+    NetworkSection { file_size: d_file() }
+}
+fn d_probe() -> ProbeSection {
+    ProbeSection { interval: d_interval(), connections: d_connections() }
+}
+
+/// The scenarios shipped with migbench, by name.
+pub const BUILT_IN: &[(&str, &str)] =
+    &[("idle", include_str!("../files/idle.toml")), ("loaded", include_str!("../files/loaded.toml"))];
+
+impl Scenario {
+    /// Parses scenario text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        let err = |msg: String| ScenarioError { file: file.to_owned(), msg };
+        let s: Scenario = toml::from_str(text).map_err(|e| err(e.to_string().trim().replace('\n', " ")))?;
+        s.check().map_err(err)?;
+        Ok(s)
+    }
+
+    /// Reads a scenario file, or a built-in one by name (`idle`, `loaded`).
+    pub fn load(path_or_name: &str) -> Result<Scenario, ScenarioError> {
+        if let Some((name, text)) = BUILT_IN.iter().find(|(n, _)| *n == path_or_name) {
+            return Scenario::parse(text, &format!("<built-in {name}>"));
+        }
+        let text = std::fs::read_to_string(Path::new(path_or_name)).map_err(|e| ScenarioError {
+            file: path_or_name.to_owned(),
+            msg: format!("cannot read the scenario file: {e} (built-in scenarios: idle, loaded)"),
+        })?;
+        Scenario::parse(&text, path_or_name)
+    }
+
+    /// Checks values the types cannot: durations, sizes, choices.
+    fn check(&self) -> Result<(), String> {
+        let dur = |key: &str, v: &str| parse_duration(v).map(|_| ()).map_err(|e| format!("key `{key}`: {e}"));
+        dur("probe.interval", &self.probe.interval)?;
+        dur("migration.warmup", &self.migration.warmup)?;
+        dur("migration.after", &self.migration.after)?;
+        dur("migration.timeout", &self.migration.timeout)?;
+        let size = |key: &str, v: &str| {
+            vmm_min::config::parse_size(v).map(|_| ()).map_err(|e| format!("key `{key}`: {e}"))
+        };
+        size("vm.memory", &self.vm.memory)?;
+        size("network.file_size", &self.network.file_size)?;
+        self.vm.workload.parse::<vmm_min::Workload>().map_err(|e| format!("key `vm.workload`: {e}"))?;
+        if !matches!(self.migration.policy.as_str(), "downtime" | "xen") {
+            return Err(format!("key `migration.policy`: expected \"downtime\" or \"xen\", got {:?}", self.migration.policy));
+        }
+        if !matches!(self.migration.on_timeout.as_str(), "cancel" | "force") {
+            return Err(format!(
+                "key `migration.on_timeout`: expected \"cancel\" or \"force\", got {:?}",
+                self.migration.on_timeout
+            ));
+        }
+        if self.probe.connections == 0 {
+            return Err("key `probe.connections`: must be at least 1".into());
+        }
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("key `name`: expected letters, digits, '-' or '_', got {:?}", self.name));
+        }
+        Ok(())
+    }
+
+    /// A duration field, already checked by `parse`.
+    pub fn duration(v: &str) -> Duration {
+        parse_duration(v).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_scenarios_parse() {
+        for (name, _) in BUILT_IN {
+            let s = Scenario::load(name).unwrap();
+            assert_eq!(&s.name, name);
+        }
+        assert_eq!(Scenario::load("loaded").unwrap().vm.workload, "stress:vm=3,bytes=128M");
+    }
+
+    #[test]
+    fn malformed_scenarios_name_file_key_and_expectation() {
+        let base = include_str!("../files/idle.toml");
+        let cases = [
+            (base.replace("interval = \"10ms\"", "intervall = \"10ms\""), "intervall"),
+            (base.replace("interval = \"10ms\"", "interval = \"10 parsecs\""), "probe.interval"),
+            (base.replace("connections = 4", "connections = \"four\""), "connections"),
+            (base.replace("memory = \"512M\"", "memory = \"lots\""), "vm.memory"),
+            (base.replace("policy = \"downtime\"", "policy = \"yolo\""), "migration.policy"),
+            (base.replace("workload = \"idle\"", "workload = \"dance\""), "vm.workload"),
+            (base.replace("[migration]", "[migrashun]"), "migrashun"),
+            ("this is not toml".to_string(), "expected"),
+        ];
+        for (text, key) in cases {
+            let e = Scenario::parse(&text, "x.toml").unwrap_err().to_string();
+            assert!(e.starts_with("x.toml: "), "{e}");
+            assert!(e.contains(key), "expected '{key}' in: {e}");
+        }
+        let e = Scenario::load("/nonexistent/s.toml").unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/s.toml") && e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10ms").unwrap(), Duration::from_millis(10));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+}
