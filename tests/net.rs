@@ -423,3 +423,78 @@ fn bench_one(g: &Guest) -> ([f64; 2], [f64; 2]) {
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     (mbps, [pct(0.5), pct(0.99)])
 }
+
+/// The device API a migration uses: with a download running on a keep-alive
+/// connection, pause the vCPUs and the device, take the device state,
+/// restore it, announce (from the VMM and from the guest), resume; the same
+/// connection then keeps downloading verified files, and the own-write
+/// bitmap saw the device's writes.
+#[test]
+fn device_pause_state_restore_keeps_the_connection() {
+    use vmm_min::devices::net::request_guest_announce;
+    if !root_or_skip("device_pause_state_restore_keeps_the_connection") {
+        return;
+    }
+    let id = format!("dev{}", &netns::new_run_id()[..4]);
+    let topo = netns::Topology::create(&id, 9000).expect("creating the topology");
+    let n = topo.names().clone();
+    let mut config: vmm_min::VmConfig = vmm_min::VmConfig {
+        memory: 64 << 20,
+        vcpus: 1,
+        workload: vmm_min::Workload::Idle,
+        backend: vmm_min::MemoryBackend::Anon,
+        net: None,
+    };
+    config.net = Some(vmm_min::config::NetConfig {
+        tap: n.tap_src.clone(),
+        mac: n.guest_mac.clone(),
+        ip: n.guest_cidr(),
+        file_bytes: FILE_BYTES as u64,
+    });
+    let vmm = topo.in_lan(|| vmm_min::Vmm::boot(&config, false)).unwrap().expect("booting");
+    let net = vmm.machine().net.clone().expect("the VM has a NIC");
+    let addr = (n.guest_ip, 80);
+    let mut c = topo
+        .in_probe(|| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match Client::connect(addr) {
+                    Ok(c) => return c,
+                    Err(e) => assert!(Instant::now() < deadline, "guest unreachable: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .unwrap();
+    let first = c.get("/file");
+    verify(&first);
+    vmm_min::memory::take_own_writes(&vmm.machine().vm.mem);
+    for round in 0..3 {
+        // Start a download, then stop everything in the middle of it.
+        c.send(b"GET /file HTTP/1.1\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(2));
+        vmm.pause().expect("pausing the vCPUs");
+        net.pause().expect("pausing the device");
+        let st = net.state();
+        let json = serde_json::to_string(&st).unwrap();
+        let back: vmm_min::devices::net::NetState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, st);
+        net.restore(&back).expect("restoring the device state");
+        net.announce().expect("sending a gratuitous ARP");
+        request_guest_announce(vmm.machine()).unwrap();
+        net.resume();
+        vmm.resume();
+        let r = c.read_response(true);
+        assert_eq!((r.status, r.body.len()), (200, FILE_BYTES), "round {round}");
+        verify(&r);
+    }
+    let dirty = vmm_min::memory::take_own_writes(&vmm.machine().vm.mem);
+    assert!(dirty.iter().any(|w| *w != 0), "device writes must be in the own-write bitmap");
+    let s = net.stats();
+    assert!(s.rx_frames > 0 && s.tx_frames > 0, "{s:?}");
+    drop(c);
+    vmm.join();
+    drop(vmm);
+    topo.remove().expect("removing the topology");
+    assert_gone(&n);
+}

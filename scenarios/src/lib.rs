@@ -1,3 +1,4 @@
 //! Scenario files (TOML) and the runner that orchestrates VMMs, network, probe and migration.
 
 pub mod netns;
+pub mod scenario;

@@ -168,6 +168,17 @@ fn d_probe() -> ProbeSection {
     ProbeSection { interval: d_interval(), connections: d_connections() }
 }
 
+/// "line N: `the line`: message": the line names the key, the message what
+/// was expected.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim();
+    let Some(span) = e.span() else { return msg.to_owned() };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    format!("line {line_no}: `{line}`: {msg}")
+}
+
 /// The scenarios shipped with migbench, by name.
 pub const BUILT_IN: &[(&str, &str)] =
     &[("idle", include_str!("../files/idle.toml")), ("loaded", include_str!("../files/loaded.toml"))];
@@ -176,7 +187,7 @@ impl Scenario {
     /// Parses scenario text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         let err = |msg: String| ScenarioError { file: file.to_owned(), msg };
-        let s: Scenario = toml::from_str(text).map_err(|e| err(e.to_string().trim().replace('\n', " ")))?;
+        let s: Scenario = toml::from_str(text).map_err(|e| err(toml_error(text, &e)))?;
         s.check().map_err(err)?;
         Ok(s)
     }

@@ -11,7 +11,6 @@
 
 use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueState, QueueT};
-use vm_memory::GuestAddress;
 
 /// Register offsets from the device's base address.
 pub mod reg {
@@ -408,7 +407,7 @@ fn q_valid(q: &Queue) -> bool {
     size != 0
         && size.is_power_of_two()
         && size <= q.max_size()
-        && GuestAddress(q.desc_table()).0 & 0xf == 0
+        && q.desc_table() & 0xf == 0
         && q.avail_ring() & 1 == 0
         && q.used_ring() & 3 == 0
 }

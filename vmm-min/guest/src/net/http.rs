@@ -55,7 +55,7 @@ pub fn fill(buf: &mut [u8], off: u64) {
     let mut i = 0;
     let mut pos = off;
     // Unaligned head.
-    while i < buf.len() && pos % 8 != 0 {
+    while i < buf.len() && !pos.is_multiple_of(8) {
         buf[i] = content_word(pos / 8).to_le_bytes()[(pos % 8) as usize];
         i += 1;
         pos += 1;
