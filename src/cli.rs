@@ -123,6 +123,10 @@ pub struct NetArgs {
     /// 9000 gives about 2.5 times the HTTP throughput of 1500 here.
     #[arg(long, default_value_t = 9000, requires = "net")]
     pub mtu: u32,
+    /// Use the existing topology of --run-id (made by the migbench that started this VMM)
+    /// instead of creating one; it is neither created nor removed here.
+    #[arg(long, requires = "run_id")]
+    pub net_attach: bool,
 }
 
 /// `migbench vmm --incoming`.
@@ -138,6 +142,9 @@ pub struct VmmArgs {
     /// Refuse a VM with another vCPU count.
     #[arg(long)]
     pub vcpus: Option<u32>,
+    /// Give an incoming VM's NIC the destination TAP of this run's topology (see `run --net --run-id`).
+    #[arg(long)]
+    pub net_run_id: Option<String>,
     /// Run the migrated VM for this long, then stop; 0 runs until the guest exits or `quit`.
     #[arg(long, default_value = "0", value_parser = parse_duration)]
     pub duration: Duration,
@@ -201,6 +208,22 @@ pub struct MigrateArgs {
     /// Write the statistics as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Give the guest a NIC in fresh network namespaces and download its /file over HTTP
+    /// from the probe namespace through the migration; the connections must survive. Needs root.
+    #[arg(long)]
+    pub net: bool,
+    /// Size of the file the guest serves (with --net).
+    #[arg(long, default_value = "512K", requires = "net")]
+    pub file_size: String,
+    /// MTU of the bridge, TAPs and veths (with --net).
+    #[arg(long, default_value_t = 9000, requires = "net")]
+    pub mtu: u32,
+    /// Parallel keep-alive connections of the probe (with --net).
+    #[arg(long, default_value_t = 4, requires = "net")]
+    pub connections: usize,
+    /// Sampling interval of the probe (with --net).
+    #[arg(long, default_value = "10ms", value_parser = parse_duration, requires = "net")]
+    pub interval: Duration,
 }
 
 /// `migbench probe`.

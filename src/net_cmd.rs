@@ -29,16 +29,27 @@ pub fn prepare(args: &NetArgs, config: &mut VmConfig) -> Result<Option<NetRun>> 
     }
     let id = args.run_id.clone().unwrap_or_else(netns::new_run_id);
     let file_bytes = vmm_min::config::parse_size(&args.file_size)?;
-    let topo = Topology::create(&id, args.mtu).context("creating the network topology")?;
-    let names = topo.names().clone();
+    let (names, topo) = if args.net_attach {
+        let names = Names::for_run(&id)?;
+        if !netns::namespace_exists(&names.lan_ns) {
+            anyhow::bail!("--net-attach: run {id} has no topology (namespace {} does not exist)", names.lan_ns);
+        }
+        (names, None)
+    } else {
+        let topo = Topology::create(&id, args.mtu).context("creating the network topology")?;
+        (topo.names().clone(), Some(topo))
+    };
     config.net = Some(NetConfig {
         tap: names.tap_src.clone(),
         mac: names.guest_mac.clone(),
         ip: names.guest_cidr(),
         file_bytes,
     });
-    let topo = Arc::new(Mutex::new(Some(topo)));
-    remove_on_signal(topo.clone());
+    let owned = topo.is_some();
+    let topo = Arc::new(Mutex::new(topo));
+    if owned {
+        netns::remove_on_signal(topo.clone());
+    }
     Ok(Some(NetRun { names, topo }))
 }
 
@@ -62,29 +73,4 @@ impl Drop for NetRun {
         let t = self.topo.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(t);
     }
-}
-
-/// Blocks the termination signals in this and all later threads, and starts
-/// a thread that removes the topology and exits when one arrives.
-fn remove_on_signal(topo: Arc<Mutex<Option<Topology>>>) {
-    // SAFETY: sigset_t is plain data; the calls only read/write `set`.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    let _ = std::thread::Builder::new().name("net-signals".into()).spawn(move || {
-        let mut sig = 0;
-        // SAFETY: `set` and `sig` are valid for the call.
-        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            eprintln!("migbench: signal {sig}: removing the network topology");
-            let t = topo.lock().unwrap_or_else(|e| e.into_inner()).take();
-            drop(t);
-            std::process::exit(130);
-        }
-    });
 }

@@ -56,8 +56,18 @@ pub fn incoming(args: VmmArgs) -> Result<ExitCode> {
         vcpus: args.vcpus,
         console: !args.quiet,
         frame_timeout: args.timeout,
+        tap: None,
     };
-    let (vmm, report) = migration::destination::receive(&listener, &opts)?;
+    let (vmm, report) = match &args.net_run_id {
+        // The TAP is opened when the VM is built: do that inside the lan namespace.
+        Some(id) => {
+            let names = scenarios::netns::Names::for_run(id)?;
+            let opts = migration::destination::IncomingOptions { tap: Some(names.tap_dst.clone()), ..opts };
+            scenarios::netns::run_in_netns(&names.lan_ns, || migration::destination::receive(&listener, &opts))
+                .with_context(|| format!("entering namespace {}", names.lan_ns))??
+        }
+        None => migration::destination::receive(&listener, &opts)?,
+    };
     eprintln!("migbench: incoming migration complete: {} pages, verified: {}", report.pages, report.verified);
     let opts = ServeOptions { duration: args.duration, control: args.control, json: args.json, measure_dirty_rate: false };
     serve(Arc::new(vmm), opts, json!({"incoming": report}), true)

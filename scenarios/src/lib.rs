@@ -1,4 +1,5 @@
 //! Scenario files (TOML) and the runner that orchestrates VMMs, network, probe and migration.
 
 pub mod netns;
+pub mod runner;
 pub mod scenario;

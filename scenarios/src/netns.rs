@@ -34,6 +34,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Errors from building or entering the topology.
@@ -337,4 +338,29 @@ mod tests {
         assert!(!namespace_exists(&names.lan_ns), "lan namespace left behind");
         assert!(!namespace_exists(&names.probe_ns), "probe namespace left behind");
     }
+}
+
+/// Blocks the termination signals in this and all later threads, and starts
+/// a thread that removes the topology and exits when one arrives.
+pub fn remove_on_signal(topo: Arc<Mutex<Option<Topology>>>) {
+    // SAFETY: sigset_t is plain data; the calls only read/write `set`.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let _ = std::thread::Builder::new().name("net-signals".into()).spawn(move || {
+        let mut sig = 0;
+        // SAFETY: `set` and `sig` are valid for the call.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            eprintln!("migbench: signal {sig}: removing the network topology");
+            let t = topo.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(t);
+            std::process::exit(130);
+        }
+    });
 }

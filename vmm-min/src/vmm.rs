@@ -252,7 +252,8 @@ impl Vmm {
         None
     }
 
-    /// Pauses every vCPU; returns how long it took.
+    /// Pauses every vCPU, then the device threads; returns how long it took.
+    /// On error nothing stays paused.
     pub fn pause(&self) -> Result<Duration> {
         let t = Instant::now();
         self.machine.run.request_pause();
@@ -261,11 +262,20 @@ impl Vmm {
             self.machine.run.resume();
             return Err(Error::State("vCPUs did not pause within 5 s".into()));
         }
+        if let Some(net) = &self.machine.net {
+            if let Err(e) = net.pause() {
+                self.machine.run.resume();
+                return Err(e);
+            }
+        }
         Ok(t.elapsed())
     }
 
-    /// Resumes paused vCPUs.
+    /// Resumes paused devices, then vCPUs.
     pub fn resume(&self) {
+        if let Some(net) = &self.machine.net {
+            net.resume();
+        }
         self.machine.run.resume();
     }
 

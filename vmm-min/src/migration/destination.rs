@@ -28,6 +28,8 @@ pub struct IncomingOptions {
     pub console: bool,
     /// How long to wait for a frame before giving up.
     pub frame_timeout: Duration,
+    /// The TAP this side gives an incoming VM's NIC.
+    pub tap: Option<String>,
 }
 
 /// What an incoming migration did.
@@ -70,7 +72,11 @@ fn receive_on<R: std::io::Read, W: std::io::Write>(
 ) -> Result<(Vmm, IncomingReport)> {
     let send = |e| Error::io("replying to the source")(e);
     let hello: Hello = reader.recv_json(Kind::Hello).map_err(wire)?;
-    let config = hello.config.clone();
+    let mut config = hello.config.clone();
+    let nic_without_tap = config.net.is_some() && opts.tap.is_none();
+    if let (Some(net), Some(tap)) = (&mut config.net, &opts.tap) {
+        net.tap = tap.clone();
+    }
     let refuse = |why: String| -> Option<String> { Some(why) };
     let reason = if hello.wire_version != super::wire::VERSION {
         refuse(format!("wire version {} is not {}", hello.wire_version, super::wire::VERSION))
@@ -88,6 +94,8 @@ fn receive_on<R: std::io::Read, W: std::io::Write>(
             config.vcpus,
             opts.vcpus.unwrap_or(0)
         ))
+    } else if nic_without_tap {
+        refuse("the VM has a NIC, but this destination has no TAP for it (start it with --net-run-id)".into())
     } else {
         None
     };
@@ -182,6 +190,16 @@ fn receive_on<R: std::io::Read, W: std::io::Write>(
     ack.restored_ns = mono_ns();
     let vmm = Vmm::start(machine, config);
     ack.first_run_ns = vmm.wait_first_run(Duration::from_secs(5)).unwrap_or_else(mono_ns);
+    if let Some(net) = &vmm.machine().net {
+        // Tell the bridge where the guest is now: the VMM sends a gratuitous
+        // ARP at once, and asks the guest's stack to send its own.
+        if let Err(e) = net.announce() {
+            tracing::warn!("gratuitous ARP from the VMM failed: {e}");
+        }
+        if let Err(e) = crate::devices::net::request_guest_announce(vmm.machine()) {
+            tracing::warn!("asking the guest to announce itself failed: {e}");
+        }
+    }
     ack.ok = true;
     if let Err(e) = out.send_json(Kind::Ack, &ack).and_then(|_| out.flush()) {
         // The source will resume its copy: this one must not run too.

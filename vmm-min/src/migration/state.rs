@@ -3,8 +3,10 @@
 //! batches because KVM_GET_MSRS stops at the first failing one; restore CPUID
 //! (done at vCPU creation), mp_state, regs, sregs, xsave, xcrs, debugregs,
 //! MSRs, vcpu_events. The VMM creates no irqchip or PIT (the guest polls), so
-//! the VM-wide state is the KVM clock.
+//! the VM-wide state is the KVM clock. Device state: the UART's registers and
+//! the virtio-net transport (features, queues, indices).
 
+use crate::devices::net::NetState;
 use crate::devices::uart::UartState;
 use crate::error::{Error, Result};
 use crate::machine::{lock, Machine};
@@ -35,6 +37,7 @@ pub struct MachineState {
     clock: kvm_clock_data,
     vcpus: Vec<VcpuState>,
     uart: UartState,
+    net: Option<NetState>,
 }
 
 fn read_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<(u32, u64)>> {
@@ -112,6 +115,7 @@ pub fn save(m: &Machine) -> Result<MachineState> {
         clock: m.vm.fd.get_clock().map_err(Error::kvm("KVM_GET_CLOCK"))?,
         vcpus,
         uart: lock(&m.uart).state(),
+        net: m.net.as_ref().map(|n| n.state()),
     })
 }
 
@@ -125,5 +129,11 @@ pub fn restore(m: &Machine, s: &MachineState) -> Result<()> {
     for (v, st) in m.vcpus.iter().zip(&s.vcpus) {
         restore_vcpu(&lock(&v.fd), st).map_err(|e| Error::Vcpu { vcpu: v.index, msg: format!("restore: {e}") })?;
     }
-    lock(&m.uart).restore(&s.uart, m.console).map_err(Error::State)
+    lock(&m.uart).restore(&s.uart, m.console).map_err(Error::State)?;
+    match (&m.net, &s.net) {
+        (Some(dev), Some(st)) => dev.restore(st),
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(Error::State("the VM here has a NIC, the incoming state none".into())),
+        (None, Some(_)) => Err(Error::State("the incoming state has a NIC, the VM here none".into())),
+    }
 }
