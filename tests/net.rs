@@ -498,3 +498,124 @@ fn device_pause_state_restore_keeps_the_connection() {
     topo.remove().expect("removing the topology");
     assert_gone(&n);
 }
+
+fn wait_socket(sock: &std::path::Path) {
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "control socket {} never appeared", sock.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn control(sock: &std::path::Path, req: serde_json::Value) -> serde_json::Value {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect control socket");
+    s.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
+    writeln!(s, "{req}").expect("write");
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).expect("read");
+    serde_json::from_str(&line).expect("JSON reply")
+}
+
+/// A counter of a link in the lan namespace (`ip netns exec` mounts that
+/// namespace's sysfs).
+fn link_counter(ns: &str, dev: &str, counter: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", &format!("/sys/class/net/{dev}/statistics/{counter}")])
+        .output()
+        .expect("ip netns exec");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn a_keep_alive_download_survives_migration_on_the_same_connection() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    if !root_or_skip("a_keep_alive_download_survives_migration_on_the_same_connection") {
+        return;
+    }
+    let id = format!("mig{}", &netns::new_run_id()[..4]);
+    let topo = netns::Topology::create(&id, 9000).expect("topology");
+    let names = topo.names().clone();
+    let dir = std::env::temp_dir().join(format!("migbench-nettest-{id}"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (ssock, dsock) = (dir.join("src.sock"), dir.join("dst.sock"));
+    let mut src = Command::new(env!("CARGO_BIN_EXE_migbench"))
+        .args(["run", "--net", "--net-attach", "--run-id", &id, "--memory", "128M", "--duration", "0", "--quiet"])
+        .arg("--control")
+        .arg(&ssock)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("source");
+    let mut dst = Command::new(env!("CARGO_BIN_EXE_migbench"))
+        .args(["vmm", "--incoming", "127.0.0.1:0", "--net-run-id", &id, "--quiet", "--control"])
+        .arg(&dsock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("destination");
+    let mut line = String::new();
+    BufReader::new(dst.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
+    let to = line.trim().strip_prefix("listening on ").expect("listening on").to_owned();
+    wait_socket(&ssock);
+
+    // One keep-alive connection from the probe namespace downloads /file
+    // over and over, verifying every byte; any error fails the test.
+    let addr = (names.guest_ip, 80);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        let c = netns::run_in_netns(&names.probe_ns, || Client::connect(addr)).expect("netns");
+        match c {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "guest unreachable: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let local = client.r.get_ref().local_addr().expect("local addr");
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let (s2, d2) = (stop.clone(), done.clone());
+    let downloader = std::thread::spawn(move || {
+        let mut client = client;
+        while !s2.load(Ordering::Acquire) {
+            let r = client.get("/file");
+            assert_eq!(r.status, 200);
+            assert!(!r.close, "the server closed the keep-alive connection");
+            verify(&r);
+            d2.fetch_add(1, Ordering::Release);
+        }
+        client.r.get_ref().local_addr().expect("local addr")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let before = done.load(Ordering::Acquire);
+    assert!(before > 0, "no download completed before the migration");
+
+    let reply = control(&ssock, serde_json::json!({"cmd": "migrate", "to": to, "verify": true}));
+    assert_eq!(reply["stats"]["outcome"], "completed", "{reply:#}");
+    assert_eq!(reply["stats"]["verify"]["ok"], true);
+    let migrated_at = done.load(Ordering::Acquire);
+    std::thread::sleep(Duration::from_millis(300));
+    // The bridge now sends the guest's traffic to the destination's TAP.
+    let tx_src = link_counter(&names.lan_ns, &names.tap_src, "tx_packets");
+    let tx_dst = link_counter(&names.lan_ns, &names.tap_dst, "tx_packets");
+    std::thread::sleep(Duration::from_millis(700));
+    let after = done.load(Ordering::Acquire);
+    assert!(after > migrated_at, "no download completed after the migration ({migrated_at} -> {after})");
+    assert_eq!(link_counter(&names.lan_ns, &names.tap_src, "tx_packets"), tx_src, "the source TAP still carries traffic");
+    assert!(link_counter(&names.lan_ns, &names.tap_dst, "tx_packets") > tx_dst, "the destination TAP carries nothing");
+
+    // /health answers from the destination on a new connection.
+    let health = netns::run_in_netns(&names.probe_ns, || Client::connect(addr).map(|mut c| c.get("/health").status))
+        .expect("netns")
+        .expect("connect after migration");
+    assert_eq!(health, 200);
+
+    stop.store(true, Ordering::Release);
+    let same = downloader.join().expect("the download loop failed");
+    assert_eq!(same, local, "the download moved to another connection");
+    let code = src.wait().expect("source exit").code();
+    assert_eq!(code, Some(0), "the source VMM exits 0 after handing over the guest");
+    let _ = control(&dsock, serde_json::json!({"cmd": "quit"}));
+    let _ = dst.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    topo.remove().expect("removing the topology");
+    assert_gone(&names);
+}
