@@ -53,7 +53,9 @@ pub fn run_guest(quick: bool, only: &[String], ids: &[String], progress: &mut dy
     while vmm.exited().is_none() {
         let results = vmm.results();
         for line in results.iter().skip(seen) {
-            if let Some(id) = serde_json::from_str::<Value>(line).ok().and_then(|v| v["row"]["id"].as_str().map(str::to_owned)) {
+            if let Some(id) =
+                serde_json::from_str::<Value>(line).ok().and_then(|v| v["row"]["id"].as_str().map(str::to_owned))
+            {
                 progress(&id);
             }
         }
@@ -74,7 +76,8 @@ pub fn run_guest(quick: bool, only: &[String], ids: &[String], progress: &mut dy
     for line in vmm.results() {
         let v: Value = serde_json::from_str(&line).with_context(|| format!("malformed guest result '{line}'"))?;
         if let Some(r) = v.get("row") {
-            measured.push(serde_json::from_value::<Row>(r.clone()).with_context(|| format!("malformed guest row {r}"))?);
+            measured
+                .push(serde_json::from_value::<Row>(r.clone()).with_context(|| format!("malformed guest row {r}"))?);
         } else if let Some(r) = v.get("ring0") {
             let (r0, r3) = (r["ring0_ns_per_iter"].as_f64(), r["ring3_ns_per_iter"].as_f64());
             ring0_ratio = r0.zip(r3).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
@@ -90,7 +93,13 @@ pub fn run_guest(quick: bool, only: &[String], ids: &[String], progress: &mut dy
                 }
                 r
             }
-            Some(r) => Row::na(id, &r.label, &r.unit, format!("guest reported an unusable value {:?}", r.value), r.method.clone()),
+            Some(r) => Row::na(
+                id,
+                &r.label,
+                &r.unit,
+                format!("guest reported an unusable value {:?}", r.value),
+                r.method.clone(),
+            ),
             None => Row::na(id, id, "", guest_na_reason(id).to_owned(), "guest ring 3".to_owned()),
         })
         .collect();

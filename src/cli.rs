@@ -57,7 +57,8 @@ pub fn parse_rate_mbps(s: &str) -> Result<f64, String> {
         Some('K' | 'k') => (&t[..t.len() - 1], 0.001),
         _ => (t, 1.0),
     };
-    let v: f64 = num.trim().parse().map_err(|_| format!("malformed rate '{s}': expected e.g. 500M or 1G (bits per second)"))?;
+    let v: f64 =
+        num.trim().parse().map_err(|_| format!("malformed rate '{s}': expected e.g. 500M or 1G (bits per second)"))?;
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("rate '{s}' must be positive"));
     }

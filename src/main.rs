@@ -4,8 +4,8 @@
 mod bench_cmd;
 mod cli;
 mod migrate_cmd;
-mod probe_cmd;
 mod net_cmd;
+mod probe_cmd;
 mod serve;
 
 use clap::Parser;
@@ -14,9 +14,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MIGBENCH_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MIGBENCH_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = cli::Cli::parse();

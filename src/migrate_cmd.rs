@@ -25,13 +25,16 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
         warmup: args.warmup,
         after: args.after,
         verify: args.verify,
-        net: args.net.then(|| -> Result<NetSpec> {
-            Ok(NetSpec {
-                file_bytes: vmm_min::config::parse_size(&args.file_size)?,
-                mtu: args.mtu,
-                probe: Some(ProbeSpec { interval: args.interval, connections: args.connections }),
+        net: args
+            .net
+            .then(|| -> Result<NetSpec> {
+                Ok(NetSpec {
+                    file_bytes: vmm_min::config::parse_size(&args.file_size)?,
+                    mtu: args.mtu,
+                    probe: Some(ProbeSpec { interval: args.interval, connections: args.connections }),
+                })
             })
-        }).transpose()?,
+            .transpose()?,
     };
     let mut r = runner::run(&exp, &mut |line| eprintln!("migbench: {line}"))?;
     let s = &r.migration;
@@ -71,7 +74,8 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
             "checks": r.checks,
             "failures": r.failures,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&out)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("migbench: statistics written to {}", path.display());
     }
     for f in &r.failures {

@@ -35,9 +35,7 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
         Some(n) => n.boot(&config, !args.quiet)?,
         None => Vmm::boot(&config, !args.quiet)?,
     });
-    let boot_ms = vmm
-        .wait_first_heartbeat(BOOT_TIMEOUT)
-        .map(|t| t.duration_since(started).as_secs_f64() * 1e3);
+    let boot_ms = vmm.wait_first_heartbeat(BOOT_TIMEOUT).map(|t| t.duration_since(started).as_secs_f64() * 1e3);
     let measure_dirty_rate = matches!(config.workload, Workload::Stress { .. })
         && boot_ms.is_some()
         && (args.duration.is_zero() || args.duration >= Duration::from_millis(1500));
@@ -69,7 +67,8 @@ pub fn incoming(args: VmmArgs) -> Result<ExitCode> {
         None => migration::destination::receive(&listener, &opts)?,
     };
     eprintln!("migbench: incoming migration complete: {} pages, verified: {}", report.pages, report.verified);
-    let opts = ServeOptions { duration: args.duration, control: args.control, json: args.json, measure_dirty_rate: false };
+    let opts =
+        ServeOptions { duration: args.duration, control: args.control, json: args.json, measure_dirty_rate: false };
     serve(Arc::new(vmm), opts, json!({"incoming": report}), true)
 }
 

@@ -175,9 +175,7 @@ fn stress_downtime_policy_cancel_and_force_at_timeout() {
     // 300 ms at 200 Mbit/s is 7.5 MB, far less than three workers dirty:
     // the policy cannot converge and must follow its timeout strategy.
     let stress = ["--workload", "stress:vm=3,bytes=32M", "--memory", "256M", "--vcpus", "4"];
-    let policy = |strategy: &str| {
-        json!({"kind": "downtime", "downtime_ms": 300, "timeout_ms": 1500, "on_timeout": strategy, "max_bandwidth_mbps": 200})
-    };
+    let policy = |strategy: &str| json!({"kind": "downtime", "downtime_ms": 300, "timeout_ms": 1500, "on_timeout": strategy, "max_bandwidth_mbps": 200});
 
     let src = Vmm::source(&stress);
     let dst = Vmm::destination(&[]);

@@ -599,7 +599,11 @@ fn a_keep_alive_download_survives_migration_on_the_same_connection() {
     std::thread::sleep(Duration::from_millis(700));
     let after = done.load(Ordering::Acquire);
     assert!(after > migrated_at, "no download completed after the migration ({migrated_at} -> {after})");
-    assert_eq!(link_counter(&names.lan_ns, &names.tap_src, "tx_packets"), tx_src, "the source TAP still carries traffic");
+    assert_eq!(
+        link_counter(&names.lan_ns, &names.tap_src, "tx_packets"),
+        tx_src,
+        "the source TAP still carries traffic"
+    );
     assert!(link_counter(&names.lan_ns, &names.tap_dst, "tx_packets") > tx_dst, "the destination TAP carries nothing");
 
     // /health answers from the destination on a new connection.

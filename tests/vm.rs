@@ -57,11 +57,7 @@ fn guest_exception_is_reported_with_vector_and_nonzero_exit() {
 fn assert_clean_error(args: &[&str], envs: &[(&str, &str)], expect: &str) {
     let mut cmd = migbench();
     cmd.args(args).envs(envs.iter().copied());
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
     let out = wait_with_limit(child, Duration::from_secs(20));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "args {args:?}: {err}");
@@ -75,11 +71,7 @@ fn bad_inputs_give_one_line_errors() {
     let run = ["run", "--duration", "1s", "--quiet"];
     let with = |extra: &[&'static str]| -> Vec<&'static str> { run.iter().chain(extra).copied().collect() };
     assert_clean_error(&run, &[("MIGBENCH_KVM_DEVICE", "/nonexistent/kvm")], "cannot open /dev/kvm");
-    assert_clean_error(
-        &with(&["--memory", "64M", "--workload", "stress:vm=3,bytes=128M"]),
-        &[],
-        "too small",
-    );
+    assert_clean_error(&with(&["--memory", "64M", "--workload", "stress:vm=3,bytes=128M"]), &[], "too small");
     assert_clean_error(&with(&["--workload", "bogus"]), &[], "unknown workload 'bogus'");
     assert_clean_error(&with(&["--memory", "12Q"]), &[], "malformed size '12Q'");
     assert_clean_error(&with(&["--workload", "stress:bytes=lots"]), &[], "malformed size 'lots'");

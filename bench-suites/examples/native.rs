@@ -18,10 +18,8 @@ fn main() {
             "--only" => opts.only.extend(args.next()),
             "--json" => json = args.next(),
             "--enough-ms" => {
-                opts.enough = args
-                    .next()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .map(|ms| Duration::from_secs_f64(ms / 1e3))
+                opts.enough =
+                    args.next().and_then(|v| v.parse::<f64>().ok()).map(|ms| Duration::from_secs_f64(ms / 1e3))
             }
             other => {
                 eprintln!("unknown argument {other}");
@@ -32,11 +30,7 @@ fn main() {
     let t = Instant::now();
     let rows = native::run(&opts, &mut |id| eprintln!("running {id}"));
     eprintln!("native suite took {:.1} s", t.elapsed().as_secs_f64());
-    let report = BenchReport {
-        env: Environment::collect(),
-        native: rows,
-        guest: Vec::new(),
-    };
+    let report = BenchReport { env: Environment::collect(), native: rows, guest: Vec::new() };
     print!("{}", table::markdown(&report));
     if let Some(path) = json {
         match report.to_json() {

@@ -42,32 +42,17 @@ impl KvmInfo {
         let has = |m: &str| sys_module.join(m).exists();
         let (kvm_intel, kvm_amd, kvm_pvm) = (has("kvm_intel"), has("kvm_amd"), has("kvm_pvm"));
         let mut names = Vec::new();
-        for (present, name) in [
-            (kvm_intel, "kvm_intel"),
-            (kvm_amd, "kvm_amd"),
-            (kvm_pvm, "kvm_pvm"),
-        ] {
+        for (present, name) in [(kvm_intel, "kvm_intel"), (kvm_amd, "kvm_amd"), (kvm_pvm, "kvm_pvm")] {
             if present {
                 names.push(name);
             }
         }
-        let flavour = if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join("+")
-        };
+        let flavour = if names.is_empty() { "none".to_string() } else { names.join("+") };
         let nested = ["kvm_intel", "kvm_amd"].iter().find_map(|m| {
-            std::fs::read_to_string(sys_module.join(m).join("parameters/nested"))
-                .ok()
-                .map(|s| s.trim().to_string())
+            std::fs::read_to_string(sys_module.join(m).join("parameters/nested")).ok().map(|s| s.trim().to_string())
         });
         let dev = dev_kvm.exists();
-        let accessible = dev
-            && std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(dev_kvm)
-                .is_ok();
+        let accessible = dev && std::fs::OpenOptions::new().read(true).write(true).open(dev_kvm).is_ok();
         KvmInfo {
             dev_kvm: dev,
             dev_kvm_accessible: accessible,
@@ -130,21 +115,12 @@ impl Environment {
                 .with_cpu(CpuRefreshKind::nothing())
                 .with_memory(MemoryRefreshKind::nothing().with_ram()),
         );
-        let cpu_model = sys
-            .cpus()
-            .first()
-            .map(|c| c.brand().trim().to_string())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_default();
-        let logical_cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-            .max(sys.cpus().len());
+        let cpu_model =
+            sys.cpus().first().map(|c| c.brand().trim().to_string()).filter(|s| !s.is_empty()).unwrap_or_default();
+        let logical_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0).max(sys.cpus().len());
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok();
         let host_is_virtualized = cpuinfo.as_ref().map(|s| {
-            s.lines()
-                .filter(|l| l.starts_with("flags"))
-                .any(|l| l.split_whitespace().any(|f| f == "hypervisor"))
+            s.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "hypervisor"))
         });
         Environment {
             cpu_model,

@@ -44,19 +44,12 @@ pub fn median(xs: &[f64]) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 /// Minimum of the finite values of `xs`; `None` when there is none.
 pub fn minimum(xs: &[f64]) -> Option<f64> {
-    xs.iter()
-        .copied()
-        .filter(|x| x.is_finite())
-        .min_by(f64::total_cmp)
+    xs.iter().copied().filter(|x| x.is_finite()).min_by(f64::total_cmp)
 }
 
 /// Which summary of the repetitions a row reports.
@@ -166,8 +159,7 @@ impl Harness {
     pub fn new(enough: Duration) -> Self {
         let timer_resolution_ns = measure_timer_resolution_ns();
         let timer_overhead_ns = measure_timer_overhead_ns();
-        let floor =
-            Duration::from_nanos((timer_resolution_ns * MIN_TICKS_PER_INTERVAL).ceil() as u64);
+        let floor = Duration::from_nanos((timer_resolution_ns * MIN_TICKS_PER_INTERVAL).ceil() as u64);
         let effective = enough.max(floor).max(Duration::from_micros(1));
         let mut h = Harness {
             requested_enough: enough,
@@ -197,10 +189,7 @@ impl Harness {
 
     /// Find an iteration count `n` for which `f(n)` lasts at least ENOUGH.
     /// `f(n)` runs the body `n` times and returns the time it measured.
-    pub fn calibrate(
-        &self,
-        f: &mut dyn FnMut(u64) -> Result<Duration, String>,
-    ) -> Result<u64, HarnessError> {
+    pub fn calibrate(&self, f: &mut dyn FnMut(u64) -> Result<Duration, String>) -> Result<u64, HarnessError> {
         let enough = self.enough;
         let mut n: u64 = 1;
         loop {
@@ -209,11 +198,7 @@ impl Harness {
                 return Ok(n);
             }
             if n >= MAX_ITERATIONS {
-                return Err(HarnessError::NeverEnough {
-                    enough,
-                    iterations: n,
-                    last: t,
-                });
+                return Err(HarnessError::NeverEnough { enough, iterations: n, last: t });
             }
             // Aim 10% past ENOUGH from the last rate, at least doubling and at
             // most multiplying by 100 per step.
@@ -232,10 +217,7 @@ impl Harness {
 
     /// Measure a body whose loop the harness owns: `f(n)` runs the body `n`
     /// times. Timer and loop overhead are subtracted.
-    pub fn measure(
-        &self,
-        f: &mut dyn FnMut(u64) -> Result<(), String>,
-    ) -> Result<Measurement, HarnessError> {
+    pub fn measure(&self, f: &mut dyn FnMut(u64) -> Result<(), String>) -> Result<Measurement, HarnessError> {
         let mut timed = |n: u64| {
             let t = Instant::now();
             f(n)?;
@@ -282,12 +264,7 @@ impl Harness {
                 let t = f(n).map_err(HarnessError::Body)?;
                 let raw = t.as_nanos() as f64;
                 intervals_ns.push(raw);
-                per_iter_ns.push(per_iteration_ns(
-                    raw,
-                    n,
-                    self.timer_overhead_ns,
-                    loop_overhead_ns,
-                ));
+                per_iter_ns.push(per_iteration_ns(raw, n, self.timer_overhead_ns, loop_overhead_ns));
             }
             let typical = median(&intervals_ns).unwrap_or(0.0);
             // If calibration was fooled (a slow first call), the intervals
@@ -321,12 +298,7 @@ impl Harness {
 
 /// Per-iteration time of an interval: `(interval - timer) / n - loop`,
 /// never below zero.
-pub fn per_iteration_ns(
-    interval_ns: f64,
-    n: u64,
-    timer_overhead_ns: f64,
-    loop_overhead_ns: f64,
-) -> f64 {
+pub fn per_iteration_ns(interval_ns: f64, n: u64, timer_overhead_ns: f64, loop_overhead_ns: f64) -> f64 {
     let n = n.max(1) as f64;
     ((interval_ns - timer_overhead_ns).max(0.0) / n - loop_overhead_ns).max(0.0)
 }
@@ -418,10 +390,7 @@ mod tests {
             Ok(t.elapsed())
         };
         let n = h.calibrate(&mut body).unwrap();
-        assert!(
-            body(n).unwrap() >= h.enough / 2,
-            "calibrated count gives a short interval"
-        );
+        assert!(body(n).unwrap() >= h.enough / 2, "calibrated count gives a short interval");
         let m = h.measure_timed(&mut body).unwrap();
         assert_eq!(m.per_iter_ns.len(), REPETITIONS);
         assert_eq!(m.intervals_ns.len(), REPETITIONS);
@@ -443,15 +412,9 @@ mod tests {
         assert!(n <= 2 * h.enough.as_micros() as u64, "overshot: {n}");
         // Errors and bodies that take no time are reported, not looped on.
         let mut failing = |_n: u64| Err("boom".to_string());
-        assert!(matches!(
-            h.calibrate(&mut failing),
-            Err(HarnessError::Body(_))
-        ));
+        assert!(matches!(h.calibrate(&mut failing), Err(HarnessError::Body(_))));
         let mut instant = |_n: u64| Ok(Duration::ZERO);
-        assert!(matches!(
-            h.calibrate(&mut instant),
-            Err(HarnessError::NeverEnough { .. })
-        ));
+        assert!(matches!(h.calibrate(&mut instant), Err(HarnessError::NeverEnough { .. })));
     }
 
     #[test]

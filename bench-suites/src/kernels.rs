@@ -195,11 +195,7 @@ pub struct Ring {
 /// cycle through the lines (Sattolo's algorithm driven by SplitMix64 with the
 /// given seed), so the same seed and size give the same ring on the host and
 /// in the guest.
-pub fn build_ring(
-    buf: &mut [usize],
-    stride_bytes: usize,
-    order: RingOrder,
-) -> Result<Ring, RingError> {
+pub fn build_ring(buf: &mut [usize], stride_bytes: usize, order: RingOrder) -> Result<Ring, RingError> {
     let word = core::mem::size_of::<usize>();
     if stride_bytes == 0 || !stride_bytes.is_multiple_of(word) {
         return Err(RingError::BadStride);
@@ -214,11 +210,7 @@ pub fn build_ring(
             for k in 0..lines {
                 buf[k * stride_words] = ((k + 1) % lines) * stride_words;
             }
-            Ok(Ring {
-                start: 0,
-                lines,
-                stride_words,
-            })
+            Ok(Ring { start: 0, lines, stride_words })
         }
         RingOrder::Shuffled(seed) => {
             // Sattolo's algorithm (the Fisher-Yates variant whose result is
@@ -236,11 +228,7 @@ pub fn build_ring(
             for k in 0..lines {
                 buf[k * stride_words] *= stride_words;
             }
-            Ok(Ring {
-                start: 0,
-                lines,
-                stride_words,
-            })
+            Ok(Ring { start: 0, lines, stride_words })
         }
     }
 }
@@ -312,13 +300,7 @@ mod tests {
 
     #[test]
     fn shuffled_ring_visits_every_line_once_per_lap() {
-        for &(words, stride) in &[
-            (8 * 2, 64),
-            (8 * 64, 64),
-            (8 * 1000, 64),
-            (4 * 333, 32),
-            (2 * 77, 16),
-        ] {
+        for &(words, stride) in &[(8 * 2, 64), (8 * 64, 64), (8 * 1000, 64), (4 * 333, 32), (2 * 77, 16)] {
             let mut buf = [0usize; 8 * 1000];
             let buf = &mut buf[..words];
             let ring = build_ring(buf, stride, RingOrder::Shuffled(DEFAULT_SEED)).unwrap();
@@ -354,18 +336,9 @@ mod tests {
     #[test]
     fn ring_errors_and_malformed_chase() {
         let mut buf = [0usize; 16];
-        assert_eq!(
-            build_ring(&mut buf, 0, RingOrder::Sequential),
-            Err(RingError::BadStride)
-        );
-        assert_eq!(
-            build_ring(&mut buf, 3, RingOrder::Sequential),
-            Err(RingError::BadStride)
-        );
-        assert_eq!(
-            build_ring(&mut buf, 128, RingOrder::Sequential),
-            Err(RingError::TooSmall)
-        );
+        assert_eq!(build_ring(&mut buf, 0, RingOrder::Sequential), Err(RingError::BadStride));
+        assert_eq!(build_ring(&mut buf, 3, RingOrder::Sequential), Err(RingError::BadStride));
+        assert_eq!(build_ring(&mut buf, 128, RingOrder::Sequential), Err(RingError::TooSmall));
         let bad = [1usize, 100, 0, 0, 0, 0];
         assert_eq!(chase(&bad, 0, 10), usize::MAX);
         assert_eq!(chase(&bad, 0, 0), 0);

@@ -74,21 +74,11 @@ impl NativeOptions {
 
     /// ENOUGH in force.
     pub fn effective_enough(&self) -> Duration {
-        self.enough.unwrap_or(if self.quick {
-            QUICK_ENOUGH
-        } else {
-            DEFAULT_ENOUGH
-        })
+        self.enough.unwrap_or(if self.quick { QUICK_ENOUGH } else { DEFAULT_ENOUGH })
     }
 
     fn bw_bytes(&self) -> usize {
-        self.bw_bytes
-            .unwrap_or(if self.quick {
-                QUICK_BW_BYTES
-            } else {
-                DEFAULT_BW_BYTES
-            })
-            .max(4096)
+        self.bw_bytes.unwrap_or(if self.quick { QUICK_BW_BYTES } else { DEFAULT_BW_BYTES }).max(4096)
     }
 }
 
@@ -96,16 +86,7 @@ impl NativeOptions {
 /// 64 MiB, or a subset of them in quick mode.
 pub fn mem_lat_sizes(quick: bool) -> Vec<usize> {
     if quick {
-        vec![
-            512,
-            4 << 10,
-            32 << 10,
-            256 << 10,
-            1 << 20,
-            4 << 20,
-            16 << 20,
-            64 << 20,
-        ]
+        vec![512, 4 << 10, 32 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20]
     } else {
         (9..=26).map(|s| 1usize << s).collect()
     }
@@ -151,13 +132,7 @@ struct Spec {
 }
 
 fn spec(id: &str, label: &str, unit: &'static str, what: &str, run: Body) -> Spec {
-    Spec {
-        id: id.to_string(),
-        label: label.to_string(),
-        unit,
-        what: what.to_string(),
-        run,
-    }
+    Spec { id: id.to_string(), label: label.to_string(), unit, what: what.to_string(), run }
 }
 
 struct Ctx {
@@ -307,7 +282,9 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
         "mem_cp_bw",
         "mem cp bw",
         UNIT_MBS,
-        &format!("kernels::copy from one {bw} buffer to another (bytes copied per second; lmbench bw_mem cp), MB = 10^6 B"),
+        &format!(
+            "kernels::copy from one {bw} buffer to another (bytes copied per second; lmbench bw_mem cp), MB = 10^6 B"
+        ),
         Box::new(|c: &Ctx| mem_bw(c, BwKind::Copy)),
     ));
     for size in mem_lat_sizes(opts.quick) {
@@ -345,39 +322,24 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
 /// Ids of the rows [`run`] would produce for `opts` (after the `only`
 /// filter), in order.
 pub fn row_ids(opts: &NativeOptions) -> Vec<String> {
-    specs(opts)
-        .into_iter()
-        .map(|s| s.id)
-        .filter(|id| opts.selects(id))
-        .collect()
+    specs(opts).into_iter().map(|s| s.id).filter(|id| opts.selects(id)).collect()
 }
 
 /// Run the native rows selected by `opts`, in order, calling `progress`
 /// with each row's id before it runs. Never fails: a row that cannot run
 /// comes back as "n/a" with the reason.
 pub fn run(opts: &NativeOptions, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
-    let selected: Vec<Spec> = specs(opts)
-        .into_iter()
-        .filter(|s| opts.selects(&s.id))
-        .collect();
+    let selected: Vec<Spec> = specs(opts).into_iter().filter(|s| opts.selects(&s.id)).collect();
     if selected.is_empty() {
         return Vec::new();
     }
     let dir = match ScratchDir::new() {
         Ok(d) => d,
         Err(e) => {
-            return selected
-                .iter()
-                .map(|s| Row::na(&s.id, &s.label, s.unit, e.clone(), s.what.clone()))
-                .collect()
+            return selected.iter().map(|s| Row::na(&s.id, &s.label, s.unit, e.clone(), s.what.clone())).collect()
         }
     };
-    let ctx = Ctx {
-        h: Harness::new(opts.effective_enough()),
-        quick: opts.quick,
-        bw_bytes: opts.bw_bytes(),
-        dir,
-    };
+    let ctx = Ctx { h: Harness::new(opts.effective_enough()), quick: opts.quick, bw_bytes: opts.bw_bytes(), dir };
     let mut rows = Vec::with_capacity(selected.len());
     for s in &selected {
         progress(&s.id);
@@ -438,8 +400,7 @@ fn median_us(c: &Ctx, m: Result<Measurement, HarnessError>) -> Result<(f64, Stri
 }
 
 fn cpath(p: &Path) -> Result<CString, String> {
-    CString::new(p.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("path {} has a NUL byte", p.display()))
+    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| format!("path {} has a NUL byte", p.display()))
 }
 
 fn make_file(c: &Ctx, name: &str, bytes: usize) -> Result<PathBuf, String> {
@@ -449,8 +410,7 @@ fn make_file(c: &Ctx, name: &str, bytes: usize) -> Result<PathBuf, String> {
     let mut left = bytes;
     while left > 0 {
         let k = left.min(chunk.len());
-        f.write_all(&chunk[..k])
-            .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        f.write_all(&chunk[..k]).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
         left -= k;
     }
     Ok(p)
@@ -473,10 +433,7 @@ fn null_call(c: &Ctx) -> Result<(f64, String), String> {
 
 fn null_io(c: &Ctx) -> Result<(f64, String), String> {
     let zero = File::open("/dev/zero").map_err(|e| format!("cannot open /dev/zero: {e}"))?;
-    let null = OpenOptions::new()
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    let null = OpenOptions::new().write(true).open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
     let (zfd, nfd) = (zero.as_raw_fd(), null.as_raw_fd());
     let mut byte = [0u8; 1];
     let rd =
@@ -502,13 +459,7 @@ fn null_io(c: &Ctx) -> Result<(f64, String), String> {
         })
         .map_err(harness_err)?;
     let (r, w) = (rd.us(Summary::Median), wr.us(Summary::Median));
-    Ok((
-        (r + w) / 2.0,
-        format!(
-            "read {r:.4} µs, write {w:.4} µs; {}",
-            how(c, &rd, Summary::Median)
-        ),
-    ))
+    Ok(((r + w) / 2.0, format!("read {r:.4} µs, write {w:.4} µs; {}", how(c, &rd, Summary::Median))))
 }
 
 fn stat_row(c: &Ctx) -> Result<(f64, String), String> {
@@ -678,10 +629,8 @@ fn fork_exec_measure(c: &Ctx, argv: &[&str]) -> Result<(f64, String), String> {
     if !Path::new(prog).exists() {
         return Err(format!("{prog} not found"));
     }
-    let cargs: Vec<CString> = argv
-        .iter()
-        .map(|a| CString::new(*a).map_err(|_| "NUL in argv".to_string()))
-        .collect::<Result<_, _>>()?;
+    let cargs: Vec<CString> =
+        argv.iter().map(|a| CString::new(*a).map_err(|_| "NUL in argv".to_string())).collect::<Result<_, _>>()?;
     let mut ptrs: Vec<*const c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     let envp: [*const c_char; 1] = [std::ptr::null()];
@@ -940,22 +889,14 @@ impl Drop for Map {
 
 fn mmap_lat(c: &Ctx) -> Result<(f64, String), String> {
     let p = make_file(c, "mmap-file", MMAP_BYTES)?;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&p)
-        .map_err(|e| format!("cannot open {}: {e}", p.display()))?;
+    let f =
+        OpenOptions::new().read(true).write(true).open(&p).map_err(|e| format!("cannot open {}: {e}", p.display()))?;
     let fd = f.as_raw_fd();
     median_us(
         c,
         c.h.measure(&mut |n| {
             for _ in 0..n {
-                let m = Map::new(
-                    MMAP_BYTES,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd,
-                )?;
+                let m = Map::new(MMAP_BYTES, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd)?;
                 let mut off = 0;
                 while off < MMAP_BYTES {
                     // SAFETY: `off` < MMAP_BYTES, inside the writable mapping.
@@ -997,8 +938,7 @@ fn page_fault(c: &Ctx) -> Result<(f64, String), String> {
                 let mut sum = 0u8;
                 for pg in 0..pages {
                     // SAFETY: pg * PAGE < bytes, inside the readable mapping.
-                    sum =
-                        sum.wrapping_add(unsafe { std::ptr::read_volatile(m.ptr.add(pg * PAGE)) });
+                    sum = sum.wrapping_add(unsafe { std::ptr::read_volatile(m.ptr.add(pg * PAGE)) });
                 }
                 total += t.elapsed();
                 let f1 = minor_faults().ok_or_else(|| os_err("getrusage"))?;
@@ -1045,11 +985,7 @@ extern "C" fn segv_handler(_sig: c_int, info: *mut libc::siginfo_t, uctx: *mut c
         let uc = uctx.cast::<libc::ucontext_t>();
         let rip_slot = &mut (*uc).uc_mcontext.gregs[libc::REG_RIP as usize];
         let rip = *rip_slot as usize as *const u8;
-        if page != 0
-            && addr >= page
-            && addr < page + PAGE
-            && std::slice::from_raw_parts(rip, 3) == PROT_STORE
-        {
+        if page != 0 && addr >= page && addr < page + PAGE && std::slice::from_raw_parts(rip, 3) == PROT_STORE {
             *rip_slot += 3;
             PROT_HITS.fetch_add(1, Ordering::Relaxed);
             return;
@@ -1063,12 +999,7 @@ extern "C" fn segv_handler(_sig: c_int, info: *mut libc::siginfo_t, uctx: *mut c
 
 #[cfg(target_arch = "x86_64")]
 fn prot_fault(c: &Ctx) -> Result<(f64, String), String> {
-    let m = Map::new(
-        PAGE,
-        libc::PROT_READ,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-        -1,
-    )?;
+    let m = Map::new(PAGE, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)?;
     // SAFETY: reading the first byte of our readable page maps it (present,
     // read-only), so the writes below take protection faults, not page-ins.
     std::hint::black_box(unsafe { std::ptr::read_volatile(m.ptr) });
@@ -1101,10 +1032,7 @@ fn prot_fault(c: &Ctx) -> Result<(f64, String), String> {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn prot_fault(_c: &Ctx) -> Result<(f64, String), String> {
-    Err(
-        "implemented for x86_64 only (the handler steps over a known store instruction)"
-            .to_string(),
-    )
+    Err("implemented for x86_64 only (the handler steps over a known store instruction)".to_string())
 }
 
 // ---------------------------------------------------------------- memory
@@ -1170,12 +1098,7 @@ fn mem_lat(c: &Ctx, size: usize) -> Result<(f64, String), String> {
         .map_err(harness_err)?;
     Ok((
         m.us(Summary::Minimum),
-        format!(
-            "{} lines; ns per load {:.2}; {}",
-            ring.lines,
-            m.ns(Summary::Minimum),
-            how(c, &m, Summary::Minimum)
-        ),
+        format!("{} lines; ns per load {:.2}; {}", ring.lines, m.ns(Summary::Minimum), how(c, &m, Summary::Minimum)),
     ))
 }
 
@@ -1183,14 +1106,12 @@ fn mem_lat(c: &Ctx, size: usize) -> Result<(f64, String), String> {
 
 /// A connected loopback pair: (client, server side).
 fn loopback_pair() -> Result<(TcpStream, TcpStream), String> {
-    let l =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
     let client = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let (server, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
     for s in [&client, &server] {
-        s.set_nodelay(true)
-            .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        s.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
     }
     Ok((client, server))
 }
@@ -1209,9 +1130,7 @@ fn tcp_lat(c: &Ctx) -> Result<(f64, String), String> {
     let r = c.h.measure(&mut |n| {
         for _ in 0..n {
             client.write_all(&[1]).map_err(|e| format!("send: {e}"))?;
-            client
-                .read_exact(&mut b)
-                .map_err(|e| format!("receive: {e}"))?;
+            client.read_exact(&mut b).map_err(|e| format!("receive: {e}"))?;
         }
         Ok(())
     });
@@ -1243,25 +1162,18 @@ fn tcp_bw(c: &Ctx) -> Result<(f64, String), String> {
     let msg = vec![0xa5u8; TCP_MSG_BYTES];
     let mut ack = [0u8; 1];
     let r = c.h.measure(&mut |n| {
-        client
-            .write_all(&n.to_le_bytes())
-            .map_err(|e| format!("send: {e}"))?;
+        client.write_all(&n.to_le_bytes()).map_err(|e| format!("send: {e}"))?;
         for _ in 0..n {
             client.write_all(&msg).map_err(|e| format!("send: {e}"))?;
         }
-        client
-            .read_exact(&mut ack)
-            .map_err(|e| format!("ack: {e}"))?;
+        client.read_exact(&mut ack).map_err(|e| format!("ack: {e}"))?;
         Ok(())
     });
     let _ = client.shutdown(Shutdown::Both);
     drop(client);
     let _ = sink.join();
     let m = r.map_err(harness_err)?;
-    Ok((
-        m.mb_per_s(TCP_MSG_BYTES as f64),
-        format!("receiver-acknowledged; {}", how(c, &m, Summary::Median)),
-    ))
+    Ok((m.mb_per_s(TCP_MSG_BYTES as f64), format!("receiver-acknowledged; {}", how(c, &m, Summary::Median))))
 }
 
 #[cfg(test)]
@@ -1286,39 +1198,17 @@ mod tests {
         dedup.sort();
         dedup.dedup();
         assert_eq!(dedup.len(), ids.len(), "duplicate row ids");
-        for id in [
-            "null_call",
-            "ctx_2p_0k",
-            "ctx_16p_64k",
-            "mem_lat_1m",
-            "tcp_bw",
-            "page_fault",
-        ] {
+        for id in ["null_call", "ctx_2p_0k", "ctx_16p_64k", "mem_lat_1m", "tcp_bw", "page_fault"] {
             assert!(ids.iter().any(|i| i == id), "missing {id}");
         }
     }
 
     #[test]
     fn only_filter_is_a_prefix_match() {
-        let o = NativeOptions {
-            only: vec!["ctx_2p".into(), "null".into()],
-            ..Default::default()
-        };
+        let o = NativeOptions { only: vec!["ctx_2p".into(), "null".into()], ..Default::default() };
         let ids = row_ids(&o);
-        assert_eq!(
-            ids,
-            vec![
-                "null_call",
-                "null_io",
-                "ctx_2p_0k",
-                "ctx_2p_16k",
-                "ctx_2p_64k"
-            ]
-        );
-        let none = NativeOptions {
-            only: vec!["nope".into()],
-            ..Default::default()
-        };
+        assert_eq!(ids, vec!["null_call", "null_io", "ctx_2p_0k", "ctx_2p_16k", "ctx_2p_64k"]);
+        let none = NativeOptions { only: vec!["nope".into()], ..Default::default() };
         assert!(run(&none, &mut |_| {}).is_empty());
     }
 
@@ -1326,10 +1216,7 @@ mod tests {
     /// n/a with a reason; progress names every row. No speed is asserted.
     #[test]
     fn quick_suite_rows_are_measured_or_na() {
-        let opts = NativeOptions {
-            quick: true,
-            ..Default::default()
-        };
+        let opts = NativeOptions { quick: true, ..Default::default() };
         let mut seen = Vec::new();
         let t = Instant::now();
         let rows = run(&opts, &mut |id| seen.push(id.to_string()));
@@ -1344,9 +1231,7 @@ mod tests {
             eprintln!(
                 "{:<14} {:>12} {:<5} {}",
                 r.id,
-                r.value
-                    .map(|v| format!("{v:.4}"))
-                    .unwrap_or_else(|| "n/a".into()),
+                r.value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into()),
                 r.unit,
                 r.na_reason.as_deref().unwrap_or(&r.method)
             );

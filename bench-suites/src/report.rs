@@ -112,13 +112,7 @@ mod tests {
             env: Environment::default(),
             native: vec![
                 Row::measured("null_call", "null call", UNIT_US, 0.05, "getppid".into()),
-                Row::na(
-                    "fork_sh",
-                    "sh",
-                    UNIT_US,
-                    "no /bin/sh".into(),
-                    "fork+exec sh".into(),
-                ),
+                Row::na("fork_sh", "sh", UNIT_US, "no /bin/sh".into(), "fork+exec sh".into()),
             ],
             guest: vec![],
         };

@@ -11,8 +11,7 @@
 use crate::report::{BenchReport, Row, UNIT_MBS, UNIT_US};
 
 /// The paper the published figures come from.
-pub const XEN_PAPER: &str =
-    "P. Barham, B. Dragovic, K. Fraser, S. Hand, T. Harris, A. Ho, R. Neugebauer, I. Pratt, \
+pub const XEN_PAPER: &str = "P. Barham, B. Dragovic, K. Fraser, S. Hand, T. Harris, A. Ho, R. Neugebauer, I. Pratt, \
 A. Warfield, \"Xen and the Art of Virtualization\", SOSP 2003";
 
 /// One figure pair from the paper.
@@ -33,7 +32,8 @@ pub struct Published {
 const T3: &str = "Table 3 (lmbench: processes, µs; L-UP and Xen)";
 const T4: &str = "Table 4 (lmbench: context switching, µs; L-UP and Xen)";
 const T5: &str = "Table 5 (lmbench: file & VM system latencies, µs; L-UP and Xen)";
-const T6: &str = "Table 6 (ttcp, TCP MTU 1500, TX; 897 Mb/s = 112.1 MB/s; between two hosts over Gigabit Ethernet, not loopback)";
+const T6: &str =
+    "Table 6 (ttcp, TCP MTU 1500, TX; 897 Mb/s = 112.1 MB/s; between two hosts over Gigabit Ethernet, not loopback)";
 
 /// Figures published in [`XEN_PAPER`], lmbench 3.0-a3 on a 2.4 GHz Xeon
 /// (Tables 3 to 5; the "L-UP" row is native Linux, uniprocessor) and ttcp
@@ -43,147 +43,27 @@ const T6: &str = "Table 6 (ttcp, TCP MTU 1500, TX; 897 Mb/s = 112.1 MB/s; betwee
 /// than guessed. Transcribed from the paper's tables; check against the
 /// paper before quoting them elsewhere.
 pub const PUBLISHED: &[Published] = &[
-    Published {
-        id: "null_call",
-        linux: 0.45,
-        xen: 0.46,
-        unit: UNIT_US,
-        source: T3,
-    },
-    Published {
-        id: "null_io",
-        linux: 0.50,
-        xen: 0.50,
-        unit: UNIT_US,
-        source: T3,
-    },
-    Published {
-        id: "stat",
-        linux: 1.28,
-        xen: 1.22,
-        unit: UNIT_US,
-        source: T3,
-    },
-    Published {
-        id: "open_close",
-        linux: 1.92,
-        xen: 1.88,
-        unit: UNIT_US,
-        source: T3,
-    },
-    Published {
-        id: "sig_install",
-        linux: 0.68,
-        xen: 0.69,
-        unit: UNIT_US,
-        source: T3,
-    },
-    Published {
-        id: "sig_handle",
-        linux: 2.49,
-        xen: 1.75,
-        unit: UNIT_US,
-        source: T3,
-    },
-    Published {
-        id: "fork_exit",
-        linux: 110.0,
-        xen: 198.0,
-        unit: UNIT_US,
-        source: T3,
-    },
-    Published {
-        id: "fork_exec",
-        linux: 530.0,
-        xen: 768.0,
-        unit: UNIT_US,
-        source: T3,
-    },
+    Published { id: "null_call", linux: 0.45, xen: 0.46, unit: UNIT_US, source: T3 },
+    Published { id: "null_io", linux: 0.50, xen: 0.50, unit: UNIT_US, source: T3 },
+    Published { id: "stat", linux: 1.28, xen: 1.22, unit: UNIT_US, source: T3 },
+    Published { id: "open_close", linux: 1.92, xen: 1.88, unit: UNIT_US, source: T3 },
+    Published { id: "sig_install", linux: 0.68, xen: 0.69, unit: UNIT_US, source: T3 },
+    Published { id: "sig_handle", linux: 2.49, xen: 1.75, unit: UNIT_US, source: T3 },
+    Published { id: "fork_exit", linux: 110.0, xen: 198.0, unit: UNIT_US, source: T3 },
+    Published { id: "fork_exec", linux: 530.0, xen: 768.0, unit: UNIT_US, source: T3 },
     // The paper prints these as "4k0" and "4k8".
-    Published {
-        id: "fork_sh",
-        linux: 4000.0,
-        xen: 4800.0,
-        unit: UNIT_US,
-        source: T3,
-    },
-    Published {
-        id: "ctx_2p_0k",
-        linux: 0.77,
-        xen: 1.97,
-        unit: UNIT_US,
-        source: T4,
-    },
-    Published {
-        id: "ctx_2p_16k",
-        linux: 0.91,
-        xen: 2.22,
-        unit: UNIT_US,
-        source: T4,
-    },
-    Published {
-        id: "ctx_2p_64k",
-        linux: 1.06,
-        xen: 2.67,
-        unit: UNIT_US,
-        source: T4,
-    },
-    Published {
-        id: "ctx_8p_16k",
-        linux: 1.03,
-        xen: 3.07,
-        unit: UNIT_US,
-        source: T4,
-    },
-    Published {
-        id: "ctx_8p_64k",
-        linux: 24.3,
-        xen: 28.7,
-        unit: UNIT_US,
-        source: T4,
-    },
-    Published {
-        id: "ctx_16p_16k",
-        linux: 3.61,
-        xen: 7.08,
-        unit: UNIT_US,
-        source: T4,
-    },
-    Published {
-        id: "ctx_16p_64k",
-        linux: 37.6,
-        xen: 39.4,
-        unit: UNIT_US,
-        source: T4,
-    },
-    Published {
-        id: "mmap_lat",
-        linux: 68.0,
-        xen: 139.0,
-        unit: UNIT_US,
-        source: T5,
-    },
-    Published {
-        id: "prot_fault",
-        linux: 1.06,
-        xen: 1.40,
-        unit: UNIT_US,
-        source: T5,
-    },
-    Published {
-        id: "page_fault",
-        linux: 1.42,
-        xen: 2.73,
-        unit: UNIT_US,
-        source: T5,
-    },
-    Published {
-        id: "tcp_bw",
-        linux: 112.125,
-        xen: 112.125,
-        unit: UNIT_MBS,
-        source: T6,
-    },
+    Published { id: "fork_sh", linux: 4000.0, xen: 4800.0, unit: UNIT_US, source: T3 },
+    Published { id: "ctx_2p_0k", linux: 0.77, xen: 1.97, unit: UNIT_US, source: T4 },
+    Published { id: "ctx_2p_16k", linux: 0.91, xen: 2.22, unit: UNIT_US, source: T4 },
+    Published { id: "ctx_2p_64k", linux: 1.06, xen: 2.67, unit: UNIT_US, source: T4 },
+    Published { id: "ctx_8p_16k", linux: 1.03, xen: 3.07, unit: UNIT_US, source: T4 },
+    Published { id: "ctx_8p_64k", linux: 24.3, xen: 28.7, unit: UNIT_US, source: T4 },
+    Published { id: "ctx_16p_16k", linux: 3.61, xen: 7.08, unit: UNIT_US, source: T4 },
+    Published { id: "ctx_16p_64k", linux: 37.6, xen: 39.4, unit: UNIT_US, source: T4 },
+    Published { id: "mmap_lat", linux: 68.0, xen: 139.0, unit: UNIT_US, source: T5 },
+    Published { id: "prot_fault", linux: 1.06, xen: 1.40, unit: UNIT_US, source: T5 },
+    Published { id: "page_fault", linux: 1.42, xen: 2.73, unit: UNIT_US, source: T5 },
+    Published { id: "tcp_bw", linux: 112.125, xen: 112.125, unit: UNIT_MBS, source: T6 },
 ];
 
 /// The published figures for a row id, if the paper has them.
@@ -262,10 +142,7 @@ pub fn markdown(report: &BenchReport) -> String {
         }
     }
     let mut out = String::new();
-    out.push_str(&format!(
-        "Environment: {}\n\n",
-        escape(&report.env.summary_line())
-    ));
+    out.push_str(&format!("Environment: {}\n\n", escape(&report.env.summary_line())));
     out.push_str(
         "| id | measurement | unit | native | guest | guest/native | Xen paper: Linux (L) [1] | Xen paper: Xen (X) [1] | X/L [1] |\n",
     );
@@ -277,14 +154,7 @@ pub fn markdown(report: &BenchReport) -> String {
         let any = n.or(g);
         let label = any.map(|r| r.label.as_str()).unwrap_or(id);
         let unit = n.or(g).map(|r| r.unit.as_str()).unwrap_or("");
-        let mut guest_cell = cell(
-            g,
-            if guest_ran {
-                "no guest result for this row"
-            } else {
-                "guest not run"
-            },
-        );
+        let mut guest_cell = cell(g, if guest_ran { "no guest result for this row" } else { "guest not run" });
         if let (Some(n), Some(g)) = (n, g) {
             if g.unit != n.unit && g.value.is_some() {
                 guest_cell = format!("{guest_cell} {}", g.unit);
@@ -295,11 +165,7 @@ pub fn markdown(report: &BenchReport) -> String {
                 if !sources.contains(&p.source) {
                     sources.push(p.source);
                 }
-                (
-                    fmt_value(p.linux),
-                    fmt_value(p.xen),
-                    fmt_value(p.xen / p.linux),
-                )
+                (fmt_value(p.linux), fmt_value(p.xen), fmt_value(p.xen / p.linux))
             }
             _ => (String::new(), String::new(), String::new()),
         };
@@ -339,20 +205,8 @@ mod tests {
             env: Environment::default(),
             native: vec![
                 Row::measured("null_call", "null call", UNIT_US, 0.1, "getppid".into()),
-                Row::measured(
-                    "mem_lat_1m",
-                    "mem lat 1 MiB",
-                    UNIT_US,
-                    0.0042,
-                    "chase".into(),
-                ),
-                Row::na(
-                    "fork_sh",
-                    "sh proc",
-                    UNIT_US,
-                    "no /bin/sh | here".into(),
-                    "fork+sh".into(),
-                ),
+                Row::measured("mem_lat_1m", "mem lat 1 MiB", UNIT_US, 0.0042, "chase".into()),
+                Row::na("fork_sh", "sh proc", UNIT_US, "no /bin/sh | here".into(), "fork+sh".into()),
                 Row::measured("tcp_bw", "TCP bw", UNIT_MBS, 2000.0, "tcp".into()),
             ],
             guest,
@@ -362,7 +216,10 @@ mod tests {
     #[test]
     fn table_without_guest() {
         let md = markdown(&report(vec![]));
-        assert!(md.contains("| null_call | null call | µs | 0.100 | n/a (guest not run) |  | 0.450 | 0.460 | 1.02 |"), "{md}");
+        assert!(
+            md.contains("| null_call | null call | µs | 0.100 | n/a (guest not run) |  | 0.450 | 0.460 | 1.02 |"),
+            "{md}"
+        );
         assert!(md.contains("n/a (no /bin/sh \\| here)"));
         assert!(md.contains("| mem_lat_1m | mem lat 1 MiB | µs | 0.00420 |"));
         assert!(md.contains("Table 3"));
@@ -379,26 +236,15 @@ mod tests {
     fn table_with_guest_rows() {
         let md = markdown(&report(vec![
             Row::measured("null_call", "null call", UNIT_US, 0.25, "int3".into()),
-            Row::na(
-                "fork_sh",
-                "sh proc",
-                UNIT_US,
-                "no processes in the built-in guest".into(),
-                "-".into(),
-            ),
+            Row::na("fork_sh", "sh proc", UNIT_US, "no processes in the built-in guest".into(), "-".into()),
             Row::measured("mem_lat_1m", "mem lat 1 MiB", "ns", 8.4, "chase".into()),
             Row::measured("guest_only", "guest only", UNIT_US, 1.0, "x".into()),
         ]));
-        assert!(
-            md.contains("| null_call | null call | µs | 0.100 | 0.250 | 2.50 |"),
-            "{md}"
-        );
+        assert!(md.contains("| null_call | null call | µs | 0.100 | 0.250 | 2.50 |"), "{md}");
         assert!(md.contains("n/a (no processes in the built-in guest)"));
         // ns converted to µs for the ratio: 8.4 ns / 4.2 ns = 2.
         assert!(md.contains("| 8.40 ns | 2.00 |"), "{md}");
-        assert!(
-            md.contains("| tcp_bw | TCP bw | MB/s | 2000 | n/a (no guest result for this row) |")
-        );
+        assert!(md.contains("| tcp_bw | TCP bw | MB/s | 2000 | n/a (no guest result for this row) |"));
         assert!(md.contains("| guest_only | guest only | µs | n/a (not run natively) | 1.00 |"));
     }
 

@@ -101,13 +101,7 @@ pub fn zero_runs(samples: &[Sample]) -> Vec<Gap> {
 /// zero-byte samples, see the module docs. `None` if there was no such run
 /// (or no byte at all).
 pub fn app_downtime(samples: &[Sample]) -> Option<Gap> {
-    zero_runs(samples).into_iter().reduce(|best, g| {
-        if g.duration_ns > best.duration_ns {
-            g
-        } else {
-            best
-        }
-    })
+    zero_runs(samples).into_iter().reduce(|best, g| if g.duration_ns > best.duration_ns { g } else { best })
 }
 
 /// The gap around `t_ns` (ns since probe start): from the last sample with
@@ -117,15 +111,8 @@ pub fn app_downtime(samples: &[Sample]) -> Option<Gap> {
 /// sampling interval with `zero_samples == 0`. `None` if no byte arrived at
 /// or before `t_ns`.
 pub fn gap_around(samples: &[Sample], t_ns: u64) -> Option<Gap> {
-    let before = samples
-        .iter()
-        .rposition(|s| s.t_ns <= t_ns && s.bytes > 0)?;
-    let after = samples
-        .iter()
-        .enumerate()
-        .skip(before + 1)
-        .find(|(_, s)| s.t_ns > t_ns && s.bytes > 0)
-        .map(|(i, _)| i);
+    let before = samples.iter().rposition(|s| s.t_ns <= t_ns && s.bytes > 0)?;
+    let after = samples.iter().enumerate().skip(before + 1).find(|(_, s)| s.t_ns > t_ns && s.bytes > 0).map(|(i, _)| i);
     let t0 = samples[before].t_ns;
     Some(match after {
         Some(a) => Gap {

@@ -76,11 +76,7 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stats = Arc::new(Stats::default());
-        let body: Arc<Vec<u8>> = Arc::new(
-            (0..opts.body_len)
-                .map(|i| (i.wrapping_mul(7919) >> 3) as u8)
-                .collect(),
-        );
+        let body: Arc<Vec<u8>> = Arc::new((0..opts.body_len).map(|i| (i.wrapping_mul(7919) >> 3) as u8).collect());
         let st = stats.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -128,13 +124,8 @@ fn serve(conn: TcpStream, st: &Stats, body: &[u8], opts: &ServerOpts) {
         if let Some((after, len)) = opts.pause {
             let now = monotonic_ns();
             let start = now + after.as_nanos() as u64;
-            if st
-                .pause_start_ns
-                .compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                st.pause_end_ns
-                    .store(start + len.as_nanos() as u64, Ordering::SeqCst);
+            if st.pause_start_ns.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                st.pause_end_ns.store(start + len.as_nanos() as u64, Ordering::SeqCst);
             }
         }
         if !request_line.starts_with("GET /file ") {
@@ -143,10 +134,8 @@ fn serve(conn: TcpStream, st: &Stats, body: &[u8], opts: &ServerOpts) {
         }
         let n = st.responses.load(Ordering::SeqCst) + 1;
         let corrupt = opts.corrupt_every.is_some_and(|k| n.is_multiple_of(k));
-        let mut head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n",
-            body.len()
-        );
+        let mut head =
+            format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n", body.len());
         if opts.etag {
             head.push_str(&format!("ETag: {etag}\r\n"));
         }
@@ -167,8 +156,7 @@ fn serve(conn: TcpStream, st: &Stats, body: &[u8], opts: &ServerOpts) {
             if w.write_all(&data).is_err() {
                 return;
             }
-            st.body_bytes_written
-                .fetch_add(data.len() as u64, Ordering::SeqCst);
+            st.body_bytes_written.fetch_add(data.len() as u64, Ordering::SeqCst);
             if !opts.pace.is_zero() {
                 std::thread::sleep(opts.pace);
             }
@@ -204,12 +192,7 @@ fn probe(url: String, duration_ms: u64) -> ProbeConfig {
 fn run(cfg: &ProbeConfig) -> ProbeResult {
     let t = Instant::now();
     let r = http::run_blocking(cfg).expect("probe run");
-    eprintln!(
-        "probe ran {:?}: {} samples, summary {:?}",
-        t.elapsed(),
-        r.samples.len(),
-        r.summary
-    );
+    eprintln!("probe ran {:?}: {} samples, summary {:?}", t.elapsed(), r.samples.len(), r.summary);
     r
 }
 
@@ -245,10 +228,7 @@ fn samples_arrive_every_interval_with_real_timestamps_and_jitter() {
     }
     spacings.sort_unstable();
     let median_ms = spacings[spacings.len() / 2] as f64 / 1e6;
-    assert!(
-        (5.0..=50.0).contains(&median_ms),
-        "median spacing {median_ms} ms"
-    );
+    assert!((5.0..=50.0).contains(&median_ms), "median spacing {median_ms} ms");
     let j = r.summary.jitter_us;
     assert!(j.max >= j.min);
     assert!(j.p50_abs < 40_000, "median |jitter| {} µs", j.p50_abs);
@@ -271,18 +251,12 @@ fn byte_counts_add_up_to_what_the_server_sent() {
     let sent = settled_server_bytes(&server, s.bytes);
     assert_eq!(s.bytes, sent, "probe bytes vs server body bytes written");
     let last = r.samples.last().expect("samples");
-    assert_eq!(
-        last.bytes_total, s.bytes,
-        "final sample includes every byte"
-    );
+    assert_eq!(last.bytes_total, s.bytes, "final sample includes every byte");
     assert_eq!(r.samples.iter().map(|x| x.bytes).sum::<u64>(), s.bytes);
     assert_eq!(s.requests, server.stats.responses.load(Ordering::SeqCst));
     assert_eq!(s.bytes, s.requests * 128 * 1024, "only whole responses");
     assert_eq!(s.verified, s.requests);
-    assert_eq!(
-        (s.corruptions, s.unverified, s.errors, s.timeouts),
-        (0, 0, 0, 0)
-    );
+    assert_eq!((s.corruptions, s.unverified, s.errors, s.timeouts), (0, 0, 0, 0));
     // four distinct keep-alive connections, never replaced
     assert_eq!(s.connects, 4);
     assert_eq!(s.reconnects, 0);
@@ -304,49 +278,32 @@ fn a_300ms_server_pause_shows_as_300ms_of_app_downtime() {
     let r = run(&probe(server.url(), 1000));
     let d = r.summary.app_downtime.expect("a downtime");
     let ms = d.duration_ms();
-    assert!(
-        (250.0..=450.0).contains(&ms),
-        "app downtime {ms} ms ({d:?})"
-    );
+    assert!((250.0..=450.0).contains(&ms), "app downtime {ms} ms ({d:?})");
     assert!(d.recovered());
     assert!(d.zero_samples >= 15, "{d:?}");
 
     // The server's pause on the probe's timeline: the gap around its middle.
     let ps = server.stats.pause_start_ns.load(Ordering::SeqCst);
     let pe = server.stats.pause_end_ns.load(Ordering::SeqCst);
-    let mid = r
-        .probe_time_ns((ps + pe) / 2)
-        .expect("pause after probe start");
+    let mid = r.probe_time_ns((ps + pe) / 2).expect("pause after probe start");
     let g = r.gap_around(mid).expect("gap");
     assert_eq!(g, d, "the longest gap is the pause");
     assert_eq!(r.gap_around_monotonic((ps + pe) / 2), Some(g));
     // last byte before the pause start, first byte after its end (± an interval + slack)
     let p0 = r.probe_time_ns(ps).expect("t");
     let p1 = r.probe_time_ns(pe).expect("t");
-    assert!(
-        g.last_byte_before_ns <= p0 + 30_000_000,
-        "{g:?} vs pause at {p0}"
-    );
-    assert!(
-        g.first_byte_after_ns.expect("after") >= p1,
-        "{g:?} vs end {p1}"
-    );
+    assert!(g.last_byte_before_ns <= p0 + 30_000_000, "{g:?} vs pause at {p0}");
+    assert!(g.first_byte_after_ns.expect("after") >= p1, "{g:?} vs end {p1}");
 
     let phases = r.phase_rates(p0, p1);
     assert!(phases.before.mean_mbps > 0.0 && phases.after.mean_mbps > 0.0);
-    assert!(
-        phases.during.mean_mbps < phases.before.mean_mbps / 4.0,
-        "{phases:?}"
-    );
+    assert!(phases.during.mean_mbps < phases.before.mean_mbps / 4.0, "{phases:?}");
 }
 
 #[test]
 fn a_corrupted_byte_is_caught() {
     let _g = serial();
-    let server = Server::start(ServerOpts {
-        corrupt_every: Some(3),
-        ..ServerOpts::default()
-    });
+    let server = Server::start(ServerOpts { corrupt_every: Some(3), ..ServerOpts::default() });
     let r = run(&probe(server.url(), 500));
     let s = &r.summary;
     assert!(s.corruptions > 0, "{s:?}");
@@ -359,12 +316,7 @@ fn a_corrupted_byte_is_caught() {
 #[test]
 fn closed_connections_count_as_reconnects_and_missing_etag_as_unverified() {
     let _g = serial();
-    let server = Server::start(ServerOpts {
-        close: true,
-        etag: false,
-        body_len: 16 * 1024,
-        ..ServerOpts::default()
-    });
+    let server = Server::start(ServerOpts { close: true, etag: false, body_len: 16 * 1024, ..ServerOpts::default() });
     let r = run(&probe(server.url(), 400));
     let s = &r.summary;
     assert!(s.requests > 8, "{s:?}");
@@ -380,19 +332,13 @@ fn closed_connections_count_as_reconnects_and_missing_etag_as_unverified() {
 fn refused_connections_are_errors_not_bytes() {
     let _g = serial();
     // A port that nothing listens on.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     let r = run(&probe(format!("http://{addr}/file"), 200));
     let s = &r.summary;
     assert_eq!((s.bytes, s.requests, s.connects), (0, 0, 0));
     assert!(s.errors > 0 && s.connect_failures > 0, "{s:?}");
     assert!(s.last_error.is_some());
-    assert_eq!(
-        s.app_downtime, None,
-        "no byte ever: nothing to call downtime"
-    );
+    assert_eq!(s.app_downtime, None, "no byte ever: nothing to call downtime");
     assert!(!r.samples.is_empty());
 }
 
@@ -412,10 +358,7 @@ fn a_stalled_server_times_out() {
     let s = &r.summary;
     assert!(s.timeouts > 0, "{s:?}");
     assert!(s.errors >= s.timeouts);
-    assert!(
-        s.reconnects > 0,
-        "timed-out connections are replaced: {s:?}"
-    );
+    assert!(s.reconnects > 0, "timed-out connections are replaced: {s:?}");
     let d = s.app_downtime.expect("downtime");
     assert!(!d.recovered());
 }
@@ -430,11 +373,7 @@ fn spawned_probe_stops_on_request() {
     assert!(!h.is_finished());
     let t = Instant::now();
     let r = h.stop_and_join().expect("result");
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "stop took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(1), "stop took {:?}", t.elapsed());
     assert!(r.samples.len() >= 10);
     assert_eq!(r.summary.aborted_at_stop, 0);
 }
@@ -466,9 +405,7 @@ async fn async_probe_runs_until_the_stop_future() {
     let server = Server::start(ServerOpts::default());
     let mut cfg = ProbeConfig::new(server.url());
     cfg.connections = 2;
-    let r = http::run(&cfg, tokio::time::sleep(Duration::from_millis(250)))
-        .await
-        .expect("run");
+    let r = http::run(&cfg, tokio::time::sleep(Duration::from_millis(250))).await.expect("run");
     assert_eq!(r.connections, 2);
     assert_eq!(r.summary.connects, 2);
     assert!(r.summary.bytes > 0 && r.summary.corruptions == 0);

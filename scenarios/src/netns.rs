@@ -296,6 +296,31 @@ impl Drop for Topology {
     }
 }
 
+/// Blocks the termination signals in this and all later threads, and starts
+/// a thread that removes the topology and exits when one arrives.
+pub fn remove_on_signal(topo: Arc<Mutex<Option<Topology>>>) {
+    // SAFETY: sigset_t is plain data; the calls only read/write `set`.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let _ = std::thread::Builder::new().name("net-signals".into()).spawn(move || {
+        let mut sig = 0;
+        // SAFETY: `set` and `sig` are valid for the call.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            eprintln!("migbench: signal {sig}: removing the network topology");
+            let t = topo.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(t);
+            std::process::exit(130);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,29 +363,4 @@ mod tests {
         assert!(!namespace_exists(&names.lan_ns), "lan namespace left behind");
         assert!(!namespace_exists(&names.probe_ns), "probe namespace left behind");
     }
-}
-
-/// Blocks the termination signals in this and all later threads, and starts
-/// a thread that removes the topology and exits when one arrives.
-pub fn remove_on_signal(topo: Arc<Mutex<Option<Topology>>>) {
-    // SAFETY: sigset_t is plain data; the calls only read/write `set`.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    let _ = std::thread::Builder::new().name("net-signals".into()).spawn(move || {
-        let mut sig = 0;
-        // SAFETY: `set` and `sig` are valid for the call.
-        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            eprintln!("migbench: signal {sig}: removing the network topology");
-            let t = topo.lock().unwrap_or_else(|e| e.into_inner()).take();
-            drop(t);
-            std::process::exit(130);
-        }
-    });
 }

@@ -152,7 +152,9 @@ fn wait_for_socket(path: &Path, child: &mut Child, what: &str) -> Result<(), Run
     let t = Instant::now();
     while !path.exists() {
         if let Ok(Some(s)) = child.try_wait() {
-            return Err(RunnerError(format!("the {what} VMM exited ({s}) before it was ready; see its messages above")));
+            return Err(RunnerError(format!(
+                "the {what} VMM exited ({s}) before it was ready; see its messages above"
+            )));
         }
         if t.elapsed() > Duration::from_secs(20) {
             return Err(RunnerError(format!("the {what} VMM did not open its control socket within 20 s")));
@@ -207,7 +209,10 @@ pub fn run(exp: &Experiment, log: &mut dyn FnMut(&str)) -> Result<ExperimentResu
             let names = t.names().clone();
             *topo.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
             netns::remove_on_signal(topo.clone());
-            log(&format!("network: run {id}: guest {} in {}, probe in {}", names.guest_ip, names.lan_ns, names.probe_ns));
+            log(&format!(
+                "network: run {id}: guest {} in {}, probe in {}",
+                names.guest_ip, names.lan_ns, names.probe_ns
+            ));
             Some(names)
         }
         None => None,
@@ -285,7 +290,10 @@ fn run_in(
             let handle = netns::run_in_netns(&n.probe_ns, move || probes::http::spawn(cfg))
                 .map_err(fail("entering the probe namespace"))?
                 .map_err(fail("starting the probe"))?;
-            log(&format!("probe: {} connections to http://{}/file, sampling every {:?}", p.connections, n.guest_ip, p.interval));
+            log(&format!(
+                "probe: {} connections to http://{}/file, sampling every {:?}",
+                p.connections, n.guest_ip, p.interval
+            ));
             probe = Some(handle);
         }
     }
@@ -366,9 +374,9 @@ fn check_probe(p: &ProbeResult, stats: &MigrationStats, checks: &mut Map<String,
             failures.push(format!("the probe reconnected {} times: a TCP connection did not survive", s.reconnects));
         }
         let resumed = stats.resumed_at_ms.map(|ms| stats.start_mono_ns + (ms * 1e6) as u64);
-        let after = resumed.and_then(|t| p.probe_time_ns(t)).map(|t| {
-            p.samples.iter().filter(|x| x.t_ns > t).map(|x| x.bytes).sum::<u64>()
-        });
+        let after = resumed
+            .and_then(|t| p.probe_time_ns(t))
+            .map(|t| p.samples.iter().filter(|x| x.t_ns > t).map(|x| x.bytes).sum::<u64>());
         checks.insert("probe_bytes_after_resume".into(), json!(after));
         if after.unwrap_or(0) == 0 {
             failures.push("no HTTP data arrived after the guest resumed on the destination".into());

@@ -211,14 +211,16 @@ impl Scenario {
         dur("migration.warmup", &self.migration.warmup)?;
         dur("migration.after", &self.migration.after)?;
         dur("migration.timeout", &self.migration.timeout)?;
-        let size = |key: &str, v: &str| {
-            vmm_min::config::parse_size(v).map(|_| ()).map_err(|e| format!("key `{key}`: {e}"))
-        };
+        let size =
+            |key: &str, v: &str| vmm_min::config::parse_size(v).map(|_| ()).map_err(|e| format!("key `{key}`: {e}"));
         size("vm.memory", &self.vm.memory)?;
         size("network.file_size", &self.network.file_size)?;
         self.vm.workload.parse::<vmm_min::Workload>().map_err(|e| format!("key `vm.workload`: {e}"))?;
         if !matches!(self.migration.policy.as_str(), "downtime" | "xen") {
-            return Err(format!("key `migration.policy`: expected \"downtime\" or \"xen\", got {:?}", self.migration.policy));
+            return Err(format!(
+                "key `migration.policy`: expected \"downtime\" or \"xen\", got {:?}",
+                self.migration.policy
+            ));
         }
         if !matches!(self.migration.on_timeout.as_str(), "cancel" | "force") {
             return Err(format!(

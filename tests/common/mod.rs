@@ -14,12 +14,7 @@ pub fn migbench() -> Command {
 
 /// Runs `migbench ARGS`, failing the test if it does not finish within `limit`.
 pub fn run_with_limit(args: &[&str], limit: Duration) -> Output {
-    let child = migbench()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn migbench");
+    let child = migbench().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn migbench");
     wait_with_limit(child, limit)
 }
 
@@ -33,10 +28,7 @@ pub fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
         if t.elapsed() > limit {
             let _ = child.kill();
             let out = child.wait_with_output().expect("collect output");
-            panic!(
-                "migbench did not finish within {limit:?}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("migbench did not finish within {limit:?}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

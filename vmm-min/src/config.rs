@@ -25,9 +25,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
 }
 
 fn malformed_size(s: &str) -> Error {
-    Error::Config(format!(
-        "malformed size '{s}': expected a whole number with an optional K, M or G suffix, e.g. 512M"
-    ))
+    Error::Config(format!("malformed size '{s}': expected a whole number with an optional K, M or G suffix, e.g. 512M"))
 }
 
 /// Formats a byte count the way [`parse_size`] reads it.
@@ -88,7 +86,8 @@ impl FromStr for Workload {
             })?;
             kv.push((k.trim(), v.trim()));
         }
-        let unknown = |k: &str| Error::Config(format!("workload '{s}': unknown option '{k}' (syntax: {WORKLOAD_SYNTAX})"));
+        let unknown =
+            |k: &str| Error::Config(format!("workload '{s}': unknown option '{k}' (syntax: {WORKLOAD_SYNTAX})"));
         let number = |k: &str, v: &str| {
             v.parse::<u64>()
                 .map_err(|_| Error::Config(format!("workload '{s}': {k} must be a whole number, got '{v}'")))
@@ -113,9 +112,7 @@ impl FromStr for Workload {
                     }
                 }
                 if workers == 0 || bytes < abi::PAGE_SIZE {
-                    return Err(Error::Config(format!(
-                        "workload '{s}': needs vm >= 1 and bytes >= 4K"
-                    )));
+                    return Err(Error::Config(format!("workload '{s}': needs vm >= 1 and bytes >= 4K")));
                 }
                 Ok(Workload::Stress { workers, bytes })
             }
@@ -144,9 +141,7 @@ impl FromStr for Workload {
                 }
                 Ok(Workload::Bench { quick, only })
             }
-            _ => Err(Error::Config(format!(
-                "unknown workload '{name}': expected {WORKLOAD_SYNTAX}"
-            ))),
+            _ => Err(Error::Config(format!("unknown workload '{name}': expected {WORKLOAD_SYNTAX}"))),
         }
     }
 }
@@ -243,7 +238,7 @@ impl VmConfig {
     /// Checks the configuration against the layout and the workload.
     /// `max_vcpus` is what KVM allows on this host.
     pub fn validate(&self, max_vcpus: usize) -> Result<()> {
-        if self.memory % (2 << 20) != 0 {
+        if !self.memory.is_multiple_of(2 << 20) {
             return Err(Error::Config(format!(
                 "memory {} is not a multiple of 2M; use e.g. 512M",
                 format_size(self.memory)

@@ -38,8 +38,7 @@ fn memfd(size: u64) -> Result<File> {
 
 /// The host address where guest-physical 0 is mapped.
 pub fn host_base(mem: &GuestMem) -> Result<*mut u8> {
-    mem.get_host_address(GuestAddress(0))
-        .map_err(|e| Error::Memory(format!("no host mapping for guest RAM: {e}")))
+    mem.get_host_address(GuestAddress(0)).map_err(|e| Error::Memory(format!("no host mapping for guest RAM: {e}")))
 }
 
 /// The RAM as one byte slice, for page copies and hashing.

@@ -41,9 +41,7 @@ pub struct DirtyRate {
 pub(crate) fn new_machine(config: &VmConfig, console: bool) -> Result<Machine> {
     let kvm = vm::open_kvm()?;
     config.validate(vm::max_vcpus(&kvm))?;
-    let supported = kvm
-        .get_supported_cpuid(MAX_CPUID_ENTRIES)
-        .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    let supported = kvm.get_supported_cpuid(MAX_CPUID_ENTRIES).map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
     let vm = Vm::new(kvm, config.memory, config.backend)?;
     let mut vcpus = Vec::new();
     for i in 0..config.vcpus {
@@ -113,9 +111,7 @@ impl Vmm {
             .iter()
             .map(|v| {
                 let (v, m) = (v.clone(), machine.clone());
-                std::thread::Builder::new()
-                    .name(format!("vcpu{}", v.index))
-                    .spawn(move || vcpu::run_loop(v, m))
+                std::thread::Builder::new().name(format!("vcpu{}", v.index)).spawn(move || vcpu::run_loop(v, m))
             })
             .collect::<std::io::Result<Vec<_>>>();
         match threads {
@@ -138,11 +134,7 @@ impl Vmm {
     }
 
     fn boot_field(&self, offset: usize) -> u64 {
-        self.machine
-            .vm
-            .mem
-            .load(GuestAddress(abi::BOOT_INFO_ADDR + offset as u64), Ordering::Acquire)
-            .unwrap_or(0)
+        self.machine.vm.mem.load(GuestAddress(abi::BOOT_INFO_ADDR + offset as u64), Ordering::Acquire).unwrap_or(0)
     }
 
     /// vCPU `i`'s heartbeat counter.

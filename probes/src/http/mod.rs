@@ -42,9 +42,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use crate::analysis::{
-    app_downtime, gap_around, phase_rates, rate_mbps, zero_runs, Gap, PhaseRate, PhaseRates,
-};
+pub use crate::analysis::{app_downtime, gap_around, phase_rates, rate_mbps, zero_runs, Gap, PhaseRate, PhaseRates};
 pub use crate::etag::etag_of;
 pub use result::{JitterSummary, LatencySummary, ProbeResult, Sample, Summary};
 
@@ -100,10 +98,7 @@ impl Default for ProbeConfig {
 impl ProbeConfig {
     /// Defaults for `url`.
     pub fn new(url: impl Into<String>) -> Self {
-        ProbeConfig {
-            url: url.into(),
-            ..ProbeConfig::default()
-        }
+        ProbeConfig { url: url.into(), ..ProbeConfig::default() }
     }
 
     /// Check the settings without running anything.
@@ -112,18 +107,11 @@ impl ProbeConfig {
     }
 
     fn parse_url(&self) -> Result<Target, ProbeError> {
-        let invalid = |reason: String| ProbeError::InvalidUrl {
-            url: self.url.clone(),
-            reason,
-        };
+        let invalid = |reason: String| ProbeError::InvalidUrl { url: self.url.clone(), reason };
         let uri: http::Uri = self.url.parse().map_err(|e| invalid(format!("{e}")))?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some(other) => {
-                return Err(invalid(format!(
-                    "scheme {other:?} is not supported (plain http:// only)"
-                )))
-            }
+            Some(other) => return Err(invalid(format!("scheme {other:?} is not supported (plain http:// only)"))),
             None => return Err(invalid("missing http:// scheme".into())),
         }
         let authority = uri.authority().ok_or_else(|| invalid("no host".into()))?;
@@ -132,15 +120,10 @@ impl ProbeConfig {
             return Err(invalid("no host".into()));
         }
         let target = Target {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
             port: authority.port_u16().unwrap_or(80),
             authority: authority.as_str().to_owned(),
-            path: uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            path: uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
         };
         if self.interval < MIN_INTERVAL {
             return Err(ProbeError::InvalidConfig(format!(
@@ -220,48 +203,26 @@ where
     run_with(cfg, stop, Arc::new(Shared::new())).await
 }
 
-async fn run_with<F>(
-    cfg: &ProbeConfig,
-    stop: F,
-    shared: Arc<Shared>,
-) -> Result<ProbeResult, ProbeError>
+async fn run_with<F>(cfg: &ProbeConfig, stop: F, shared: Arc<Shared>) -> Result<ProbeResult, ProbeError>
 where
     F: Future<Output = ()>,
 {
     let target = Arc::new(cfg.parse_url()?);
     let interval_ns = duration_ns(cfg.interval);
-    let conn_counters: Vec<Arc<ConnCounter>> = (0..cfg.connections)
-        .map(|_| Arc::new(ConnCounter::default()))
-        .collect();
+    let conn_counters: Vec<Arc<ConnCounter>> = (0..cfg.connections).map(|_| Arc::new(ConnCounter::default())).collect();
 
     let capacity = cfg.duration.map_or(4096, |d| {
-        usize::try_from(
-            (duration_ns(d) / interval_ns)
-                .saturating_add(16)
-                .min(1 << 22),
-        )
-        .unwrap_or(4096)
+        usize::try_from((duration_ns(d) / interval_ns).saturating_add(16).min(1 << 22)).unwrap_or(4096)
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
-    let start_unix_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, duration_ns);
+    let start_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, duration_ns);
     let start_ns = monotonic_ns();
     let run_deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
-    let sampler = sampler::spawn_sampler(
-        shared.bytes.clone(),
-        done.clone(),
-        start_ns,
-        interval_ns,
-        capacity,
-    )
-    .map_err(ProbeError::Runtime)?;
-    let mut guard = Guard {
-        done: done.clone(),
-        stopping: stopping.clone(),
-        tasks: Vec::with_capacity(cfg.connections),
-    };
+    let sampler = sampler::spawn_sampler(shared.bytes.clone(), done.clone(), start_ns, interval_ns, capacity)
+        .map_err(ProbeError::Runtime)?;
+    let mut guard =
+        Guard { done: done.clone(), stopping: stopping.clone(), tasks: Vec::with_capacity(cfg.connections) };
     for conns in &conn_counters {
         guard.tasks.push(tokio::spawn(worker::worker(
             target.clone(),
@@ -287,10 +248,7 @@ where
     let drain_deadline = tokio::time::Instant::now() + cfg.drain;
     let mut aborted_at_stop = 0;
     for mut task in std::mem::take(&mut guard.tasks) {
-        if tokio::time::timeout_at(drain_deadline, &mut task)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(drain_deadline, &mut task).await.is_err() {
             task.abort();
             // Wait until the task is gone so it adds no more bytes.
             let _ = task.await;
@@ -305,14 +263,7 @@ where
         .map_err(|_| ProbeError::Panicked("sampler"))?;
     drop(guard);
 
-    let summary = summarize(
-        &shared,
-        &conn_counters,
-        &out.samples,
-        interval_ns,
-        out.missed_ticks,
-        aborted_at_stop,
-    );
+    let summary = summarize(&shared, &conn_counters, &out.samples, interval_ns, out.missed_ticks, aborted_at_stop);
     Ok(ProbeResult {
         url: cfg.url.clone(),
         interval_ns,
@@ -361,10 +312,7 @@ fn summarize(
         http_errors: get(&shared.http_errors),
         timeouts: get(&shared.timeouts),
         connects: conn_counters.iter().map(|c| get(&c.connects)).sum(),
-        reconnects: conn_counters
-            .iter()
-            .map(|c| get(&c.connects).saturating_sub(1))
-            .sum(),
+        reconnects: conn_counters.iter().map(|c| get(&c.connects).saturating_sub(1)).sum(),
         connect_failures: conn_counters.iter().map(|c| get(&c.failures)).sum(),
         aborted_at_stop,
         last_error: shared.last_error.lock().ok().and_then(|e| e.clone()),
@@ -407,10 +355,7 @@ pub fn run_blocking(cfg: &ProbeConfig) -> Result<ProbeResult, ProbeError> {
 
 /// Run the probe on its own tokio runtime until `stop` is set (checked every
 /// 2 ms) or `cfg.duration` (if any) has passed, blocking the calling thread.
-pub fn run_blocking_until(
-    cfg: &ProbeConfig,
-    stop: Arc<AtomicBool>,
-) -> Result<ProbeResult, ProbeError> {
+pub fn run_blocking_until(cfg: &ProbeConfig, stop: Arc<AtomicBool>) -> Result<ProbeResult, ProbeError> {
     cfg.validate()?;
     runtime(cfg)?.block_on(run(cfg, wait_for_flag(stop)))
 }
@@ -446,9 +391,7 @@ impl ProbeHandle {
 
     /// Wait for the probe to finish (this does not stop it).
     pub fn join(self) -> Result<ProbeResult, ProbeError> {
-        self.thread
-            .join()
-            .map_err(|_| ProbeError::Panicked("probe"))?
+        self.thread.join().map_err(|_| ProbeError::Panicked("probe"))?
     }
 
     /// [`Self::stop`], then [`Self::join`].
@@ -472,11 +415,7 @@ pub fn spawn(cfg: ProbeConfig) -> Result<ProbeHandle, ProbeError> {
         .name("probe".into())
         .spawn(move || rt.block_on(run_with(&cfg, wait_for_flag(flag), shared)))
         .map_err(ProbeError::Runtime)?;
-    Ok(ProbeHandle {
-        stop,
-        bytes,
-        thread,
-    })
+    Ok(ProbeHandle { stop, bytes, thread })
 }
 
 #[cfg(test)]
@@ -485,30 +424,14 @@ mod tests {
 
     #[test]
     fn config_validation() {
-        let t = ProbeConfig::new("http://127.0.0.1:8080/file?x=1")
-            .parse_url()
-            .expect("valid");
+        let t = ProbeConfig::new("http://127.0.0.1:8080/file?x=1").parse_url().expect("valid");
         assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 8080));
-        assert_eq!(
-            (t.authority.as_str(), t.path.as_str()),
-            ("127.0.0.1:8080", "/file?x=1")
-        );
-        let t = ProbeConfig::new("http://[::1]/")
-            .parse_url()
-            .expect("valid");
+        assert_eq!((t.authority.as_str(), t.path.as_str()), ("127.0.0.1:8080", "/file?x=1"));
+        let t = ProbeConfig::new("http://[::1]/").parse_url().expect("valid");
         assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 80, "/"));
-        let t = ProbeConfig::new("http://example.com")
-            .parse_url()
-            .expect("valid");
+        let t = ProbeConfig::new("http://example.com").parse_url().expect("valid");
         assert_eq!((t.port, t.path.as_str()), (80, "/"));
-        for bad in [
-            "",
-            "not a url",
-            "https://example.com/file",
-            "ftp://x/file",
-            "127.0.0.1:80/file",
-            "/file",
-        ] {
+        for bad in ["", "not a url", "https://example.com/file", "ftp://x/file", "127.0.0.1:80/file", "/file"] {
             let e = ProbeConfig::new(bad).validate().expect_err(bad);
             assert!(matches!(e, ProbeError::InvalidUrl { .. }), "{bad}: {e}");
         }
@@ -523,9 +446,6 @@ mod tests {
         assert!(matches!(c.validate(), Err(ProbeError::InvalidConfig(_))));
         // run_blocking without a duration would never end
         let c = ProbeConfig::new("http://127.0.0.1/file");
-        assert!(matches!(
-            run_blocking(&c),
-            Err(ProbeError::InvalidConfig(_))
-        ));
+        assert!(matches!(run_blocking(&c), Err(ProbeError::InvalidConfig(_))));
     }
 }

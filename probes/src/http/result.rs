@@ -176,14 +176,7 @@ impl ProbeResult {
     pub fn write_csv<W: Write>(&self, mut w: W) -> io::Result<()> {
         writeln!(w, "t_s,bytes,rate_mbps,jitter_us")?;
         for s in &self.samples {
-            writeln!(
-                w,
-                "{:.6},{},{:.3},{}",
-                s.t_ns as f64 / 1e9,
-                s.bytes,
-                s.rate_mbps,
-                s.jitter_us
-            )?;
+            writeln!(w, "{:.6},{},{:.3},{}", s.t_ns as f64 / 1e9, s.bytes, s.rate_mbps, s.jitter_us)?;
         }
         w.flush()
     }
@@ -191,10 +184,7 @@ impl ProbeResult {
     /// [`Self::write_csv`] to a file.
     pub fn save_csv(&self, path: impl AsRef<Path>) -> Result<(), ProbeError> {
         let path = path.as_ref();
-        let io_err = |source| ProbeError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| ProbeError::Io { path: path.to_path_buf(), source };
         let f = std::fs::File::create(path).map_err(io_err)?;
         self.write_csv(io::BufWriter::new(f)).map_err(io_err)
     }
@@ -202,10 +192,7 @@ impl ProbeResult {
     /// Write the whole result as pretty JSON to a file.
     pub fn save_json(&self, path: impl AsRef<Path>) -> Result<(), ProbeError> {
         let path = path.as_ref();
-        let io_err = |source| ProbeError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| ProbeError::Io { path: path.to_path_buf(), source };
         let f = std::fs::File::create(path).map_err(io_err)?;
         let mut w = io::BufWriter::new(f);
         serde_json::to_writer_pretty(&mut w, self).map_err(|e| io_err(e.into()))?;
@@ -214,16 +201,9 @@ impl ProbeResult {
 }
 
 /// Jitter statistics over a series; `interval_ns` is the nominal interval.
-pub(crate) fn jitter_summary(
-    samples: &[Sample],
-    interval_ns: u64,
-    missed_ticks: u64,
-) -> JitterSummary {
+pub(crate) fn jitter_summary(samples: &[Sample], interval_ns: u64, missed_ticks: u64) -> JitterSummary {
     if samples.is_empty() {
-        return JitterSummary {
-            missed_ticks,
-            ..JitterSummary::default()
-        };
+        return JitterSummary { missed_ticks, ..JitterSummary::default() };
     }
     let mut abs: Vec<u64> = samples.iter().map(|s| s.jitter_us.unsigned_abs()).collect();
     abs.sort_unstable();
@@ -235,10 +215,7 @@ pub(crate) fn jitter_summary(
         max: samples.iter().map(|s| s.jitter_us).max().unwrap_or(0),
         p50_abs: pct(0.5),
         p99_abs: pct(0.99),
-        late_ticks: samples
-            .iter()
-            .filter(|s| s.jitter_us > late_limit_us)
-            .count() as u64,
+        late_ticks: samples.iter().filter(|s| s.jitter_us > late_limit_us).count() as u64,
         missed_ticks,
     }
 }
@@ -249,27 +226,9 @@ mod tests {
 
     fn result() -> ProbeResult {
         let samples = vec![
-            Sample {
-                t_ns: 10_000_000,
-                bytes_total: 1250,
-                bytes: 1250,
-                rate_mbps: 1.0,
-                jitter_us: 0,
-            },
-            Sample {
-                t_ns: 25_000_000,
-                bytes_total: 1250,
-                bytes: 0,
-                rate_mbps: 0.0,
-                jitter_us: 5000,
-            },
-            Sample {
-                t_ns: 30_000_000,
-                bytes_total: 2500,
-                bytes: 1250,
-                rate_mbps: 2.0,
-                jitter_us: -5000,
-            },
+            Sample { t_ns: 10_000_000, bytes_total: 1250, bytes: 1250, rate_mbps: 1.0, jitter_us: 0 },
+            Sample { t_ns: 25_000_000, bytes_total: 1250, bytes: 0, rate_mbps: 0.0, jitter_us: 5000 },
+            Sample { t_ns: 30_000_000, bytes_total: 2500, bytes: 1250, rate_mbps: 2.0, jitter_us: -5000 },
         ];
         ProbeResult {
             url: "http://x/file".into(),
@@ -278,10 +237,7 @@ mod tests {
             timeout_ns: 1,
             start_monotonic_ns: 1_000,
             start_unix_ns: 0,
-            summary: Summary {
-                jitter_us: jitter_summary(&samples, 10_000_000, 2),
-                ..Summary::default()
-            },
+            summary: Summary { jitter_us: jitter_summary(&samples, 10_000_000, 2), ..Summary::default() },
             samples,
         }
     }

@@ -63,10 +63,7 @@ pub(crate) fn run_sampler(
         missed_ticks += next_k.saturating_sub(k + 1);
         k = next_k.max(k + 1);
     }
-    SamplerOutput {
-        samples,
-        missed_ticks,
-    }
+    SamplerOutput { samples, missed_ticks }
 }
 
 /// Spawn [`run_sampler`] on its own thread, sharing the counters.

@@ -86,9 +86,7 @@ impl Shared {
     }
 
     fn record_latency(&self, started: Instant) {
-        let us = u64::try_from(started.elapsed().as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
         if let Ok(mut h) = self.latency_us.lock() {
             // `record` grows the auto-resizing histogram; it only fails past u64 range.
             if h.record(us).is_err() {
@@ -152,18 +150,12 @@ pub(crate) async fn worker(
             continue;
         };
         // A connection the server closed while idle is replaced without an error.
-        if tokio::time::timeout(timeout, sender.ready())
-            .await
-            .map_or(true, |r| r.is_err())
-        {
+        if tokio::time::timeout(timeout, sender.ready()).await.map_or(true, |r| r.is_err()) {
             conn = None;
             continue;
         }
         match fetch_once(sender, &target, &shared, timeout).await {
-            Outcome::Complete {
-                verdict,
-                keep_alive,
-            } => {
+            Outcome::Complete { verdict, keep_alive } => {
                 shared.record_latency(started);
                 shared.requests.fetch_add(1, Ordering::Relaxed);
                 let c = match verdict {
@@ -187,10 +179,7 @@ pub(crate) async fn worker(
 
 /// Open a TCP connection and do the HTTP/1 handshake; the connection is
 /// driven by its own task, which ends when the `SendRequest` is dropped.
-async fn connect(
-    target: &Target,
-    timeout: Duration,
-) -> Result<SendRequest<Empty<Bytes>>, (String, bool)> {
+async fn connect(target: &Target, timeout: Duration) -> Result<SendRequest<Empty<Bytes>>, (String, bool)> {
     let fut = async {
         let stream = TcpStream::connect((target.host.as_str(), target.port))
             .await
@@ -206,13 +195,7 @@ async fn connect(
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r.map_err(|m| (m, false)),
-        Err(_) => Err((
-            format!(
-                "connect to {}: no connection within {timeout:?}",
-                target.authority
-            ),
-            true,
-        )),
+        Err(_) => Err((format!("connect to {}: no connection within {timeout:?}", target.authority), true)),
     }
 }
 
@@ -222,44 +205,24 @@ async fn fetch_once(
     shared: &Shared,
     timeout: Duration,
 ) -> Outcome {
-    let timed_out = |what: &str| Outcome::Failed {
-        msg: format!("no {what} within {timeout:?}"),
-        timeout: true,
-    };
+    let timed_out = |what: &str| Outcome::Failed { msg: format!("no {what} within {timeout:?}"), timeout: true };
     let req = match http::Request::get(target.path.as_str())
         .header(HOST, target.authority.as_str())
         .body(Empty::<Bytes>::new())
     {
         Ok(r) => r,
-        Err(e) => {
-            return Outcome::Failed {
-                msg: format!("building request: {e}"),
-                timeout: false,
-            }
-        }
+        Err(e) => return Outcome::Failed { msg: format!("building request: {e}"), timeout: false },
     };
     let resp = match tokio::time::timeout(timeout, sender.send_request(req)).await {
         Err(_) => return timed_out("response"),
-        Ok(Err(e)) => {
-            return Outcome::Failed {
-                msg: error_chain(&e),
-                timeout: false,
-            }
-        }
+        Ok(Err(e)) => return Outcome::Failed { msg: error_chain(&e), timeout: false },
         Ok(Ok(r)) => r,
     };
     if !resp.status().is_success() {
         shared.http_errors.fetch_add(1, Ordering::Relaxed);
-        return Outcome::Failed {
-            msg: format!("HTTP status {}", resp.status()),
-            timeout: false,
-        };
+        return Outcome::Failed { msg: format!("HTTP status {}", resp.status()), timeout: false };
     }
-    let etag = resp
-        .headers()
-        .get(ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let etag = resp.headers().get(ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let keep_alive = !resp
         .headers()
         .get_all(CONNECTION)
@@ -272,26 +235,16 @@ async fn fetch_once(
         match tokio::time::timeout(timeout, body.frame()).await {
             Err(_) => return timed_out("body data"),
             Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Outcome::Failed {
-                    msg: error_chain(&e),
-                    timeout: false,
-                }
-            }
+            Ok(Some(Err(e))) => return Outcome::Failed { msg: error_chain(&e), timeout: false },
             Ok(Some(Ok(frame))) => {
                 if let Some(chunk) = frame.data_ref() {
-                    shared
-                        .bytes
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    shared.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     hash.update(chunk);
                 }
             }
         }
     }
-    Outcome::Complete {
-        verdict: etag.map(|e| etag_matches(&e, hash.finish())),
-        keep_alive,
-    }
+    Outcome::Complete { verdict: etag.map(|e| etag_matches(&e, hash.finish())), keep_alive }
 }
 
 /// An error with its sources, e.g. "connection error: Connection reset by peer".

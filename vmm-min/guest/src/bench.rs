@@ -95,13 +95,32 @@ pub fn run(vcpu: usize) -> ! {
     hw::heartbeat_add(vcpu, 1);
 
     // Loop overhead, subtracted from the per-call rows.
-    let (lo, _) = h.reps(&mut |n| { core::hint::black_box(kernels::null_loop(n)); }, 1 << 40);
+    let (lo, _) = h.reps(
+        &mut |n| {
+            core::hint::black_box(kernels::null_loop(n));
+        },
+        1 << 40,
+    );
     let overhead = lo[REPS / 2];
 
     if selected("ring0") {
         let spin = 2000u64;
-        let (r0, _) = h.reps(&mut |n| for _ in 0..n { hw::syscall(abi::syscall::SPIN, spin) }, 1 << 20);
-        let (r3, _) = h.reps(&mut |n| for _ in 0..n { ring3_spin(spin) }, 1 << 30);
+        let (r0, _) = h.reps(
+            &mut |n| {
+                for _ in 0..n {
+                    hw::syscall(abi::syscall::SPIN, spin)
+                }
+            },
+            1 << 20,
+        );
+        let (r3, _) = h.reps(
+            &mut |n| {
+                for _ in 0..n {
+                    ring3_spin(spin)
+                }
+            },
+            1 << 30,
+        );
         result!(
             "{{\"ring0\":{{\"ring0_ns_per_iter\":{},\"ring3_ns_per_iter\":{},\"iters\":{}}}}}",
             r0[REPS / 2] / spin as f64,
@@ -110,12 +129,38 @@ pub fn run(vcpu: usize) -> ! {
         );
     }
     if selected("null_call") {
-        let (r, _) = h.reps(&mut |n| for _ in 0..n { hw::syscall(abi::syscall::NULL, 0) }, 1 << 30);
-        emit("null_call", "null call", "us", (r[REPS / 2] - overhead) / 1e3, "guest ring 3: INT3 to the guest's ring-0 #BP handler and IRETQ back; median of 11");
+        let (r, _) = h.reps(
+            &mut |n| {
+                for _ in 0..n {
+                    hw::syscall(abi::syscall::NULL, 0)
+                }
+            },
+            1 << 30,
+        );
+        emit(
+            "null_call",
+            "null call",
+            "us",
+            (r[REPS / 2] - overhead) / 1e3,
+            "guest ring 3: INT3 to the guest's ring-0 #BP handler and IRETQ back; median of 11",
+        );
     }
     if selected("null_io") {
-        let (r, _) = h.reps(&mut |n| for _ in 0..n { core::hint::black_box(hw::ctrl_read_magic()); }, 1 << 30);
-        emit("null_io", "null I/O", "us", (r[REPS / 2] - overhead) / 1e3, "guest ring 3: 8-byte MMIO read of a VMM control register (exit to the VMM and back); median of 11");
+        let (r, _) = h.reps(
+            &mut |n| {
+                for _ in 0..n {
+                    core::hint::black_box(hw::ctrl_read_magic());
+                }
+            },
+            1 << 30,
+        );
+        emit(
+            "null_io",
+            "null I/O",
+            "us",
+            (r[REPS / 2] - overhead) / 1e3,
+            "guest ring 3: 8-byte MMIO read of a VMM control register (exit to the VMM and back); median of 11",
+        );
     }
     if selected("page_fault") {
         page_fault(&h);
@@ -143,7 +188,7 @@ fn reset_fault_window() {
 }
 
 fn page_fault(h: &Harness) {
-    let pages = (abi::FAULT_WINDOW_SIZE / abi::PAGE_SIZE) as u64;
+    let pages = abi::FAULT_WINDOW_SIZE / abi::PAGE_SIZE;
     let touch = |n: u64| {
         for p in 0..n.min(pages) {
             // SAFETY: inside the demand-fault window: the guest's #PF handler
@@ -176,9 +221,7 @@ fn buffers(bytes: usize) -> (&'static mut [u64], &'static mut [u64]) {
     let base = abi::WORKLOAD_ADDR as *mut u64;
     // SAFETY: the VMM reserved 2 × 64 MiB of workload memory for `bench`,
     // used by nothing else; the two halves do not overlap.
-    unsafe {
-        (core::slice::from_raw_parts_mut(base, words), core::slice::from_raw_parts_mut(base.add(words), words))
-    }
+    unsafe { (core::slice::from_raw_parts_mut(base, words), core::slice::from_raw_parts_mut(base.add(words), words)) }
 }
 
 fn bandwidth(h: &Harness, quick: bool) {
@@ -188,16 +231,55 @@ fn bandwidth(h: &Harness, quick: bool) {
     kernels::write_fill(b, 2);
     let mbs = |ns_per_pass: f64| bytes as f64 / ns_per_pass * 1e3;
     if selected("mem_rd_bw") {
-        let (r, _) = h.reps(&mut |n| for _ in 0..n { core::hint::black_box(kernels::read_sum(a)); }, 1 << 20);
-        emit("mem_rd_bw", "mem read bw", "MB/s", mbs(r[REPS / 2]), "guest ring 3: sum of every 64-bit word; median of 11");
+        let (r, _) = h.reps(
+            &mut |n| {
+                for _ in 0..n {
+                    core::hint::black_box(kernels::read_sum(a));
+                }
+            },
+            1 << 20,
+        );
+        emit(
+            "mem_rd_bw",
+            "mem read bw",
+            "MB/s",
+            mbs(r[REPS / 2]),
+            "guest ring 3: sum of every 64-bit word; median of 11",
+        );
     }
     if selected("mem_wr_bw") {
-        let (r, _) = h.reps(&mut |n| for i in 0..n { kernels::write_fill(a, i) }, 1 << 20);
-        emit("mem_wr_bw", "mem write bw", "MB/s", mbs(r[REPS / 2]), "guest ring 3: volatile 64-bit stores over the buffer; median of 11");
+        let (r, _) = h.reps(
+            &mut |n| {
+                for i in 0..n {
+                    kernels::write_fill(a, i)
+                }
+            },
+            1 << 20,
+        );
+        emit(
+            "mem_wr_bw",
+            "mem write bw",
+            "MB/s",
+            mbs(r[REPS / 2]),
+            "guest ring 3: volatile 64-bit stores over the buffer; median of 11",
+        );
     }
     if selected("mem_cp_bw") {
-        let (r, _) = h.reps(&mut |n| for _ in 0..n { core::hint::black_box(kernels::copy(b, a)); }, 1 << 20);
-        emit("mem_cp_bw", "mem copy bw", "MB/s", mbs(r[REPS / 2]), "guest ring 3: 64-bit word copy, bytes copied per second; median of 11");
+        let (r, _) = h.reps(
+            &mut |n| {
+                for _ in 0..n {
+                    core::hint::black_box(kernels::copy(b, a));
+                }
+            },
+            1 << 20,
+        );
+        emit(
+            "mem_cp_bw",
+            "mem copy bw",
+            "MB/s",
+            mbs(r[REPS / 2]),
+            "guest ring 3: 64-bit word copy, bytes copied per second; median of 11",
+        );
     }
 }
 
@@ -205,8 +287,26 @@ fn latency(h: &Harness, quick: bool) {
     let sizes: &[usize] = if quick {
         &[512, 4 << 10, 32 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20]
     } else {
-        &[512, 1 << 10, 2 << 10, 4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10,
-          1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20]
+        &[
+            512,
+            1 << 10,
+            2 << 10,
+            4 << 10,
+            8 << 10,
+            16 << 10,
+            32 << 10,
+            64 << 10,
+            128 << 10,
+            256 << 10,
+            512 << 10,
+            1 << 20,
+            2 << 20,
+            4 << 20,
+            8 << 20,
+            16 << 20,
+            32 << 20,
+            64 << 20,
+        ]
     };
     let (a, _) = buffers(64 << 20);
     for &size in sizes {
@@ -219,11 +319,20 @@ fn latency(h: &Harness, quick: bool) {
         }
         // SAFETY: reinterpreting the u64 buffer as usize words (same size here).
         let ring_buf = unsafe { core::slice::from_raw_parts_mut(a.as_mut_ptr() as *mut usize, size / 8) };
-        let Ok(ring) = kernels::build_ring(ring_buf, kernels::DEFAULT_STRIDE_BYTES, kernels::RingOrder::Shuffled(kernels::DEFAULT_SEED)) else {
+        let Ok(ring) = kernels::build_ring(
+            ring_buf,
+            kernels::DEFAULT_STRIDE_BYTES,
+            kernels::RingOrder::Shuffled(kernels::DEFAULT_SEED),
+        ) else {
             continue;
         };
         let ring_buf = &*ring_buf;
-        let (r, _) = h.reps(&mut |n| { core::hint::black_box(kernels::chase(ring_buf, ring.start, n)); }, 1 << 34);
+        let (r, _) = h.reps(
+            &mut |n| {
+                core::hint::black_box(kernels::chase(ring_buf, ring.start, n));
+            },
+            1 << 34,
+        );
         let mut label = crate::rt::LineBuf::new();
         let _ = core::fmt::Write::write_fmt(&mut label, format_args!("mem latency {num} {unit}"));
         emit(id, core::str::from_utf8(label.as_bytes()).unwrap_or("mem latency"), "us", r[0] / 1e3,

@@ -10,9 +10,9 @@ use super::{state, Ack, Complete, Hello, HelloReply};
 use crate::abi::PAGE_SIZE;
 use crate::clock::{mono_ns, ms_between};
 use crate::error::{Error, Result};
+use crate::guest_image;
 use crate::memory;
 use crate::vmm::Vmm;
-use crate::guest_image;
 use std::io::BufWriter;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -90,7 +90,9 @@ impl Sender {
                     // may write it concurrently; the copy may then be torn,
                     // but KVM's log (re-armed before this copy) has the page
                     // dirty again, so it is re-sent.
-                    unsafe { std::ptr::copy_nonoverlapping(self.base.add(pfn as usize * PAGE), page.as_mut_ptr(), PAGE) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(self.base.add(pfn as usize * PAGE), page.as_mut_ptr(), PAGE)
+                    };
                     page.iter().all(|&b| b == 0)
                 };
                 sent.pages += 1;

@@ -44,7 +44,8 @@ fn read_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<(u32, u64)>> {
     let mut out = Vec::with_capacity(indices.len());
     let mut rest = indices;
     while !rest.is_empty() {
-        let entries: Vec<kvm_msr_entry> = rest.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect();
+        let entries: Vec<kvm_msr_entry> =
+            rest.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect();
         let mut msrs = Msrs::from_entries(&entries).map_err(|e| Error::State(format!("MSR list: {e:?}")))?;
         let n = fd.get_msrs(&mut msrs).map_err(Error::kvm("KVM_GET_MSRS"))?;
         out.extend(msrs.as_slice()[..n].iter().map(|e| (e.index, e.data)));
@@ -106,11 +107,7 @@ fn restore_vcpu(fd: &VcpuFd, s: &VcpuState) -> Result<()> {
 pub fn save(m: &Machine) -> Result<MachineState> {
     let msr_list = m.vm.kvm.get_msr_index_list().map_err(Error::kvm("KVM_GET_MSR_INDEX_LIST"))?;
     let indices = msr_list.as_slice().to_vec();
-    let vcpus = m
-        .vcpus
-        .iter()
-        .map(|v| save_vcpu(&lock(&v.fd), &indices))
-        .collect::<Result<Vec<_>>>()?;
+    let vcpus = m.vcpus.iter().map(|v| save_vcpu(&lock(&v.fd), &indices)).collect::<Result<Vec<_>>>()?;
     Ok(MachineState {
         clock: m.vm.fd.get_clock().map_err(Error::kvm("KVM_GET_CLOCK"))?,
         vcpus,

@@ -203,7 +203,10 @@ impl<R: Read> FrameReader<R> {
         let (kind, payload) = self.recv()?;
         if kind == Kind::Abort && want != Kind::Abort {
             let reason: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-            return Err(WireError::Malformed(format!("peer aborted: {}", reason["reason"].as_str().unwrap_or("no reason"))));
+            return Err(WireError::Malformed(format!(
+                "peer aborted: {}",
+                reason["reason"].as_str().unwrap_or("no reason")
+            )));
         }
         if kind != want {
             return Err(WireError::Malformed(format!("expected a {want:?} frame, got {kind:?}")));
@@ -241,7 +244,8 @@ pub mod pages {
         }
         let table_end = 4 + count * 8;
         let table = payload.get(4..table_end).ok_or_else(|| bad("shorter than its entry table".into()))?;
-        let entries: Vec<u64> = table.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
+        let entries: Vec<u64> =
+            table.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
         let mut data_pages = 0usize;
         for &e in &entries {
             let pfn = e & !ZERO_PAGE;

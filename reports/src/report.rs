@@ -1,0 +1,633 @@
+//! `report.md` and the self-contained `report.html`.
+//!
+//! [`write_report`] renders every chart (SVG + PNG) into a folder, saves
+//! each scenario's [`ScenarioResult`] as `<name>.result.json`, and writes:
+//! * `report.md`: the summary table, the charts (linked as files beside it),
+//!   per-round tables, probe details, the environment, and the
+//!   microbenchmark table when a [`BenchReport`] is given;
+//! * `report.html`: the same document rendered from Markdown
+//!   (pulldown-cmark), with the PNG charts embedded as `data:` URIs, so the
+//!   one file can be mailed or attached to a CI run. Raw HTML coming from
+//!   the inputs is escaped, never passed through.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use bench_suites::env::Environment;
+use bench_suites::BenchReport;
+
+use crate::charts::{self, Chart};
+use crate::error::ReportError;
+use crate::scenario::{ScenarioResult, SummaryRow, PAGE_SIZE};
+
+/// Which chart a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChartKind {
+    /// [`charts::rate_progress`] of one scenario.
+    RateProgress,
+    /// [`charts::comparison`] of several scenarios.
+    Comparison,
+    /// [`charts::precopy_rounds`] of one scenario.
+    PrecopyRounds,
+}
+
+/// Where one chart went.
+#[derive(Debug, Clone)]
+pub struct ChartPaths {
+    /// Which chart.
+    pub kind: ChartKind,
+    /// The scenario it shows (`None` for the comparison).
+    pub scenario: Option<String>,
+    /// The SVG file.
+    pub svg: PathBuf,
+    /// The PNG file.
+    pub png: PathBuf,
+}
+
+/// Everything [`write_report`] wrote.
+#[derive(Debug, Clone)]
+pub struct ReportPaths {
+    /// The folder.
+    pub dir: PathBuf,
+    /// `report.md`.
+    pub markdown: PathBuf,
+    /// `report.html`.
+    pub html: PathBuf,
+    /// Every chart, in report order.
+    pub charts: Vec<ChartPaths>,
+    /// Each scenario's `<name>.result.json`, in input order.
+    pub results: Vec<PathBuf>,
+}
+
+impl ReportPaths {
+    /// Every file written.
+    pub fn all(&self) -> Vec<&Path> {
+        let mut v: Vec<&Path> = vec![&self.markdown, &self.html];
+        for c in &self.charts {
+            v.push(&c.svg);
+            v.push(&c.png);
+        }
+        v.extend(self.results.iter().map(PathBuf::as_path));
+        v
+    }
+}
+
+/// A chart rendered for the report, with its file stem.
+struct Rendered {
+    kind: ChartKind,
+    scenario: Option<String>,
+    stem: String,
+    alt: String,
+    chart: Chart,
+}
+
+/// A file-name-safe version of `name` (ASCII letters, digits, `-`, `_`).
+pub fn slug(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "scenario".to_string()
+    } else {
+        s
+    }
+}
+
+/// The scenarios the comparison figure shows: "idle" and "loaded" when both
+/// have probe series, else the first two that have one; empty when fewer
+/// than two have one.
+pub fn comparison_panels(scenarios: &[ScenarioResult]) -> Vec<&ScenarioResult> {
+    let with_probe: Vec<&ScenarioResult> =
+        scenarios.iter().filter(|s| s.probe.is_some()).collect();
+    let find = |n: &str| with_probe.iter().copied().find(|s| s.scenario == n);
+    if let (Some(i), Some(l)) = (find("idle"), find("loaded")) {
+        return vec![i, l];
+    }
+    if with_probe.len() >= 2 {
+        with_probe[..2].to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Write the whole report into `dir` (created if missing): charts, result
+/// JSON files, `report.md` and `report.html`. `bench` adds the
+/// microbenchmark table.
+pub fn write_report(
+    dir: &Path,
+    scenarios: &[ScenarioResult],
+    bench: Option<&BenchReport>,
+) -> Result<ReportPaths, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+
+    // Unique slugs, even for scenarios with equal (or equally sanitized) names.
+    let mut slugs: Vec<String> = Vec::new();
+    for s in scenarios {
+        let base = slug(&s.scenario);
+        let mut cand = base.clone();
+        let mut k = 2;
+        while slugs.contains(&cand) {
+            cand = format!("{base}-{k}");
+            k += 1;
+        }
+        slugs.push(cand);
+    }
+
+    let mut results = Vec::new();
+    for (s, sl) in scenarios.iter().zip(&slugs) {
+        let p = dir.join(format!("{sl}.result.json"));
+        s.save_json(&p)?;
+        results.push(p);
+    }
+
+    let mut rendered: Vec<Rendered> = Vec::new();
+    let panels = comparison_panels(scenarios);
+    if !panels.is_empty() {
+        rendered.push(Rendered {
+            kind: ChartKind::Comparison,
+            scenario: None,
+            stem: "rate-comparison".into(),
+            alt: format!(
+                "{}: {}",
+                charts::RATE_TITLE,
+                panels
+                    .iter()
+                    .map(|s| s.scenario.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" vs ")
+            ),
+            chart: charts::comparison(&panels)?,
+        });
+    }
+    for (s, sl) in scenarios.iter().zip(&slugs) {
+        if s.probe.is_some() {
+            rendered.push(Rendered {
+                kind: ChartKind::RateProgress,
+                scenario: Some(s.scenario.clone()),
+                stem: format!("rate-{sl}"),
+                alt: format!("{}: {}", charts::RATE_TITLE, s.scenario),
+                chart: charts::rate_progress(s)?,
+            });
+        }
+        rendered.push(Rendered {
+            kind: ChartKind::PrecopyRounds,
+            scenario: Some(s.scenario.clone()),
+            stem: format!("rounds-{sl}"),
+            alt: format!("{}: {}", charts::ROUNDS_TITLE, s.scenario),
+            chart: charts::precopy_rounds(s)?,
+        });
+    }
+
+    let mut chart_paths = Vec::new();
+    for r in &rendered {
+        let (svg, png) = r.chart.write(dir, &r.stem)?;
+        chart_paths.push(ChartPaths {
+            kind: r.kind,
+            scenario: r.scenario.clone(),
+            svg,
+            png,
+        });
+    }
+
+    let generated = crate::now_rfc3339();
+    let md = markdown(scenarios, bench, &rendered, &generated, &|r: &Rendered| {
+        format!("{}.png", r.stem)
+    }, true);
+    let md_path = dir.join("report.md");
+    write_file(&md_path, md.as_bytes())?;
+
+    let md_inline = markdown(scenarios, bench, &rendered, &generated, &|r: &Rendered| {
+        format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&r.chart.png)
+        )
+    }, false);
+    let html = html_page("migbench report", &md_inline);
+    let html_path = dir.join("report.html");
+    write_file(&html_path, html.as_bytes())?;
+
+    Ok(ReportPaths {
+        dir: dir.to_path_buf(),
+        markdown: md_path,
+        html: html_path,
+        charts: chart_paths,
+        results,
+    })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    std::fs::write(path, bytes).map_err(|source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Escape text for Markdown (inline text and table cells).
+pub fn md_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' | '!' | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.2} ms"))
+}
+
+fn opt_mbps(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.1} Mbit/s"))
+}
+
+fn opt_u64(v: Option<u64>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| v.to_string())
+}
+
+/// The summary table, one column per scenario, one row per metric.
+pub fn summary_table(rows: &[SummaryRow]) -> String {
+    let mut out = String::new();
+    out.push_str("| metric |");
+    for r in rows {
+        let _ = write!(out, " {} |", md_escape(&r.scenario));
+    }
+    out.push_str("\n|---|");
+    for _ in rows {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    type Cell = fn(&SummaryRow) -> String;
+    let metrics: Vec<(&str, Cell)> = vec![
+        ("outcome", |r| r.outcome.clone()),
+        ("total migration time", |r| format!("{:.2} ms", r.total_ms)),
+        ("VMM downtime", |r| opt_ms(r.downtime_ms)),
+        ("… pause vCPUs", |r| {
+            opt_ms(r.downtime_breakdown.as_ref().map(|b| b.pause_ms))
+        }),
+        ("… final copy", |r| {
+            opt_ms(r.downtime_breakdown.as_ref().map(|b| b.final_copy_ms))
+        }),
+        ("… send state", |r| {
+            opt_ms(r.downtime_breakdown.as_ref().map(|b| b.state_ms))
+        }),
+        ("… restore on destination", |r| {
+            opt_ms(r.downtime_breakdown.as_ref().map(|b| b.restore_ms))
+        }),
+        ("… resume on destination", |r| {
+            opt_ms(r.downtime_breakdown.as_ref().map(|b| b.resume_ms))
+        }),
+        ("application-visible downtime", |r| opt_ms(r.app_downtime_ms)),
+        ("bytes transferred", |r| {
+            format!(
+                "{:.1} MB ({} bytes)",
+                r.transferred_bytes as f64 / 1e6,
+                r.transferred_bytes
+            )
+        }),
+        ("pre-copy rounds", |r| r.rounds.to_string()),
+        ("probe throughput before", |r| opt_mbps(r.before_mbps)),
+        ("probe throughput during", |r| opt_mbps(r.during_mbps)),
+        ("probe throughput after", |r| opt_mbps(r.after_mbps)),
+        ("data corruptions (ETag mismatches)", |r| {
+            opt_u64(r.corruptions)
+        }),
+        ("probe request errors", |r| opt_u64(r.probe_errors)),
+    ];
+    for (name, f) in metrics {
+        let _ = write!(out, "| {name} |");
+        for r in rows {
+            let _ = write!(out, " {} |", md_escape(&f(r)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The environment as a Markdown bullet list.
+pub fn environment_list(e: &Environment) -> String {
+    let yn = |b: Option<bool>| match b {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "not measured",
+    };
+    let mut out = String::new();
+    let items = [
+        (
+            "CPU",
+            if e.cpu_model.is_empty() {
+                "unknown".to_string()
+            } else {
+                e.cpu_model.clone()
+            },
+        ),
+        (
+            "CPUs",
+            format!(
+                "{} logical{}{}",
+                e.logical_cpus,
+                e.physical_cores
+                    .map(|c| format!(", {c} physical cores"))
+                    .unwrap_or_default(),
+                e.usable_cpus
+                    .map(|c| format!(", {c} usable by this process"))
+                    .unwrap_or_default()
+            ),
+        ),
+        (
+            "memory",
+            format!("{:.1} GiB", e.memory_bytes as f64 / (1u64 << 30) as f64),
+        ),
+        (
+            "kernel",
+            format!("{} ({})", e.kernel_version, e.kernel_long_version),
+        ),
+        ("OS", format!("{} {}", e.os, e.arch)),
+        ("host is itself a VM", yn(e.host_is_virtualized).to_string()),
+        (
+            "KVM",
+            format!(
+                "{}; /dev/kvm {}{}",
+                e.kvm.flavour,
+                if e.kvm.dev_kvm {
+                    if e.kvm.dev_kvm_accessible {
+                        "present and accessible"
+                    } else {
+                        "present, not accessible"
+                    }
+                } else {
+                    "absent"
+                },
+                e.kvm
+                    .nested
+                    .as_ref()
+                    .map(|n| format!("; nested={n}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        (
+            "guest ring 0 emulated",
+            yn(e.guest_ring0_emulated).to_string(),
+        ),
+    ];
+    for (k, v) in items {
+        let _ = writeln!(out, "- **{k}:** {}", md_escape(&v));
+    }
+    out
+}
+
+/// The per-round table of one scenario.
+fn rounds_table(s: &ScenarioResult) -> String {
+    let m = &s.migration;
+    let mut out = String::from(
+        "| round | start (ms) | duration (ms) | pages sent | zero pages | MB sent | MB dirtied | rate (Mbit/s) | rate limit (Mbit/s) | dirty rate (pages/s) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in &m.rounds {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.1} | {} | {:.0} |",
+            r.round,
+            r.start_ms,
+            r.duration_ms,
+            r.pages_sent,
+            r.zero_pages,
+            r.bytes as f64 / 1e6,
+            (r.dirty_pages * PAGE_SIZE) as f64 / 1e6,
+            r.rate_mbps,
+            r.rate_limit_mbps
+                .map_or_else(|| "none".to_string(), |l| format!("{l:.0}")),
+            r.dirty_rate_pages_s
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| stop-and-copy | {} | | {} | | | | | | |",
+        m.paused_at_ms
+            .map_or_else(|| "n/a".to_string(), |p| format!("{p:.1}")),
+        m.final_pages
+    );
+    out
+}
+
+fn scenario_section(s: &ScenarioResult) -> String {
+    let m = &s.migration;
+    let mut out = String::new();
+    let policy = serde_json::to_string(&m.policy).unwrap_or_else(|_| "?".into());
+    let _ = writeln!(
+        out,
+        "- **date:** {}\n- **outcome:** {}{}\n- **policy:** `{}`\n- **stop reason:** {}\n- **guest RAM:** {:.0} MiB\n- **switchover:** paused at {}, resumed at {} (ms after the migration start)",
+        md_escape(&s.date),
+        crate::scenario::outcome_str(m.outcome),
+        m.reason
+            .as_ref()
+            .map(|r| format!(" ({})", md_escape(r)))
+            .unwrap_or_default(),
+        policy.replace('`', "'"),
+        md_escape(m.stop_reason.as_deref().unwrap_or("n/a")),
+        m.ram_bytes as f64 / (1u64 << 20) as f64,
+        m.paused_at_ms
+            .map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}")),
+        m.resumed_at_ms
+            .map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}")),
+    );
+    if let Some(v) = &m.verify {
+        let _ = writeln!(
+            out,
+            "- **memory verification:** {} (source {:.1} ms, destination {:.1} ms, outside the downtime)",
+            if v.ok { "identical" } else { "MISMATCH" },
+            v.source_ms,
+            v.destination_ms
+        );
+    }
+    if let Some(p) = &s.probe {
+        let sm = &p.summary;
+        let _ = writeln!(
+            out,
+            "- **probe:** {} connections to {}, one sample every {:.1} ms, {} samples over {:.2} s; {} requests ({} verified, {} corrupted, {} unverified), {} errors ({} timeouts), {} reconnects; request latency p50 {:.2} ms, p99 {:.2} ms; sampler jitter p99 {} µs, {} late ticks",
+            p.connections,
+            md_escape(&p.url),
+            p.interval_ns as f64 / 1e6,
+            sm.samples,
+            sm.duration_ns as f64 / 1e9,
+            sm.requests,
+            sm.verified,
+            sm.corruptions,
+            sm.unverified,
+            sm.errors,
+            sm.timeouts,
+            sm.reconnects,
+            sm.latency_us.p50 as f64 / 1e3,
+            sm.latency_us.p99 as f64 / 1e3,
+            sm.jitter_us.p99_abs,
+            sm.jitter_us.late_ticks
+        );
+        let gap = |g: Option<probes::http::Gap>| {
+            g.map_or_else(
+                || "none".to_string(),
+                |g| {
+                    format!(
+                        "{:.1} ms ({} zero samples{})",
+                        g.duration_ms(),
+                        g.zero_samples,
+                        if g.recovered() { "" } else { ", never recovered" }
+                    )
+                },
+            )
+        };
+        let _ = writeln!(
+            out,
+            "- **application-visible gaps:** longest zero-byte run {}; around the switchover {}",
+            gap(s.app_longest_gap),
+            gap(s.app_switchover_gap)
+        );
+    } else {
+        out.push_str("- **probe:** none ran, so there is no transfer-rate chart for this scenario\n");
+    }
+    out.push('\n');
+    out.push_str(&rounds_table(s));
+    out
+}
+
+/// The whole Markdown document. `src` gives each chart's image address;
+/// `svg_links` adds links to the SVG files beside the report.
+fn markdown(
+    scenarios: &[ScenarioResult],
+    bench: Option<&BenchReport>,
+    rendered: &[Rendered],
+    generated: &str,
+    src: &dyn Fn(&Rendered) -> String,
+    svg_links: bool,
+) -> String {
+    let mut out = String::new();
+    out.push_str("# migbench report\n\n");
+    let _ = writeln!(
+        out,
+        "Generated {}. Scenarios: {}.\n",
+        md_escape(generated),
+        if scenarios.is_empty() {
+            "none".to_string()
+        } else {
+            scenarios
+                .iter()
+                .map(|s| md_escape(&s.scenario))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let image = |out: &mut String, r: &Rendered| {
+        let _ = writeln!(out, "![{}]({})\n", md_escape(&r.alt), src(r));
+        if svg_links {
+            let _ = writeln!(out, "Vector version: [{0}.svg]({0}.svg)\n", r.stem);
+        }
+    };
+
+    if !scenarios.is_empty() {
+        out.push_str("## Summary\n\n");
+        let rows: Vec<SummaryRow> = scenarios.iter().map(ScenarioResult::summary_row).collect();
+        out.push_str(&summary_table(&rows));
+        out.push_str(
+            "\nVMM downtime: the guest's last instruction on the source to its first on the destination, \
+as the VMM measures it (memory verification excluded). Application-visible downtime: the larger of the \
+probe's longest run of zero-byte samples and the gap from the last byte before the pause to the first \
+byte after it; both are measured between sample timestamps, so they are upper bounds accurate to about \
+one sampling interval. Throughput before/during/after: the probe's mean rate before the migration \
+start, between the start and the end (acknowledgement), and after the end. MB = 10^6 bytes; \
+Mbit/s = 10^6 bit/s.\n\n",
+        );
+    }
+
+    if let Some(r) = rendered.iter().find(|r| r.kind == ChartKind::Comparison) {
+        out.push_str("## Transmission rate progress, side by side\n\n");
+        image(&mut out, r);
+    }
+
+    for s in scenarios {
+        let _ = writeln!(out, "## Scenario: {}\n", md_escape(&s.scenario));
+        if let Some(l) = s.load_label() {
+            let _ = writeln!(out, "Load: {}\n", md_escape(&l));
+        }
+        for r in rendered
+            .iter()
+            .filter(|r| r.scenario.as_deref() == Some(s.scenario.as_str()))
+        {
+            image(&mut out, r);
+        }
+        out.push_str(&scenario_section(s));
+        out.push('\n');
+    }
+
+    if let Some(first) = scenarios.first() {
+        out.push_str("## Environment\n\n");
+        out.push_str(&environment_list(&first.environment));
+        for s in &scenarios[1..] {
+            if s.environment != first.environment {
+                let _ = writeln!(
+                    out,
+                    "\nScenario {} ran on a different machine:\n",
+                    md_escape(&s.scenario)
+                );
+                out.push_str(&environment_list(&s.environment));
+            }
+        }
+        out.push('\n');
+    }
+
+    if let Some(b) = bench {
+        out.push_str("## Microbenchmarks: native against the guest\n\n");
+        out.push_str(&bench_suites::table::markdown(b));
+        out.push('\n');
+        if scenarios.is_empty() {
+            out.push_str("## Environment\n\n");
+            out.push_str(&environment_list(&b.env));
+        }
+    }
+    out
+}
+
+/// Render Markdown to a complete HTML page; raw HTML in the Markdown is
+/// shown as text.
+pub fn html_page(title: &str, md: &str) -> String {
+    use pulldown_cmark::{html, Event, Options, Parser};
+    let parser = Parser::new_ext(md, Options::ENABLE_TABLES).map(|e| match e {
+        Event::Html(t) | Event::InlineHtml(t) => Event::Text(t),
+        e => e,
+    });
+    let mut body = String::new();
+    html::push_html(&mut body, parser);
+    let mut title_esc = String::new();
+    for c in title.chars() {
+        match c {
+            '<' => title_esc.push_str("&lt;"),
+            '>' => title_esc.push_str("&gt;"),
+            '&' => title_esc.push_str("&amp;"),
+            _ => title_esc.push(c),
+        }
+    }
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{title_esc}</title>\n<style>\n\
+body {{ font-family: sans-serif; max-width: 1500px; margin: 2em auto; padding: 0 1em; color: #222; }}\n\
+table {{ border-collapse: collapse; margin: 1em 0; }}\n\
+th, td {{ border: 1px solid #bbb; padding: 0.25em 0.6em; }}\n\
+th {{ background: #eef; }}\n\
+tr:nth-child(even) td {{ background: #f8f8f8; }}\n\
+img {{ max-width: 100%; height: auto; border: 1px solid #ddd; }}\n\
+code {{ background: #f2f2f2; padding: 0 0.2em; }}\n\
+</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
+    )
+}
