@@ -152,6 +152,8 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>, String> {
         let mut enc = png::Encoder::new(&mut out, w, h);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Best);
+        enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
         let mut writer = enc.write_header().map_err(msg)?;
         writer.write_image_data(rgb).map_err(msg)?;
         writer.finish().map_err(msg)?;
@@ -178,6 +180,17 @@ fn draw_heading<DB: DrawingBackend>(
             .map_err(msg)?;
     }
     Ok(())
+}
+
+/// A tick label: at most 3 decimals, trailing zeros dropped ("2", "0.25").
+fn tidy(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 /// Format an optional ms value.
@@ -278,7 +291,9 @@ fn draw_rate_panel<DB: DrawingBackend>(
         .label_style(font(14.0))
         .x_labels(12)
         .y_labels(8)
-        .light_line_style(RGBColor(235, 235, 235))
+        .x_label_formatter(&|v| tidy(*v))
+        .y_label_formatter(&|v| tidy(*v))
+        .light_line_style(TRANSPARENT)
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()
         .map_err(msg)?;
@@ -321,7 +336,7 @@ fn draw_rate_panel<DB: DrawingBackend>(
     // Stop-and-copy: the VMM downtime, paused to resumed (at least a few px wide).
     if let Some(p) = tl.paused_s {
         let r = tl.resumed_s.unwrap_or(tl.end_s).max(p);
-        let r = r.max(p + span * 0.003);
+        let r = r.max(p + span * 0.004);
         let label = format!(
             "stop-and-copy (VMM downtime {})",
             ms(s.migration.downtime_ms)
@@ -599,8 +614,9 @@ impl Figure for RoundsFigure<'_> {
             .label_style(font(14.0))
             .x_labels(slots + 2)
             .x_label_formatter(&label_for)
+            .y_label_formatter(&|v| tidy(*v))
             .disable_x_mesh()
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(TRANSPARENT)
             .draw()
             .map_err(msg)?;
         let bar = |i: usize, left: bool, v: f64, color: ShapeStyle| {
@@ -687,7 +703,8 @@ impl Figure for RoundsFigure<'_> {
             .label_style(font(14.0))
             .x_labels(slots + 2)
             .x_label_formatter(&label_for)
-            .light_line_style(RGBColor(235, 235, 235))
+            .y_label_formatter(&|v| tidy(*v))
+            .light_line_style(TRANSPARENT)
             .draw()
             .map_err(msg)?;
         c.draw_series(LineSeries::new(rate.clone(), SENT_COLOR.stroke_width(3)))

@@ -314,6 +314,12 @@ fn run_in(
     let mut checks = Map::new();
     let completed = stats.outcome == Outcome::Completed;
     let (here, sock) = if completed { ("destination", dst_sock) } else { ("source", src_sock) };
+    if completed {
+        // The destination opens its control socket once the VM runs there.
+        if let Some((_, c)) = kids.procs.iter_mut().find(|(n, _)| *n == "destination") {
+            wait_for_socket(dst_sock, c, "destination")?;
+        }
+    }
     if !completed {
         failures.push(format!(
             "migration {}: {}",
