@@ -25,6 +25,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn control(sock: &Path, req: Value) -> Value {
+    // A destination opens its control socket once the migrated VM runs.
+    wait_socket(sock);
     let mut s = UnixStream::connect(sock).expect("connect control socket");
     s.set_read_timeout(Some(LIMIT)).expect("timeout");
     writeln!(s, "{req}").expect("write");
