@@ -27,6 +27,12 @@ pub enum Command {
     Bench(BenchArgs),
     /// Download a URL over N keep-alive connections, sampling the rate every 10 ms.
     Probe(ProbeArgs),
+    /// Run one scenario file (or a built-in one: idle, loaded) and write its report.
+    Scenario(ScenarioArgs),
+    /// Reproduce the papers' pictures: the idle and loaded scenarios plus the microbenchmarks, in one report.
+    Reproduce(ReproduceArgs),
+    /// Gate CI on a result file: fixed limits, or a baseline with a tolerance.
+    Check(CheckArgs),
 }
 
 /// Parses durations such as `3s`, `500ms`, `2m`.
@@ -250,6 +256,55 @@ pub struct ProbeArgs {
     /// Write the whole result as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// `migbench scenario`.
+#[derive(Args, Debug)]
+pub struct ScenarioArgs {
+    /// A scenario file (TOML), or a built-in scenario: idle or loaded.
+    pub scenario: String,
+    /// Results folder [default: results/<timestamp>-<scenario>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override the scenario's warm-up before the migration.
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Override the scenario's time after the migration.
+    #[arg(long, value_parser = parse_duration)]
+    pub after: Option<Duration>,
+}
+
+/// `migbench reproduce`.
+#[derive(Args, Debug)]
+pub struct ReproduceArgs {
+    /// Results folder [default: results/<timestamp>-reproduce].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Shorter runs: 1 s before and after each migration, quick microbenchmarks.
+    #[arg(long)]
+    pub quick: bool,
+    /// Leave out the microbenchmarks.
+    #[arg(long)]
+    pub no_bench: bool,
+}
+
+/// `migbench check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// A result: `<scenario>.result.json` from a scenario, or the JSON of `migbench migrate --json`.
+    pub result: PathBuf,
+    /// Fail if the VMM downtime exceeds this, ms.
+    #[arg(long)]
+    pub max_downtime_ms: Option<f64>,
+    /// Fail if the application-visible downtime exceeds this, ms.
+    #[arg(long)]
+    pub max_app_downtime_ms: Option<f64>,
+    /// Compare with a baseline result.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// How much worse than the baseline is still a pass, e.g. 25%.
+    #[arg(long, default_value = "25%", requires = "baseline")]
+    pub tolerance: String,
 }
 
 /// `migbench bench`.

@@ -6,6 +6,7 @@ mod cli;
 mod migrate_cmd;
 mod net_cmd;
 mod probe_cmd;
+mod scenario_cmd;
 mod serve;
 
 use clap::Parser;
@@ -24,6 +25,9 @@ fn main() -> ExitCode {
         cli::Command::Migrate(a) => migrate_cmd::run(a),
         cli::Command::Bench(a) => bench_cmd::run(a),
         cli::Command::Probe(a) => probe_cmd::run(a),
+        cli::Command::Scenario(a) => scenario_cmd::scenario(a),
+        cli::Command::Reproduce(a) => scenario_cmd::reproduce(a),
+        cli::Command::Check(a) => scenario_cmd::check(a),
     };
     match result {
         Ok(code) => code,

@@ -68,10 +68,7 @@ impl Chart {
         let svg = dir.join(format!("{stem}.svg"));
         let png = dir.join(format!("{stem}.png"));
         for (path, bytes) in [(&svg, self.svg.as_bytes()), (&png, self.png.as_slice())] {
-            std::fs::write(path, bytes).map_err(|source| ReportError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            std::fs::write(path, bytes).map_err(|source| ReportError::Io { path: path.clone(), source })?;
         }
         Ok((svg, png))
     }
@@ -85,11 +82,7 @@ fn register_fonts() {
         // crate; should registration fail anyway, drawing text reports
         // `FontUnavailable` as a chart error instead of panicking.
         for family in [FONT, "serif", "monospace"] {
-            let _ = plotters::style::register_font(
-                family,
-                FontStyle::Normal,
-                dejavu::sans::regular(),
-            );
+            let _ = plotters::style::register_font(family, FontStyle::Normal, dejavu::sans::regular());
             let _ = plotters::style::register_font(family, FontStyle::Bold, dejavu::sans::bold());
         }
     });
@@ -114,10 +107,7 @@ fn msg<E: std::fmt::Display>(e: E) -> String {
 fn render<F: Figure>(fig: &F) -> Result<Chart, ReportError> {
     register_fonts();
     let (w, h) = fig.size();
-    let chart_err = |message: String| ReportError::Chart {
-        chart: fig.name(),
-        message,
-    };
+    let chart_err = |message: String| ReportError::Chart { chart: fig.name(), message };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
@@ -132,17 +122,8 @@ fn render<F: Figure>(fig: &F) -> Result<Chart, ReportError> {
         fig.draw(&root).map_err(chart_err)?;
         root.present().map_err(msg).map_err(chart_err)?;
     }
-    let png = encode_png(&rgb, w, h).map_err(|message| ReportError::Png {
-        chart: fig.name(),
-        message,
-    })?;
-    Ok(Chart {
-        title: fig.name(),
-        width: w,
-        height: h,
-        svg,
-        png,
-    })
+    let png = encode_png(&rgb, w, h).map_err(|message| ReportError::Png { chart: fig.name(), message })?;
+    Ok(Chart { title: fig.name(), width: w, height: h, svg, png })
 }
 
 /// Encode an RGB8 buffer as PNG.
@@ -152,7 +133,7 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>, String> {
         let mut enc = png::Encoder::new(&mut out, w, h);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        enc.set_compression(png::Compression::Best);
+        enc.set_compression(png::Compression::Default);
         enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
         let mut writer = enc.write_header().map_err(msg)?;
         writer.write_image_data(rgb).map_err(msg)?;
@@ -173,11 +154,8 @@ fn draw_heading<DB: DrawingBackend>(
     let t = TextStyle::from((FONT, size).into_font().style(FontStyle::Bold)).pos(centre);
     area.draw_text(title, &t, (w as i32 / 2, 8)).map_err(msg)?;
     if !subtitle.is_empty() {
-        let s = TextStyle::from((FONT, size * 0.7).into_font())
-            .color(&RGBColor(60, 60, 60))
-            .pos(centre);
-        area.draw_text(subtitle, &s, (w as i32 / 2, 14 + size as i32))
-            .map_err(msg)?;
+        let s = TextStyle::from((FONT, size * 0.7).into_font()).color(&RGBColor(60, 60, 60)).pos(centre);
+        area.draw_text(subtitle, &s, (w as i32 / 2, 14 + size as i32)).map_err(msg)?;
     }
     Ok(())
 }
@@ -222,12 +200,7 @@ fn scenario_label(s: &ScenarioResult) -> String {
 fn rate_points(s: &ScenarioResult) -> Vec<(f64, f64)> {
     s.probe
         .as_ref()
-        .map(|p| {
-            p.samples
-                .iter()
-                .map(|x| (x.t_ns as f64 / 1e9, finite(x.rate_mbps).max(0.0)))
-                .collect()
-        })
+        .map(|p| p.samples.iter().map(|x| (x.t_ns as f64 / 1e9, finite(x.rate_mbps).max(0.0))).collect())
         .unwrap_or_default()
 }
 
@@ -237,10 +210,7 @@ fn rate_x_range(s: &ScenarioResult) -> Range<f64> {
     let tl = s.timeline();
     let pts = rate_points(s);
     let lo = tl.migration_start_s.min(0.0);
-    let hi = pts
-        .last()
-        .map_or(tl.end_s, |p| p.0.max(tl.end_s))
-        .max(lo + 1e-3);
+    let hi = pts.last().map_or(tl.end_s, |p| p.0.max(tl.end_s)).max(lo + 1e-3);
     lo..hi
 }
 
@@ -280,9 +250,7 @@ fn draw_rate_panel<DB: DrawingBackend>(
     if let Some(c) = caption {
         builder.caption(c, font(20.0).style(FontStyle::Bold));
     }
-    let mut chart = builder
-        .build_cartesian_2d(xr.clone(), 0.0..y_top)
-        .map_err(msg)?;
+    let mut chart = builder.build_cartesian_2d(xr.clone(), 0.0..y_top).map_err(msg)?;
     chart
         .configure_mesh()
         .x_desc("time since probe start (s)")
@@ -300,7 +268,7 @@ fn draw_rate_panel<DB: DrawingBackend>(
 
     // Pre-copy rounds: alternating light shading, labelled when wide enough.
     let round_fill = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             ROUND_A.mix(0.45).filled()
         } else {
             ROUND_B.mix(0.6).filled()
@@ -316,9 +284,7 @@ fn draw_rate_panel<DB: DrawingBackend>(
             )
             .map_err(msg)?
             .label("pre-copy rounds (alternating shading)")
-            .legend(move |(x, y)| {
-                Rectangle::new([(x, y - 6), (x + 20, y + 6)], ROUND_A.mix(0.6).filled())
-            });
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], ROUND_A.mix(0.6).filled()));
         let label_style = font(13.0).color(&RGBColor(30, 60, 120));
         for &(n, a, b) in &tl.rounds {
             if b - a > span / 45.0 {
@@ -337,45 +303,26 @@ fn draw_rate_panel<DB: DrawingBackend>(
     if let Some(p) = tl.paused_s {
         let r = tl.resumed_s.unwrap_or(tl.end_s).max(p);
         let r = r.max(p + span * 0.004);
-        let label = format!(
-            "stop-and-copy (VMM downtime {})",
-            ms(s.migration.downtime_ms)
-        );
+        let label = format!("stop-and-copy (VMM downtime {})", ms(s.migration.downtime_ms));
         chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(p, 0.0), (r, y_top)],
-                DOWNTIME_COLOR.mix(0.45).filled(),
-            )))
+            .draw_series(std::iter::once(Rectangle::new([(p, 0.0), (r, y_top)], DOWNTIME_COLOR.mix(0.45).filled())))
             .map_err(msg)?
             .label(label)
-            .legend(|(x, y)| {
-                Rectangle::new([(x, y - 6), (x + 20, y + 6)], DOWNTIME_COLOR.mix(0.45).filled())
-            });
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], DOWNTIME_COLOR.mix(0.45).filled()));
     }
 
     // The rate itself.
-    let interval_ms = s
-        .probe
-        .as_ref()
-        .map_or(10.0, |p| p.interval_ns as f64 / 1e6);
+    let interval_ms = s.probe.as_ref().map_or(10.0, |p| p.interval_ns as f64 / 1e6);
     chart
         .draw_series(LineSeries::new(pts, RATE_COLOR.stroke_width(1)))
         .map_err(msg)?
-        .label(format!(
-            "HTTP transfer rate ({interval_ms:.0} ms samples)"
-        ))
+        .label(format!("HTTP transfer rate ({interval_ms:.0} ms samples)"))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RATE_COLOR.stroke_width(2)));
 
     // The application-visible gap: a thick orange bar just above the axis.
-    if let Some(g) = s
-        .app_switchover_gap
-        .filter(|g| g.zero_samples > 0)
-        .or(s.app_longest_gap)
-    {
+    if let Some(g) = s.app_switchover_gap.filter(|g| g.zero_samples > 0).or(s.app_longest_gap) {
         let a = g.last_byte_before_ns as f64 / 1e9;
-        let b = g
-            .first_byte_after_ns
-            .map_or(xr.end, |t| t as f64 / 1e9);
+        let b = g.first_byte_after_ns.map_or(xr.end, |t| t as f64 / 1e9);
         let y = y_top * 0.03;
         chart
             .draw_series(std::iter::once(PathElement::new(
@@ -383,19 +330,12 @@ fn draw_rate_panel<DB: DrawingBackend>(
                 APP_GAP_COLOR.stroke_width((5.0 * scale).max(3.0) as u32),
             )))
             .map_err(msg)?
-            .label(format!(
-                "application-visible gap ({:.1} ms)",
-                g.duration_ms()
-            ))
-            .legend(|(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], APP_GAP_COLOR.stroke_width(5))
-            });
+            .label(format!("application-visible gap ({:.1} ms)", g.duration_ms()))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], APP_GAP_COLOR.stroke_width(5)));
     }
 
     // Migration start and resume on the destination: vertical lines.
-    let vline = |x: f64, c: RGBColor| {
-        PathElement::new(vec![(x, 0.0), (x, y_top)], c.stroke_width(2))
-    };
+    let vline = |x: f64, c: RGBColor| PathElement::new(vec![(x, 0.0), (x, y_top)], c.stroke_width(2));
     chart
         .draw_series(std::iter::once(vline(tl.migration_start_s, START_COLOR)))
         .map_err(msg)?
@@ -406,9 +346,7 @@ fn draw_rate_panel<DB: DrawingBackend>(
             .draw_series(std::iter::once(vline(r, RESUME_COLOR)))
             .map_err(msg)?
             .label("resumed on destination")
-            .legend(|(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], RESUME_COLOR.stroke_width(2))
-            });
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RESUME_COLOR.stroke_width(2)));
     }
 
     chart
@@ -439,11 +377,7 @@ impl Figure for RateFigure<'_> {
         let (top, rest) = area.split_vertically(80);
         draw_heading(
             &top,
-            &format!(
-                "{RATE_TITLE}: {} — {}",
-                scenario_label(self.s),
-                self.s.date
-            ),
+            &format!("{RATE_TITLE}: {} — {}", scenario_label(self.s), self.s.date),
             &key_numbers(self.s),
             26.0,
         )?;
@@ -455,10 +389,7 @@ impl Figure for RateFigure<'_> {
 /// with [`ReportError::NoProbe`] when the scenario has no probe series.
 pub fn rate_progress(s: &ScenarioResult) -> Result<Chart, ReportError> {
     if s.probe.is_none() {
-        return Err(ReportError::NoProbe {
-            chart: "transmission rate progress".into(),
-            scenario: s.scenario.clone(),
-        });
+        return Err(ReportError::NoProbe { chart: "transmission rate progress".into(), scenario: s.scenario.clone() });
     }
     render(&RateFigure { s })
 }
@@ -485,11 +416,7 @@ impl Figure for ComparisonFigure<'_> {
             RATE_TITLE,
             &format!(
                 "{} — same rate scale in every panel — {}",
-                self.panels
-                    .iter()
-                    .map(|s| scenario_label(s))
-                    .collect::<Vec<_>>()
-                    .join(" vs "),
+                self.panels.iter().map(|s| scenario_label(s)).collect::<Vec<_>>().join(" vs "),
                 uniq.join(", ")
             ),
             28.0,
@@ -531,6 +458,17 @@ struct RoundsFigure<'a> {
     s: &'a ScenarioResult,
 }
 
+/// A bar's value label, MB: three significant digits or so.
+fn mb_label(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 /// Mbit/s of a page rate in pages/s.
 fn pages_to_mbps(pages_s: f64) -> f64 {
     finite(pages_s) * PAGE_SIZE as f64 * 8.0 / 1e6
@@ -567,9 +505,7 @@ impl Figure for RoundsFigure<'_> {
         if slots == 0 {
             let style = TextStyle::from((FONT, 24.0).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
             let (w, h) = rest.dim_in_pixel();
-            return rest
-                .draw_text("no pre-copy rounds recorded", &style, (w as i32 / 2, h as i32 / 2))
-                .map_err(msg);
+            return rest.draw_text("no pre-copy rounds recorded", &style, (w as i32 / 2, h as i32 / 2)).map_err(msg);
         }
         let xr = -0.6..(slots as f64 - 0.4);
         let label_for = move |x: &f64| {
@@ -583,11 +519,7 @@ impl Figure for RoundsFigure<'_> {
             }
         };
         let sent_mb: Vec<f64> = m.rounds.iter().map(|r| r.bytes as f64 / 1e6).collect();
-        let dirty_mb: Vec<f64> = m
-            .rounds
-            .iter()
-            .map(|r| (r.dirty_pages * PAGE_SIZE) as f64 / 1e6)
-            .collect();
+        let dirty_mb: Vec<f64> = m.rounds.iter().map(|r| (r.dirty_pages * PAGE_SIZE) as f64 / 1e6).collect();
         let final_mb = (m.final_pages * PAGE_SIZE) as f64 / 1e6;
         let mb_top = sent_mb
             .iter()
@@ -624,24 +556,14 @@ impl Figure for RoundsFigure<'_> {
             let (a, b) = if left { (x - 0.38, x) } else { (x, x + 0.38) };
             Rectangle::new([(a, 0.0), (b, v)], color)
         };
-        c.draw_series(
-            sent_mb
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| bar(i, true, v, SENT_COLOR.filled())),
-        )
-        .map_err(msg)?
-        .label("MB sent in the round (page data)")
-        .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], SENT_COLOR.filled()));
-        c.draw_series(
-            dirty_mb
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| bar(i, false, v, DIRTY_COLOR.filled())),
-        )
-        .map_err(msg)?
-        .label("MB dirtied during the round (dirty pages × 4 KiB)")
-        .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], DIRTY_COLOR.filled()));
+        c.draw_series(sent_mb.iter().enumerate().map(|(i, &v)| bar(i, true, v, SENT_COLOR.filled())))
+            .map_err(msg)?
+            .label("MB sent in the round (page data)")
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], SENT_COLOR.filled()));
+        c.draw_series(dirty_mb.iter().enumerate().map(|(i, &v)| bar(i, false, v, DIRTY_COLOR.filled())))
+            .map_err(msg)?
+            .label("MB dirtied during the round (dirty pages × 4 KiB)")
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], DIRTY_COLOR.filled()));
         if has_final {
             c.draw_series(std::iter::once(Rectangle::new(
                 [(n as f64 - 0.38, 0.0), (n as f64 + 0.38, final_mb)],
@@ -649,9 +571,23 @@ impl Figure for RoundsFigure<'_> {
             )))
             .map_err(msg)?
             .label("stop-and-copy pass (pages × 4 KiB)")
-            .legend(|(x, y)| {
-                Rectangle::new([(x, y - 6), (x + 20, y + 6)], DOWNTIME_COLOR.mix(0.75).filled())
-            });
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], DOWNTIME_COLOR.mix(0.75).filled()));
+        }
+        // Value labels over the bars, so small rounds stay readable.
+        if slots <= 16 {
+            let style = TextStyle::from(font(12.0)).pos(Pos::new(HPos::Center, VPos::Bottom));
+            let mut labels: Vec<(f64, f64)> = Vec::new();
+            for (i, (&s_mb, &d_mb)) in sent_mb.iter().zip(&dirty_mb).enumerate() {
+                labels.push((i as f64 - 0.19, s_mb));
+                labels.push((i as f64 + 0.19, d_mb));
+            }
+            if has_final {
+                labels.push((n as f64, final_mb));
+            }
+            c.draw_series(
+                labels.into_iter().map(|(x, v)| Text::new(mb_label(v), (x, v + mb_top * 0.01), style.clone())),
+            )
+            .map_err(msg)?;
         }
         c.configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
@@ -663,12 +599,8 @@ impl Figure for RoundsFigure<'_> {
             .map_err(msg)?;
 
         // Lower panel: rates per round.
-        let rate: Vec<(f64, f64)> = m
-            .rounds
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i as f64, finite(r.rate_mbps).max(0.0)))
-            .collect();
+        let rate: Vec<(f64, f64)> =
+            m.rounds.iter().enumerate().map(|(i, r)| (i as f64, finite(r.rate_mbps).max(0.0))).collect();
         let dirty_rate: Vec<(f64, f64)> = m
             .rounds
             .iter()
@@ -681,14 +613,8 @@ impl Figure for RoundsFigure<'_> {
             .enumerate()
             .filter_map(|(i, r)| r.rate_limit_mbps.map(|l| (i as f64, finite(l).max(0.0))))
             .collect();
-        let r_top = rate
-            .iter()
-            .chain(dirty_rate.iter())
-            .chain(limit.iter())
-            .map(|p| p.1)
-            .fold(0.0, f64::max)
-            .max(1e-3)
-            * 1.35;
+        let r_top =
+            rate.iter().chain(dirty_rate.iter()).chain(limit.iter()).map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.35;
         let mut c = ChartBuilder::on(&lower)
             .margin(12)
             .caption("rate per round", font(20.0).style(FontStyle::Bold))
@@ -711,23 +637,17 @@ impl Figure for RoundsFigure<'_> {
             .map_err(msg)?
             .label("achieved transfer rate")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SENT_COLOR.stroke_width(3)));
-        c.draw_series(rate.iter().map(|&p| Circle::new(p, 5, SENT_COLOR.filled())))
-            .map_err(msg)?;
+        c.draw_series(rate.iter().map(|&p| Circle::new(p, 5, SENT_COLOR.filled()))).map_err(msg)?;
         c.draw_series(LineSeries::new(dirty_rate.clone(), DIRTY_COLOR.stroke_width(3)))
             .map_err(msg)?
             .label("dirtying rate (dirty pages/s × 4 KiB)")
-            .legend(|(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], DIRTY_COLOR.stroke_width(3))
-            });
-        c.draw_series(dirty_rate.iter().map(|&p| Circle::new(p, 5, DIRTY_COLOR.filled())))
-            .map_err(msg)?;
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], DIRTY_COLOR.stroke_width(3)));
+        c.draw_series(dirty_rate.iter().map(|&p| Circle::new(p, 5, DIRTY_COLOR.filled()))).map_err(msg)?;
         if !limit.is_empty() {
             c.draw_series(LineSeries::new(limit, LIMIT_COLOR.stroke_width(2)))
                 .map_err(msg)?
                 .label("rate limit in force")
-                .legend(|(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], LIMIT_COLOR.stroke_width(2))
-                });
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], LIMIT_COLOR.stroke_width(2)));
         }
         c.configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)

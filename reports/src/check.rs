@@ -79,11 +79,7 @@ pub struct Measured {
 
 impl Measured {
     /// From migration statistics and an optional application downtime.
-    pub fn from_stats(
-        source: impl Into<String>,
-        m: &MigrationStats,
-        app_downtime_ms: Option<f64>,
-    ) -> Self {
+    pub fn from_stats(source: impl Into<String>, m: &MigrationStats, app_downtime_ms: Option<f64>) -> Self {
         Measured {
             source: source.into(),
             scenario: None,
@@ -98,26 +94,16 @@ impl Measured {
     /// From parsed JSON of any accepted shape (see the module docs);
     /// `source` names it in errors.
     pub fn from_value(v: &Value, source: &str) -> Result<Self, CheckError> {
-        let shape = |what: String| CheckError::Shape {
-            source_name: source.to_string(),
-            what,
-        };
-        let obj = v.as_object().ok_or_else(|| {
-            shape(format!(
-                "the top level is {}, not an object; {EXPECTED}",
-                kind(v)
-            ))
-        })?;
+        let shape = |what: String| CheckError::Shape { source_name: source.to_string(), what };
+        let obj =
+            v.as_object().ok_or_else(|| shape(format!("the top level is {}, not an object; {EXPECTED}", kind(v))))?;
         let (stats_v, top_level) = match obj.get("migration") {
             Some(m) => (m, true),
             None if obj.contains_key("outcome") && obj.contains_key("total_ms") => (v, false),
             None => return Err(shape(format!("no `migration` key; {EXPECTED}"))),
         };
         if !stats_v.is_object() {
-            return Err(shape(format!(
-                "`migration` is {}, not an object; {EXPECTED}",
-                kind(stats_v)
-            )));
+            return Err(shape(format!("`migration` is {}, not an object; {EXPECTED}", kind(stats_v))));
         }
         let stats: MigrationStats = serde_json::from_value(stats_v.clone()).map_err(|e| {
             shape(format!(
@@ -136,39 +122,28 @@ impl Measured {
             }
         };
         let mut m = Measured::from_stats(source, &stats, app);
-        m.scenario = obj
-            .get("scenario")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        m.scenario = obj.get("scenario").and_then(Value::as_str).map(str::to_string);
         Ok(m)
     }
 
     /// From JSON text; `source` names it in errors.
     pub fn from_json_str(text: &str, source: &str) -> Result<Self, CheckError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| CheckError::Parse {
-            source_name: source.to_string(),
-            source: e,
-        })?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| CheckError::Parse { source_name: source.to_string(), source: e })?;
         Self::from_value(&v, source)
     }
 
     /// Read and parse a result file.
     pub fn load(path: &Path) -> Result<Self, CheckError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CheckError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| CheckError::Io { path: path.to_path_buf(), source })?;
         Self::from_json_str(&text, &path.display().to_string())
     }
 }
 
 impl From<&ScenarioResult> for Measured {
     fn from(s: &ScenarioResult) -> Self {
-        let mut m = Measured::from_stats(
-            format!("scenario {}", s.scenario),
-            &s.migration,
-            s.app_downtime_ms,
-        );
+        let mut m = Measured::from_stats(format!("scenario {}", s.scenario), &s.migration, s.app_downtime_ms);
         m.scenario = Some(s.scenario.clone());
         m
     }
@@ -200,11 +175,7 @@ fn not_completed(r: &Measured) -> Option<String> {
 /// Check fixed limits. One reason per violated limit: a value above its
 /// limit, a value the result lacks, or a migration that did not complete
 /// (when any limit is set).
-pub fn limits(
-    r: &Measured,
-    max_downtime_ms: Option<f64>,
-    max_app_downtime_ms: Option<f64>,
-) -> Vec<String> {
+pub fn limits(r: &Measured, max_downtime_ms: Option<f64>, max_app_downtime_ms: Option<f64>) -> Vec<String> {
     let mut out = Vec::new();
     if max_downtime_ms.is_none() && max_app_downtime_ms.is_none() {
         return out;
@@ -225,19 +196,13 @@ pub fn limits(
     for (what, key, flag, value, limit) in checks {
         let Some(limit) = limit else { continue };
         match value {
-            Some(v) if !v.is_finite() => {
-                out.push(format!("{what} is not a number ({v}) in {}", r.source))
-            }
+            Some(v) if !v.is_finite() => out.push(format!("{what} is not a number ({v}) in {}", r.source)),
             Some(v) if v > limit => out.push(format!("{what} {v:.2} ms exceeds {flag} {limit}")),
             Some(_) => {}
             None if completed => out.push(format!(
                 "{} has no {what} (`{key}`) to check against {flag}{}",
                 r.source,
-                if key == "app_downtime_ms" {
-                    "; only scenario results (with a probe) have it"
-                } else {
-                    ""
-                }
+                if key == "app_downtime_ms" { "; only scenario results (with a probe) have it" } else { "" }
             )),
             None => {}
         }
@@ -254,51 +219,32 @@ pub fn limits(
 pub fn against_baseline(r: &Measured, base: &Measured, tolerance: f64) -> Vec<String> {
     let mut out = Vec::new();
     if !tolerance.is_finite() || tolerance < 0.0 {
-        out.push(format!(
-            "tolerance {tolerance} is invalid: it must be a non-negative fraction"
-        ));
+        out.push(format!("tolerance {tolerance} is invalid: it must be a non-negative fraction"));
         return out;
     }
     out.extend(not_completed(r));
     let metrics = [
         ("VMM downtime", "downtime_ms", r.downtime_ms, base.downtime_ms),
-        (
-            "application-visible downtime",
-            "app_downtime_ms",
-            r.app_downtime_ms,
-            base.app_downtime_ms,
-        ),
-        (
-            "total migration time",
-            "total_ms",
-            Some(r.total_ms),
-            Some(base.total_ms),
-        ),
+        ("application-visible downtime", "app_downtime_ms", r.app_downtime_ms, base.app_downtime_ms),
+        ("total migration time", "total_ms", Some(r.total_ms), Some(base.total_ms)),
     ];
     for (what, key, value, baseline) in metrics {
         let Some(b) = baseline.filter(|b| b.is_finite()) else {
             continue;
         };
         match value {
-            Some(v) if !v.is_finite() => {
-                out.push(format!("{what} is not a number ({v}) in {}", r.source))
-            }
+            Some(v) if !v.is_finite() => out.push(format!("{what} is not a number ({v}) in {}", r.source)),
             Some(v) if v > b * (1.0 + tolerance) => {
-                let change = if b > 0.0 {
-                    format!("{:+.1}%", (v / b - 1.0) * 100.0)
-                } else {
-                    "up from zero".to_string()
-                };
+                let change =
+                    if b > 0.0 { format!("{:+.1}%", (v / b - 1.0) * 100.0) } else { "up from zero".to_string() };
                 out.push(format!(
                     "{what} regressed: {v:.2} ms against the baseline's {b:.2} ms ({change}; tolerance {:.0}%)",
                     tolerance * 100.0
                 ));
             }
             Some(_) => {}
-            None if r.outcome == Outcome::Completed => out.push(format!(
-                "{} has no {what} (`{key}`), but the baseline {} has {b:.2} ms",
-                r.source, base.source
-            )),
+            None if r.outcome == Outcome::Completed => out
+                .push(format!("{} has no {what} (`{key}`), but the baseline {} has {b:.2} ms", r.source, base.source)),
             None => {}
         }
     }

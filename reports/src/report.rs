@@ -84,16 +84,8 @@ struct Rendered {
 
 /// A file-name-safe version of `name` (ASCII letters, digits, `-`, `_`).
 pub fn slug(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     if s.is_empty() {
         "scenario".to_string()
     } else {
@@ -105,8 +97,7 @@ pub fn slug(name: &str) -> String {
 /// have probe series, else the first two that have one; empty when fewer
 /// than two have one.
 pub fn comparison_panels(scenarios: &[ScenarioResult]) -> Vec<&ScenarioResult> {
-    let with_probe: Vec<&ScenarioResult> =
-        scenarios.iter().filter(|s| s.probe.is_some()).collect();
+    let with_probe: Vec<&ScenarioResult> = scenarios.iter().filter(|s| s.probe.is_some()).collect();
     let find = |n: &str| with_probe.iter().copied().find(|s| s.scenario == n);
     if let (Some(i), Some(l)) = (find("idle"), find("loaded")) {
         return vec![i, l];
@@ -126,10 +117,7 @@ pub fn write_report(
     scenarios: &[ScenarioResult],
     bench: Option<&BenchReport>,
 ) -> Result<ReportPaths, ReportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io { path: dir.to_path_buf(), source })?;
 
     // Unique slugs, even for scenarios with equal (or equally sanitized) names.
     let mut slugs: Vec<String> = Vec::new();
@@ -161,11 +149,7 @@ pub fn write_report(
             alt: format!(
                 "{}: {}",
                 charts::RATE_TITLE,
-                panels
-                    .iter()
-                    .map(|s| s.scenario.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" vs ")
+                panels.iter().map(|s| s.scenario.as_str()).collect::<Vec<_>>().join(" vs ")
             ),
             chart: charts::comparison(&panels)?,
         });
@@ -192,45 +176,33 @@ pub fn write_report(
     let mut chart_paths = Vec::new();
     for r in &rendered {
         let (svg, png) = r.chart.write(dir, &r.stem)?;
-        chart_paths.push(ChartPaths {
-            kind: r.kind,
-            scenario: r.scenario.clone(),
-            svg,
-            png,
-        });
+        chart_paths.push(ChartPaths { kind: r.kind, scenario: r.scenario.clone(), svg, png });
     }
 
     let generated = crate::now_rfc3339();
-    let md = markdown(scenarios, bench, &rendered, &generated, &|r: &Rendered| {
-        format!("{}.png", r.stem)
-    }, true);
+    let md = markdown(scenarios, bench, &rendered, &generated, &|r: &Rendered| format!("{}.png", r.stem), true);
     let md_path = dir.join("report.md");
     write_file(&md_path, md.as_bytes())?;
 
-    let md_inline = markdown(scenarios, bench, &rendered, &generated, &|r: &Rendered| {
-        format!(
-            "data:image/png;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(&r.chart.png)
-        )
-    }, false);
+    let md_inline = markdown(
+        scenarios,
+        bench,
+        &rendered,
+        &generated,
+        &|r: &Rendered| {
+            format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&r.chart.png))
+        },
+        false,
+    );
     let html = html_page("migbench report", &md_inline);
     let html_path = dir.join("report.html");
     write_file(&html_path, html.as_bytes())?;
 
-    Ok(ReportPaths {
-        dir: dir.to_path_buf(),
-        markdown: md_path,
-        html: html_path,
-        charts: chart_paths,
-        results,
-    })
+    Ok(ReportPaths { dir: dir.to_path_buf(), markdown: md_path, html: html_path, charts: chart_paths, results })
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    std::fs::write(path, bytes).map_err(|source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(path, bytes).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })
 }
 
 /// Escape text for Markdown (inline text and table cells).
@@ -278,36 +250,20 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
         ("outcome", |r| r.outcome.clone()),
         ("total migration time", |r| format!("{:.2} ms", r.total_ms)),
         ("VMM downtime", |r| opt_ms(r.downtime_ms)),
-        ("… pause vCPUs", |r| {
-            opt_ms(r.downtime_breakdown.as_ref().map(|b| b.pause_ms))
-        }),
-        ("… final copy", |r| {
-            opt_ms(r.downtime_breakdown.as_ref().map(|b| b.final_copy_ms))
-        }),
-        ("… send state", |r| {
-            opt_ms(r.downtime_breakdown.as_ref().map(|b| b.state_ms))
-        }),
-        ("… restore on destination", |r| {
-            opt_ms(r.downtime_breakdown.as_ref().map(|b| b.restore_ms))
-        }),
-        ("… resume on destination", |r| {
-            opt_ms(r.downtime_breakdown.as_ref().map(|b| b.resume_ms))
-        }),
+        ("… pause vCPUs", |r| opt_ms(r.downtime_breakdown.as_ref().map(|b| b.pause_ms))),
+        ("… final copy", |r| opt_ms(r.downtime_breakdown.as_ref().map(|b| b.final_copy_ms))),
+        ("… send state", |r| opt_ms(r.downtime_breakdown.as_ref().map(|b| b.state_ms))),
+        ("… restore on destination", |r| opt_ms(r.downtime_breakdown.as_ref().map(|b| b.restore_ms))),
+        ("… resume on destination", |r| opt_ms(r.downtime_breakdown.as_ref().map(|b| b.resume_ms))),
         ("application-visible downtime", |r| opt_ms(r.app_downtime_ms)),
         ("bytes transferred", |r| {
-            format!(
-                "{:.1} MB ({} bytes)",
-                r.transferred_bytes as f64 / 1e6,
-                r.transferred_bytes
-            )
+            format!("{:.1} MB ({} bytes)", r.transferred_bytes as f64 / 1e6, r.transferred_bytes)
         }),
         ("pre-copy rounds", |r| r.rounds.to_string()),
         ("probe throughput before", |r| opt_mbps(r.before_mbps)),
         ("probe throughput during", |r| opt_mbps(r.during_mbps)),
         ("probe throughput after", |r| opt_mbps(r.after_mbps)),
-        ("data corruptions (ETag mismatches)", |r| {
-            opt_u64(r.corruptions)
-        }),
+        ("data corruptions (ETag mismatches)", |r| opt_u64(r.corruptions)),
         ("probe request errors", |r| opt_u64(r.probe_errors)),
     ];
     for (name, f) in metrics {
@@ -329,42 +285,38 @@ pub fn environment_list(e: &Environment) -> String {
     };
     let mut out = String::new();
     let items = [
-        (
-            "CPU",
-            if e.cpu_model.is_empty() {
-                "unknown".to_string()
-            } else {
-                e.cpu_model.clone()
-            },
-        ),
+        ("CPU", if e.cpu_model.is_empty() { "unknown".to_string() } else { e.cpu_model.clone() }),
         (
             "CPUs",
             format!(
                 "{} logical{}{}",
                 e.logical_cpus,
-                e.physical_cores
-                    .map(|c| format!(", {c} physical cores"))
-                    .unwrap_or_default(),
-                e.usable_cpus
-                    .map(|c| format!(", {c} usable by this process"))
-                    .unwrap_or_default()
+                e.physical_cores.map(|c| format!(", {c} physical cores")).unwrap_or_default(),
+                e.usable_cpus.map(|c| format!(", {c} usable by this process")).unwrap_or_default()
             ),
         ),
-        (
-            "memory",
-            format!("{:.1} GiB", e.memory_bytes as f64 / (1u64 << 30) as f64),
-        ),
+        ("memory", format!("{:.1} GiB", e.memory_bytes as f64 / (1u64 << 30) as f64)),
         (
             "kernel",
-            format!("{} ({})", e.kernel_version, e.kernel_long_version),
+            match (e.kernel_version.as_str(), e.kernel_long_version.as_str()) {
+                ("", "") => "unknown".to_string(),
+                (v, "") => v.to_string(),
+                (v, l) => format!("{v} ({l})"),
+            },
         ),
-        ("OS", format!("{} {}", e.os, e.arch)),
+        (
+            "OS",
+            match format!("{} {}", e.os, e.arch).trim() {
+                "" => "unknown".to_string(),
+                t => t.to_string(),
+            },
+        ),
         ("host is itself a VM", yn(e.host_is_virtualized).to_string()),
         (
             "KVM",
             format!(
                 "{}; /dev/kvm {}{}",
-                e.kvm.flavour,
+                if e.kvm.flavour.is_empty() { "unknown" } else { &e.kvm.flavour },
                 if e.kvm.dev_kvm {
                     if e.kvm.dev_kvm_accessible {
                         "present and accessible"
@@ -374,17 +326,10 @@ pub fn environment_list(e: &Environment) -> String {
                 } else {
                     "absent"
                 },
-                e.kvm
-                    .nested
-                    .as_ref()
-                    .map(|n| format!("; nested={n}"))
-                    .unwrap_or_default()
+                e.kvm.nested.as_ref().map(|n| format!("; nested={n}")).unwrap_or_default()
             ),
         ),
-        (
-            "guest ring 0 emulated",
-            yn(e.guest_ring0_emulated).to_string(),
-        ),
+        ("guest ring 0 emulated", yn(e.guest_ring0_emulated).to_string()),
     ];
     for (k, v) in items {
         let _ = writeln!(out, "- **{k}:** {}", md_escape(&v));
@@ -410,16 +355,14 @@ fn rounds_table(s: &ScenarioResult) -> String {
             r.bytes as f64 / 1e6,
             (r.dirty_pages * PAGE_SIZE) as f64 / 1e6,
             r.rate_mbps,
-            r.rate_limit_mbps
-                .map_or_else(|| "none".to_string(), |l| format!("{l:.0}")),
+            r.rate_limit_mbps.map_or_else(|| "none".to_string(), |l| format!("{l:.0}")),
             r.dirty_rate_pages_s
         );
     }
     let _ = writeln!(
         out,
         "| stop-and-copy | {} | | {} | | | | | | |",
-        m.paused_at_ms
-            .map_or_else(|| "n/a".to_string(), |p| format!("{p:.1}")),
+        m.paused_at_ms.map_or_else(|| "n/a".to_string(), |p| format!("{p:.1}")),
         m.final_pages
     );
     out
@@ -523,11 +466,7 @@ fn markdown(
         if scenarios.is_empty() {
             "none".to_string()
         } else {
-            scenarios
-                .iter()
-                .map(|s| md_escape(&s.scenario))
-                .collect::<Vec<_>>()
-                .join(", ")
+            scenarios.iter().map(|s| md_escape(&s.scenario)).collect::<Vec<_>>().join(", ")
         }
     );
     let image = |out: &mut String, r: &Rendered| {
@@ -562,10 +501,7 @@ Mbit/s = 10^6 bit/s.\n\n",
         if let Some(l) = s.load_label() {
             let _ = writeln!(out, "Load: {}\n", md_escape(&l));
         }
-        for r in rendered
-            .iter()
-            .filter(|r| r.scenario.as_deref() == Some(s.scenario.as_str()))
-        {
+        for r in rendered.iter().filter(|r| r.scenario.as_deref() == Some(s.scenario.as_str())) {
             image(&mut out, r);
         }
         out.push_str(&scenario_section(s));
@@ -577,11 +513,7 @@ Mbit/s = 10^6 bit/s.\n\n",
         out.push_str(&environment_list(&first.environment));
         for s in &scenarios[1..] {
             if s.environment != first.environment {
-                let _ = writeln!(
-                    out,
-                    "\nScenario {} ran on a different machine:\n",
-                    md_escape(&s.scenario)
-                );
+                let _ = writeln!(out, "\nScenario {} ran on a different machine:\n", md_escape(&s.scenario));
                 out.push_str(&environment_list(&s.environment));
             }
         }

@@ -174,44 +174,30 @@ impl ScenarioResult {
         };
         let m = &self.migration;
         let to_probe_ns = |ms: f64| -> u64 {
-            let abs = m.start_mono_ns as f64 + finite(ms).max(0.0) * 1e6;
+            let abs = m.start_mono_ns.saturating_add((finite(ms).max(0.0) * 1e6).round() as u64);
             // Clamp events before the probe's start to its start.
-            probe
-                .probe_time_ns(abs.round() as u64)
-                .unwrap_or_default()
+            probe.probe_time_ns(abs).unwrap_or_default()
         };
         let start = probe.probe_time_ns(m.start_mono_ns).unwrap_or_default();
         let end = to_probe_ns(m.total_ms).max(start);
         self.throughput = Some(probe.phase_rates(start, end));
         self.app_longest_gap = probe.app_downtime();
         self.app_switchover_gap = m.paused_at_ms.and_then(|p| probe.gap_around(to_probe_ns(p)));
-        self.app_downtime_ms = [self.app_longest_gap, self.app_switchover_gap]
-            .iter()
-            .flatten()
-            .map(Gap::duration_ms)
-            .reduce(f64::max);
+        self.app_downtime_ms =
+            [self.app_longest_gap, self.app_switchover_gap].iter().flatten().map(Gap::duration_ms).reduce(f64::max);
     }
 
     /// The migration's events on the probe's timeline (see [`Timeline`]).
     pub fn timeline(&self) -> Timeline {
         let m = &self.migration;
-        let offset = self
-            .probe
-            .as_ref()
-            .map_or(0.0, |p| diff_s(p.start_monotonic_ns, m.start_mono_ns));
+        let offset = self.probe.as_ref().map_or(0.0, |p| diff_s(p.start_monotonic_ns, m.start_mono_ns));
         let at = |ms: f64| offset + finite(ms) / 1e3;
         Timeline {
             migration_start_s: offset,
             rounds: m
                 .rounds
                 .iter()
-                .map(|r| {
-                    (
-                        r.round,
-                        at(r.start_ms),
-                        at(r.start_ms + finite(r.duration_ms).max(0.0)),
-                    )
-                })
+                .map(|r| (r.round, at(r.start_ms), at(r.start_ms + finite(r.duration_ms).max(0.0))))
                 .collect(),
             paused_s: m.paused_at_ms.map(at),
             resumed_s: m.resumed_at_ms.map(at),
@@ -243,29 +229,23 @@ impl ScenarioResult {
     /// The load description to show: [`Self::description`], or a default
     /// for the two classic scenarios ("idle", "loaded").
     pub fn load_label(&self) -> Option<String> {
-        self.description
-            .clone()
-            .or_else(|| match self.scenario.as_str() {
-                "idle" => Some("minimal load".to_string()),
-                "loaded" => Some("heavily loaded".to_string()),
-                _ => None,
-            })
+        self.description.clone().or_else(|| match self.scenario.as_str() {
+            "idle" => Some("minimal load".to_string()),
+            "loaded" => Some("heavily loaded".to_string()),
+            _ => None,
+        })
     }
 
     /// Pretty JSON.
     pub fn to_json(&self) -> Result<String, ReportError> {
-        serde_json::to_string_pretty(self).map_err(|source| ReportError::Json {
-            what: format!("scenario `{}`", self.scenario),
-            source,
-        })
+        serde_json::to_string_pretty(self)
+            .map_err(|source| ReportError::Json { what: format!("scenario `{}`", self.scenario), source })
     }
 
     /// Read a result written by [`Self::save_json`].
     pub fn load_json(path: &Path) -> Result<Self, ReportError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })?;
         serde_json::from_str(&text).map_err(|source| ReportError::Json {
             what: format!("{} (expected a scenario result)", path.display()),
             source,
@@ -274,10 +254,7 @@ impl ScenarioResult {
 
     /// Write [`Self::to_json`] to `path`.
     pub fn save_json(&self, path: &Path) -> Result<(), ReportError> {
-        std::fs::write(path, self.to_json()?).map_err(|source| ReportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        std::fs::write(path, self.to_json()?).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })
     }
 }
 

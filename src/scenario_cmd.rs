@@ -1,0 +1,190 @@
+//! `migbench scenario`, `migbench reproduce` and `migbench check`: run
+//! scenario files through `scenarios::runner`, turn the results into the
+//! report (`reports`), and gate CI on downtime.
+
+use crate::cli::{CheckArgs, ReproduceArgs, ScenarioArgs};
+use anyhow::{bail, Context, Result};
+use reports::check::{self, Measured};
+use reports::ScenarioResult;
+use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
+use scenarios::scenario::Scenario;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use vmm_min::migration::{OnTimeout, Policy};
+use vmm_min::{VmConfig, Workload};
+
+/// Overrides for short runs (tests, `reproduce --quick`).
+#[derive(Default, Clone, Copy)]
+struct Overrides {
+    warmup: Option<Duration>,
+    after: Option<Duration>,
+}
+
+fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
+    let workload: Workload = s.vm.workload.parse()?;
+    let mem = &s.migration;
+    let mut policy = match mem.policy.as_str() {
+        "xen" => Policy::xen(),
+        _ => Policy::Downtime {
+            downtime_ms: mem.downtime_ms,
+            timeout_ms: Scenario::duration(&mem.timeout).as_secs_f64() * 1e3,
+            on_timeout: if mem.on_timeout == "cancel" { OnTimeout::Cancel } else { OnTimeout::Force },
+            max_bandwidth_mbps: None,
+        },
+    };
+    if let Some(m) = mem.max_bandwidth_mbps {
+        policy = policy.with_max_bandwidth(m);
+    }
+    Ok(Experiment {
+        exe: std::env::current_exe().context("locating the migbench binary")?,
+        config: VmConfig {
+            memory: vmm_min::config::parse_size(&s.vm.memory)?,
+            vcpus: s.vm.vcpus.unwrap_or_else(|| workload.vcpus_needed()),
+            workload,
+            backend: vmm_min::MemoryBackend::Anon,
+            net: None,
+        },
+        policy,
+        warmup: o.warmup.unwrap_or_else(|| Scenario::duration(&mem.warmup)),
+        after: o.after.unwrap_or_else(|| Scenario::duration(&mem.after)),
+        verify: mem.verify,
+        net: Some(NetSpec {
+            file_bytes: vmm_min::config::parse_size(&s.network.file_size)?,
+            mtu: 9000,
+            probe: Some(ProbeSpec {
+                interval: Scenario::duration(&s.probe.interval),
+                connections: s.probe.connections,
+            }),
+        }),
+    })
+}
+
+/// A results folder name: `results/<UTC timestamp>-<what>`.
+fn results_dir(out: Option<&Path>, what: &str) -> PathBuf {
+    let stamp: String = reports::now_rfc3339().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    out.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("results").join(format!("{stamp}-{what}")))
+}
+
+/// Runs one scenario; returns its result and the failed checks.
+fn run_scenario(s: &Scenario, o: Overrides, dir: &Path) -> Result<(ScenarioResult, Vec<String>)> {
+    eprintln!("migbench: scenario {}: {}", s.name, s.description);
+    let exp = experiment(s, o)?;
+    let mut config = exp.config.clone();
+    config.net = None;
+    let kvm = vmm_min::vstate::vm::open_kvm()?;
+    config.validate(vmm_min::vstate::vm::max_vcpus(&kvm))?;
+    drop(kvm);
+    let r = runner::run(&exp, &mut |line| eprintln!("migbench: {}: {line}", s.name))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(p) = &r.probe {
+        let csv = dir.join(format!("{}.probe.csv", reports::report::slug(&s.name)));
+        p.save_csv(&csv).with_context(|| format!("writing {}", csv.display()))?;
+    }
+    let checks = dir.join(format!("{}.checks.json", reports::report::slug(&s.name)));
+    let raw = serde_json::json!({"scenario": s, "checks": r.checks, "failures": r.failures, "loopback_tcp_ms": r.loopback_tcp_ms});
+    std::fs::write(&checks, serde_json::to_string_pretty(&raw)?)
+        .with_context(|| format!("writing {}", checks.display()))?;
+    let mut env = bench_suites::env::Environment::collect();
+    env.guest_ring0_emulated = None;
+    let result = ScenarioResult::new(s.name.clone(), reports::now_rfc3339(), env, r.migration, r.probe)
+        .with_description(s.description.clone());
+    let mut failures = r.failures;
+    let m = Measured::from_stats(s.name.clone(), &result.migration, result.app_downtime_ms);
+    failures.extend(check::limits(&m, s.limits.max_downtime_ms, s.limits.max_app_downtime_ms));
+    eprintln!(
+        "migbench: {}: {:?}, total {:.0} ms, VMM downtime {}, application-visible downtime {}",
+        s.name,
+        result.migration.outcome,
+        result.migration.total_ms,
+        result.migration.downtime_ms.map_or("n/a".into(), |d| format!("{d:.1} ms")),
+        result.app_downtime_ms.map_or("n/a".into(), |d| format!("{d:.1} ms")),
+    );
+    Ok((result, failures))
+}
+
+fn need_root() -> Result<()> {
+    if !scenarios::netns::is_root() {
+        bail!("scenarios need root: they create network namespaces, a bridge and TAP devices (run with sudo)");
+    }
+    Ok(())
+}
+
+fn finish(failures: &[String]) -> ExitCode {
+    for f in failures {
+        eprintln!("migbench: FAIL: {f}");
+    }
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `migbench scenario NAME|FILE`.
+pub fn scenario(args: ScenarioArgs) -> Result<ExitCode> {
+    let s = Scenario::load(&args.scenario)?;
+    need_root()?;
+    let dir = results_dir(args.out.as_deref(), &s.name);
+    let (result, failures) = run_scenario(&s, Overrides { warmup: args.warmup, after: args.after }, &dir)?;
+    let paths = reports::write_report(&dir, &[result], None)?;
+    eprintln!("migbench: report: {}", paths.markdown.display());
+    println!("{}", paths.html.display());
+    Ok(finish(&failures))
+}
+
+/// `migbench reproduce`: idle, loaded, and the microbenchmark table, in one report.
+pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
+    need_root()?;
+    let dir = results_dir(args.out.as_deref(), "reproduce");
+    let o = if args.quick {
+        Overrides { warmup: Some(Duration::from_secs(1)), after: Some(Duration::from_secs(1)) }
+    } else {
+        Overrides::default()
+    };
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for name in ["idle", "loaded"] {
+        let s = Scenario::load(name)?;
+        let (r, f) = run_scenario(&s, o, &dir)?;
+        results.push(r);
+        failures.extend(f.into_iter().map(|f| format!("{name}: {f}")));
+    }
+    let bench = if args.no_bench {
+        None
+    } else {
+        eprintln!("migbench: microbenchmarks, native and in the guest");
+        let b = crate::bench_cmd::collect("compare", args.quick, &[])?;
+        std::fs::write(dir.join("bench.json"), b.to_json()?).context("writing bench.json")?;
+        for r in &mut results {
+            r.environment.guest_ring0_emulated = b.env.guest_ring0_emulated;
+        }
+        Some(b)
+    };
+    let paths = reports::write_report(&dir, &results, bench.as_ref())?;
+    eprintln!("migbench: report written: {} and {}", paths.markdown.display(), paths.html.display());
+    println!("{}", paths.html.display());
+    Ok(finish(&failures))
+}
+
+/// `migbench check RESULT.json`.
+pub fn check(args: CheckArgs) -> Result<ExitCode> {
+    let r = Measured::load(&args.result)?;
+    let mut failures = check::limits(&r, args.max_downtime_ms, args.max_app_downtime_ms);
+    if let Some(base) = &args.baseline {
+        let b = Measured::load(base)?;
+        let tol = check::parse_tolerance(&args.tolerance)?;
+        failures.extend(check::against_baseline(&r, &b, tol));
+    } else if args.max_downtime_ms.is_none() && args.max_app_downtime_ms.is_none() {
+        bail!("nothing to check: give --max-downtime-ms, --max-app-downtime-ms or --baseline");
+    }
+    if failures.is_empty() {
+        eprintln!(
+            "migbench: {}: ok (downtime {}, application-visible {})",
+            args.result.display(),
+            r.downtime_ms.map_or("n/a".into(), |d| format!("{d:.2} ms")),
+            r.app_downtime_ms.map_or("n/a".into(), |d| format!("{d:.1} ms"))
+        );
+    }
+    Ok(finish(&failures))
+}
