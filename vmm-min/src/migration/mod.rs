@@ -3,6 +3,7 @@
 //!
 //! - [`wire`]: the framed, checksummed stream;
 //! - [`policy`]: when to stop iterating (`xen`, `downtime`);
+//! - [`page_sender`]: the page send path and dirty-bitmap helpers;
 //! - [`source`]: the sending side, which owns the VM until acknowledged;
 //! - [`destination`]: the receiving side, which resumes only a complete VM;
 //! - [`state`]: vCPU, VM and device state;
@@ -11,6 +12,7 @@
 
 pub mod destination;
 pub mod digest;
+pub mod page_sender;
 pub mod policy;
 pub mod source;
 pub mod state;

@@ -3,9 +3,10 @@
 //! resumes it and reports why.
 
 use super::digest::Digest;
+use super::page_sender::{count, merge_into, untouched_pages, PageSender};
 use super::policy::{Decision, Policy, Progress};
 use super::stats::{DowntimeBreakdown, MigrationStats, Outcome, RoundStats, VerifyStats};
-use super::wire::{pages, FrameReader, FrameWriter, Kind};
+use super::wire::{FrameReader, FrameWriter, Kind};
 use super::{state, Ack, Complete, Hello, HelloReply};
 use crate::abi::PAGE_SIZE;
 use crate::clock::{mono_ns, ms_between};
@@ -17,7 +18,6 @@ use std::io::BufWriter;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-const PAGE: usize = PAGE_SIZE as usize;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -31,126 +31,6 @@ pub struct SourceOptions {
 /// A progress line for the user, after each round.
 pub type ProgressFn<'a> = &'a mut dyn FnMut(&RoundStats);
 
-struct Sender {
-    w: FrameWriter<BufWriter<TcpStream>>,
-    base: *const u8,
-    ram_pages: u64,
-    entries: Vec<u64>,
-    data: Vec<u8>,
-    table: Vec<u8>,
-    /// Pages known never to have been touched (round 0 only).
-    untouched: Option<Vec<u64>>,
-}
-
-#[derive(Default)]
-struct Sent {
-    pages: u64,
-    zero: u64,
-    bytes: u64,
-}
-
-fn bit(map: &[u64], i: u64) -> bool {
-    map.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
-}
-
-impl Sender {
-    fn flush_batch(&mut self) -> std::io::Result<()> {
-        if self.entries.is_empty() {
-            return Ok(());
-        }
-        self.table.clear();
-        self.table.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for e in &self.entries {
-            self.table.extend_from_slice(&e.to_le_bytes());
-        }
-        self.w.send_parts(Kind::Pages, &[&self.table, &self.data])?;
-        self.entries.clear();
-        self.data.clear();
-        Ok(())
-    }
-
-    /// Sends the pages set in `map`, paced to `rate_mbps` of page data.
-    fn send(&mut self, map: &[u64], rate_mbps: Option<f64>) -> std::io::Result<Sent> {
-        let mut sent = Sent::default();
-        let t0 = mono_ns();
-        let mut page = [0u8; PAGE];
-        for (wi, &word) in map.iter().enumerate() {
-            let mut w = word;
-            while w != 0 {
-                let pfn = wi as u64 * 64 + u64::from(w.trailing_zeros());
-                w &= w - 1;
-                if pfn >= self.ram_pages {
-                    break;
-                }
-                let zero = if self.untouched.as_ref().is_some_and(|u| bit(u, pfn)) {
-                    true
-                } else {
-                    // SAFETY: pfn < ram_pages, so the page lies inside the
-                    // guest mapping, which outlives the migration. The guest
-                    // may write it concurrently; the copy may then be torn,
-                    // but KVM's log (re-armed before this copy) has the page
-                    // dirty again, so it is re-sent.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(self.base.add(pfn as usize * PAGE), page.as_mut_ptr(), PAGE)
-                    };
-                    page.iter().all(|&b| b == 0)
-                };
-                sent.pages += 1;
-                if zero {
-                    sent.zero += 1;
-                    self.entries.push(pfn | pages::ZERO_PAGE);
-                } else {
-                    sent.bytes += PAGE as u64;
-                    self.entries.push(pfn);
-                    self.data.extend_from_slice(&page);
-                }
-                if self.entries.len() == pages::BATCH {
-                    self.flush_batch()?;
-                    if let Some(rate) = rate_mbps {
-                        let due_ns = (sent.bytes as f64 * 8.0 / (rate * 1e6) * 1e9) as u64;
-                        let now = mono_ns() - t0;
-                        if due_ns > now {
-                            std::thread::sleep(Duration::from_nanos(due_ns - now));
-                        }
-                    }
-                }
-            }
-        }
-        self.flush_batch()?;
-        self.w.flush()?;
-        Ok(sent)
-    }
-}
-
-/// Pages that the host has never populated, which are therefore zero. Only
-/// trusted when the host has no swap (a swapped-out page is not resident
-/// either). `None` when that cannot be known.
-fn untouched_pages(base: *const u8, len: usize) -> Option<Vec<u64>> {
-    let swaps = std::fs::read_to_string("/proc/swaps").ok()?;
-    if swaps.lines().count() > 1 {
-        return None;
-    }
-    let pages = len / PAGE;
-    let mut vec = vec![0u8; pages];
-    // SAFETY: `base..base+len` is the page-aligned guest mapping; mincore
-    // writes one byte per page into `vec`, which has room for all of them.
-    let rc = unsafe { libc::mincore(base as *mut libc::c_void, len, vec.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    let mut map = vec![0u64; pages.div_ceil(64)];
-    for (i, v) in vec.iter().enumerate() {
-        if v & 1 == 0 {
-            map[i / 64] |= 1 << (i % 64);
-        }
-    }
-    Some(map)
-}
-
-fn count(map: &[u64]) -> u64 {
-    map.iter().map(|w| u64::from(w.count_ones())).sum()
-}
-
 /// KVM's dirty log merged with the VMM's own writes. The log call
 /// write-protects the pages it reports before returning, and the own-write
 /// bitmap is reset before the pages are read, so tracking is always re-armed
@@ -158,10 +38,7 @@ fn count(map: &[u64]) -> u64 {
 fn sync_dirty(vmm: &Vmm) -> Result<Vec<u64>> {
     let m = vmm.machine();
     let mut map = m.vm.take_dirty_log()?;
-    let own = memory::take_own_writes(&m.vm.mem);
-    for (a, b) in map.iter_mut().zip(own.iter()) {
-        *a |= b;
-    }
+    merge_into(&mut map, &memory::take_own_writes(&m.vm.mem));
     Ok(map)
 }
 
@@ -233,15 +110,11 @@ fn run(
     stream.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(Error::io("socket timeout"))?;
     let mut reader = FrameReader::new(stream.try_clone().map_err(Error::io("cloning the socket"))?);
     let base = memory::host_base(&m.vm.mem)? as *const u8;
-    let mut tx = Sender {
-        w: FrameWriter::new(BufWriter::with_capacity(1 << 20, stream)),
-        base,
-        ram_pages: stats.ram_bytes / PAGE_SIZE,
-        entries: Vec::with_capacity(pages::BATCH),
-        data: Vec::with_capacity(pages::BATCH * PAGE),
-        table: Vec::with_capacity(4 + pages::BATCH * 8),
-        untouched: None,
-    };
+    let ram_pages = stats.ram_bytes / PAGE_SIZE;
+    // SAFETY: `base` maps the VM's `ram_pages` pages, which live as long as
+    // `vmm`, and so longer than this sender.
+    let mut tx =
+        unsafe { PageSender::new(FrameWriter::new(BufWriter::with_capacity(1 << 20, stream)), base, ram_pages) };
     let wire = |e: std::io::Error| Error::io("sending to the destination")(e);
     let proto = |e: super::wire::WireError| Error::State(format!("destination: {e}"));
 
@@ -265,7 +138,6 @@ fn run(
     // 2. Iterative pre-copy. Arm tracking, then round 0 sends everything.
     m.vm.set_dirty_logging(true)?;
     sync_dirty(vmm)?;
-    let ram_pages = tx.ram_pages;
     let mut map = vec![u64::MAX; ram_pages.div_ceil(64) as usize];
     tx.untouched = untouched_pages(base, stats.ram_bytes as usize);
     let mut rate = policy.first_rate();
@@ -329,10 +201,7 @@ fn run(
     *paused = true;
     vmm.pause()?;
     let t_paused = mono_ns();
-    let last = sync_dirty(vmm)?;
-    for (a, b) in map.iter_mut().zip(&last) {
-        *a |= b;
-    }
+    merge_into(&mut map, &sync_dirty(vmm)?);
     let fin = tx.send(&map, None).map_err(wire)?;
     stats.final_pages = fin.pages;
     stats.zero_pages += fin.zero;
