@@ -45,6 +45,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use crate::analysis::{app_downtime, gap_around, phase_rates, rate_mbps, zero_runs, Gap, PhaseRate, PhaseRates};
 pub use crate::etag::etag_of;
 pub use result::{JitterSummary, LatencySummary, ProbeResult, Sample, Summary};
+pub use sampler::SampleRecorder;
 
 use crate::clock::{duration_ns, monotonic_ns};
 use worker::{ConnCounter, Shared, Target};

@@ -15,6 +15,39 @@ use super::result::Sample;
 use crate::analysis::rate_mbps;
 use crate::clock::{monotonic_ns, sleep_until_monotonic};
 
+/// Turns successive reads of the clock and the byte counter into samples:
+/// the rate uses the real time since the previous read, and the jitter is
+/// that time minus the nominal interval.
+#[derive(Debug, Clone)]
+pub struct SampleRecorder {
+    start_ns: u64,
+    interval_ns: u64,
+    prev_t: u64,
+    prev_total: u64,
+}
+
+impl SampleRecorder {
+    /// A recorder for a series that starts at `start_ns` (CLOCK_MONOTONIC).
+    pub fn new(start_ns: u64, interval_ns: u64) -> Self {
+        SampleRecorder { start_ns, interval_ns: interval_ns.max(1), prev_t: start_ns, prev_total: 0 }
+    }
+
+    /// The sample for a read of `total` bytes at `now_ns`.
+    pub fn record(&mut self, now_ns: u64, total: u64) -> Sample {
+        let dt = now_ns.saturating_sub(self.prev_t);
+        let delta = total.saturating_sub(self.prev_total);
+        self.prev_t = now_ns;
+        self.prev_total = total;
+        Sample {
+            t_ns: now_ns.saturating_sub(self.start_ns),
+            bytes_total: total,
+            bytes: delta,
+            rate_mbps: rate_mbps(delta, dt),
+            jitter_us: (dt as i64 - self.interval_ns as i64) / 1000,
+        }
+    }
+}
+
 /// What the sampler thread hands back.
 pub(crate) struct SamplerOutput {
     pub samples: Vec<Sample>,
@@ -37,25 +70,14 @@ pub(crate) fn run_sampler(
     let mut samples = Vec::with_capacity(capacity);
     let mut missed_ticks = 0u64;
     let mut k: u64 = 1;
-    let mut prev_t = start_ns;
-    let mut prev_total = 0u64;
+    let mut recorder = SampleRecorder::new(start_ns, interval_ns);
     loop {
         sleep_until_monotonic(start_ns.saturating_add(k.saturating_mul(interval_ns)));
         // Read `done` before the counter: if it is set, every byte is in.
         let finished = done.load(Ordering::Acquire);
         let now = monotonic_ns();
         let total = bytes.load(Ordering::Acquire);
-        let dt = now.saturating_sub(prev_t);
-        let delta = total.saturating_sub(prev_total);
-        samples.push(Sample {
-            t_ns: now.saturating_sub(start_ns),
-            bytes_total: total,
-            bytes: delta,
-            rate_mbps: rate_mbps(delta, dt),
-            jitter_us: (dt as i64 - interval_ns as i64) / 1000,
-        });
-        prev_t = now;
-        prev_total = total;
+        samples.push(recorder.record(now, total));
         if finished {
             break;
         }
