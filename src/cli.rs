@@ -35,24 +35,7 @@ pub enum Command {
     Check(CheckArgs),
 }
 
-/// Parses durations such as `3s`, `500ms`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("malformed duration '{s}': expected e.g. 3s, 500ms or 2m"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" => n / 1e6,
-        "m" | "min" => n * 60.0,
-        _ => return Err(format!("malformed duration '{s}': unknown unit '{unit}' (use ms, s or m)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("malformed duration '{s}'"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+pub use scenarios::scenario::parse_duration;
 
 /// Parses a rate such as `1G`, `500M` or `800` (bits per second, in Mbit/s).
 pub fn parse_rate_mbps(s: &str) -> Result<f64, String> {
