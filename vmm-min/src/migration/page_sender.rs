@@ -96,7 +96,6 @@ impl<W: Write> PageSender<W> {
     pub fn send(&mut self, map: &[u64], rate_mbps: Option<f64>) -> std::io::Result<Sent> {
         let mut sent = Sent::default();
         let t0 = mono_ns();
-        let mut page = [0u8; PAGE];
         for (wi, &word) in map.iter().enumerate() {
             let mut w = word;
             while w != 0 {
