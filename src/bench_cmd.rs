@@ -21,13 +21,94 @@ const EMULATION_RATIO: f64 = 20.0;
 /// Why a native row has no guest counterpart.
 fn guest_na_reason(id: &str) -> &'static str {
     match id {
-        "tcp_lat" | "tcp_bw" => "needs the guest network stack, which the bench guest does not start yet",
         "fork_exit" | "fork_exec" | "fork_sh" => "no processes in the built-in guest",
         "stat" | "open_close" | "mmap_lat" => "no file system in the built-in guest",
         "sig_install" | "sig_handle" | "prot_fault" => "no signals in the built-in guest",
         id if id.starts_with("ctx_") => "no processes to switch between in the built-in guest",
         _ => "not measured in the guest",
     }
+}
+
+/// The guest's TCP rows: a host process in the probe namespace talks to the
+/// guest's HTTP server over the bridge, the TAP and virtio-net, with the probe
+/// (one keep-alive connection, hdrhistogram latencies). Needs root for the
+/// namespaces; without it, or on any failure, both rows are n/a with the reason.
+fn guest_tcp_rows(quick: bool) -> Vec<Row> {
+    let secs = if quick { 1 } else { 3 };
+    let lat_method = format!(
+        "host process in a network namespace to the guest over a bridge, TAP and virtio-net: HTTP GET /health round trip \
+         on one keep-alive TCP connection (request and reply about 100 B each), median of {secs} s of requests"
+    );
+    let bw_method = format!(
+        "guest to host over virtio-net (guest TX): HTTP GET of a 512 KiB file on one keep-alive TCP connection, \
+         MTU 9000, bytes received in {secs} s; MB = 10^6 B"
+    );
+    let rows = |lat: Result<f64, String>, bw: Result<f64, String>| {
+        let row = |id: &str, label: &str, unit: &str, v: Result<f64, String>, m: &str| match v {
+            Ok(v) => Row::measured(id, label, unit, v, m.to_owned()),
+            Err(e) => Row::na(id, label, unit, e, m.to_owned()),
+        };
+        vec![
+            row("tcp_lat", "TCP lat", bench_suites::UNIT_US, lat, &lat_method),
+            row("tcp_bw", "TCP bw", bench_suites::UNIT_MBS, bw, &bw_method),
+        ]
+    };
+    match measure_guest_tcp(Duration::from_secs(secs)) {
+        Ok((lat, bw)) => rows(Ok(lat), Ok(bw)),
+        Err(e) => rows(Err(e.clone()), Err(e)),
+    }
+}
+
+fn measure_guest_tcp(span: Duration) -> std::result::Result<(f64, f64), String> {
+    use scenarios::netns::{self, Topology};
+    if !netns::is_root() {
+        return Err("needs root to create the network namespaces".into());
+    }
+    let topo = Topology::create(&netns::new_run_id(), 9000).map_err(|e| format!("network topology: {e}"))?;
+    let n = topo.names().clone();
+    let config = VmConfig {
+        memory: 256 << 20,
+        vcpus: 1,
+        workload: Workload::Idle,
+        backend: MemoryBackend::Anon,
+        net: Some(vmm_min::config::NetConfig {
+            tap: n.tap_src.clone(),
+            mac: n.guest_mac.clone(),
+            ip: n.guest_cidr(),
+            file_bytes: 512 << 10,
+        }),
+    };
+    let vmm = netns::run_in_netns(&n.lan_ns, || Vmm::boot(&config, false))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("booting the guest: {e}"))?;
+    let probe = |path: &str| {
+        let cfg = probes::http::ProbeConfig {
+            url: format!("http://{}{path}", n.guest_ip),
+            connections: 1,
+            duration: Some(span),
+            ..Default::default()
+        };
+        netns::run_in_netns(&n.probe_ns, move || probes::http::run_blocking(&cfg))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("probing {path}: {e}"))
+    };
+    // Let the guest's server come up, then measure.
+    let t = Instant::now();
+    let health = loop {
+        match probe("/health") {
+            Ok(r) if r.summary.requests > 0 => break r,
+            _ if t.elapsed() > Duration::from_secs(10) => return Err("the guest's HTTP server did not answer".into()),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let file = probe("/file")?;
+    vmm.join();
+    drop(topo);
+    if file.summary.corruptions > 0 {
+        return Err(format!("{} corrupted responses", file.summary.corruptions));
+    }
+    let secs = file.summary.duration_ns as f64 / 1e9;
+    Ok((health.summary.latency_us.p50 as f64, file.summary.bytes as f64 / secs.max(1e-9) / 1e6))
 }
 
 /// What the guest suite found besides its rows.
@@ -82,6 +163,10 @@ pub fn run_guest(quick: bool, only: &[String], ids: &[String], progress: &mut dy
             let (r0, r3) = (r["ring0_ns_per_iter"].as_f64(), r["ring3_ns_per_iter"].as_f64());
             ring0_ratio = r0.zip(r3).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
         }
+    }
+    if ids.iter().any(|id| id.starts_with("tcp_")) {
+        progress("tcp_lat");
+        measured.extend(guest_tcp_rows(quick));
     }
     let rows = ids
         .iter()

@@ -160,7 +160,8 @@ fn idle_guest_migrates_with_verified_memory_and_keeps_beating() {
 #[test]
 fn memcheck_guest_verifies_itself_after_migration() {
     let _g = serial();
-    let src = Vmm::source(&["--workload", "memcheck:bytes=64M,rate=20000", "--memory", "256M"]);
+    let src =
+        Vmm::source(&["--workload", "memcheck:bytes=64M,rate=20000", "--memory", "256M", "--memory-backend", "memfd"]);
     let dst = Vmm::destination(&[]);
     std::thread::sleep(Duration::from_millis(500));
     let stats = src.migrate(&dst, Value::Null);
