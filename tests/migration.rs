@@ -8,11 +8,10 @@ use common::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vmm_min::migration::wire::{FrameWriter, Kind};
 
 /// Migrations are heavy on a 2-core machine: run them one at a time.
@@ -23,25 +22,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn control(sock: &Path, req: Value) -> Value {
-    // A destination opens its control socket once the migrated VM runs.
-    wait_socket(sock);
-    let mut s = UnixStream::connect(sock).expect("connect control socket");
-    s.set_read_timeout(Some(LIMIT)).expect("timeout");
-    writeln!(s, "{req}").expect("write");
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).expect("read");
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
-}
-
-fn wait_socket(sock: &Path) {
-    let t = Instant::now();
-    while !sock.exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "control socket {} never appeared", sock.display());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// A VMM process with a control socket, killed on drop.
 struct Vmm {

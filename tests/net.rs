@@ -6,6 +6,9 @@
 //! process removes them on SIGTERM); one test fails on purpose half-way and
 //! checks the same. These tests need root; without it they say so and pass.
 
+mod common;
+
+use common::{control, wait_socket};
 use scenarios::netns::{self, Names};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -497,23 +500,6 @@ fn device_pause_state_restore_keeps_the_connection() {
     drop(vmm);
     topo.remove().expect("removing the topology");
     assert_gone(&n);
-}
-
-fn wait_socket(sock: &std::path::Path) {
-    let t = Instant::now();
-    while !sock.exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "control socket {} never appeared", sock.display());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn control(sock: &std::path::Path, req: serde_json::Value) -> serde_json::Value {
-    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect control socket");
-    s.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
-    writeln!(s, "{req}").expect("write");
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).expect("read");
-    serde_json::from_str(&line).expect("JSON reply")
 }
 
 /// A counter of a link in the lan namespace (`ip netns exec` mounts that

@@ -4,8 +4,6 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -103,22 +101,6 @@ fn no_permission_on_dev_kvm_is_reported() {
     assert!(err.contains("cannot open /dev/kvm") && err.contains("Permission denied"), "{err}");
 }
 
-fn control(sock: &std::path::Path, req: serde_json::Value) -> serde_json::Value {
-    let mut s = UnixStream::connect(sock).expect("connect control socket");
-    writeln!(s, "{req}").expect("write");
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).expect("read");
-    serde_json::from_str(&line).expect("JSON reply")
-}
-
-fn wait_for_socket(sock: &std::path::Path) {
-    let t = Instant::now();
-    while !sock.exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "control socket never appeared");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn control_socket_status_and_quit() {
     let sock = temp_path("ctl.sock");
@@ -129,7 +111,7 @@ fn control_socket_status_and_quit() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    wait_for_socket(&sock);
+    wait_socket(&sock);
     let s1 = control(&sock, json!({"cmd": "status"}));
     assert_eq!(s1["ok"], true, "{s1}");
     assert_eq!(s1["running"], true);

@@ -16,7 +16,6 @@ use probes::http::{ProbeConfig, ProbeHandle, ProbeResult};
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -140,12 +139,7 @@ impl Children {
 
 /// Sends one control request and reads the reply.
 pub fn control(sock: &Path, req: &Value, timeout: Duration) -> Result<Value, RunnerError> {
-    let mut s = UnixStream::connect(sock).map_err(fail(&format!("connecting to {}", sock.display())))?;
-    s.set_read_timeout(Some(timeout)).map_err(fail("setting a timeout"))?;
-    writeln!(s, "{req}").map_err(fail("sending a control request"))?;
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).map_err(fail("reading a control reply"))?;
-    serde_json::from_str(&line).map_err(|e| RunnerError(format!("malformed control reply '{}': {e}", line.trim())))
+    vmm_min::control::request(sock, req, timeout).map_err(|e| RunnerError(e.to_string()))
 }
 
 fn wait_for_socket(path: &Path, child: &mut Child, what: &str) -> Result<(), RunnerError> {

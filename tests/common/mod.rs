@@ -56,3 +56,20 @@ pub fn json(out: &Output) -> serde_json::Value {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Waits up to 20 s for a control socket to appear.
+pub fn wait_socket(sock: &std::path::Path) {
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "control socket {} never appeared", sock.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One control request (after waiting for the socket: a destination opens
+/// its socket once the migrated VM runs); panics on any failure.
+pub fn control(sock: &std::path::Path, req: serde_json::Value) -> serde_json::Value {
+    wait_socket(sock);
+    vmm_min::control::request(sock, &req, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("control request {req} to {}: {e}", sock.display()))
+}

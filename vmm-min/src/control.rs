@@ -119,9 +119,11 @@ fn serve(stream: UnixStream, handler: Handler, in_flight: Arc<AtomicUsize>) {
     }
 }
 
-/// Sends one request to a control socket and returns the reply.
-pub fn request(path: &Path, req: &Value) -> Result<Value> {
+/// Sends one request to a control socket and returns the reply, waiting at
+/// most `timeout` for it.
+pub fn request(path: &Path, req: &Value, timeout: std::time::Duration) -> Result<Value> {
     let mut s = UnixStream::connect(path).map_err(Error::io(format!("connecting to {}", path.display())))?;
+    s.set_read_timeout(Some(timeout)).map_err(Error::io("setting the control timeout"))?;
     writeln!(s, "{req}").map_err(Error::io("writing the control request"))?;
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line).map_err(Error::io("reading the control reply"))?;

@@ -193,11 +193,6 @@ impl NetDevice {
         }))
     }
 
-    /// The TAP's name.
-    pub fn tap_name(&self) -> &str {
-        self.tap.name()
-    }
-
     /// Starts the device thread. It rings `machine`'s doorbell when it gave
     /// the guest work and ends on [`NetDevice::stop`] or when the machine is gone.
     pub fn start(self: &Arc<Self>, machine: Weak<Machine>) -> Result<()> {
