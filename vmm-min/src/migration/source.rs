@@ -219,7 +219,9 @@ fn run(
     let complete = Complete { pause_requested_ns: t_pause, sent_ns: mono_ns() };
     tx.w.send_json(Kind::Complete, &complete).map_err(wire)?;
     tx.w.flush().map_err(wire)?;
-    let t_sent = mono_ns();
+    // The destination may restore before this thread returns from the
+    // flush; the Complete frame's own timestamp always comes first.
+    let t_sent = complete.sent_ns;
     stats.transferred_bytes = tx.w.bytes();
 
     // 4. Commitment: only the destination's acknowledgement releases the VM.
