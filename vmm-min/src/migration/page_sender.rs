@@ -110,19 +110,21 @@ impl<W: Write> PageSender<W> {
                     // Copy once, straight into the batch; drop it again if
                     // it turns out to be all zero.
                     let at = self.data.len();
-                    self.data.resize(at + PAGE, 0);
+                    self.data.reserve(PAGE);
                     // SAFETY: pfn < ram_pages, so the page lies inside the
-                    // mapping `new` was given, and `data[at..]` has room for
-                    // it. The guest may write the page concurrently; the copy
-                    // may then be torn, but the page's dirty tracking was
-                    // re-armed before this copy, so it is sent again later.
+                    // mapping `new` was given, and `reserve` made room for
+                    // it past `at`; `set_len` covers exactly the bytes just
+                    // copied. The guest may write the page concurrently; the
+                    // copy may then be torn, but the page's dirty tracking
+                    // was re-armed before this copy, so it is sent again.
                     unsafe {
                         std::ptr::copy_nonoverlapping(
                             self.base.add(pfn as usize * PAGE),
                             self.data.as_mut_ptr().add(at),
                             PAGE,
-                        )
-                    };
+                        );
+                        self.data.set_len(at + PAGE);
+                    }
                     let zero = is_zero(&self.data[at..]);
                     if zero {
                         self.data.truncate(at);
