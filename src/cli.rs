@@ -63,9 +63,10 @@ pub struct VmArgs {
     /// Number of vCPUs [default: what the workload needs: 1, or 1 + N for stress:vm=N].
     #[arg(long)]
     pub vcpus: Option<u32>,
-    /// The guest's workload: idle | stress[:vm=N,bytes=SIZE] | memcheck[:bytes=SIZE,rate=PAGES_PER_S] | fault.
-    /// stress defaults to vm=3,bytes=128M, so that 3 workers fit in a 512M guest (like `stress --vm 3`);
-    /// memcheck defaults to bytes=64M,rate=20000.
+    /// The guest's workload: idle | stress[:vm=N,bytes=SIZE] | memcheck[:bytes=SIZE,rate=PAGES_PER_S] |
+    /// bench[:quick=1,only=ID+ID] | fault. stress defaults to vm=3,bytes=128M, so that 3 workers fit in a
+    /// 512M guest (like `stress --vm 3`); memcheck defaults to bytes=64M,rate=20000; fault touches an
+    /// unmapped address on purpose.
     #[arg(long, default_value = "idle")]
     pub workload: String,
     /// How guest RAM is backed: anon or memfd.
