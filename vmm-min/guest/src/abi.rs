@@ -81,8 +81,6 @@ pub mod ctrl {
     pub const WAIT_US: u64 = 0x18;
     /// W: write a result line; value = `(len << 48) | guest_address`.
     pub const RESULT: u64 = 0x20;
-    /// W: write a console line the fast way; value = `(len << 48) | guest_address`.
-    pub const LOG: u64 = 0x28;
 }
 
 /// Value read from [`ctrl::MAGIC`].

@@ -1,6 +1,6 @@
 //! The paravirtual control device: power-off with an exit code, fault
-//! reports, "wait for work" (the polling guest's HLT), and fast result and log
-//! lines read straight from guest memory. Its magic register is the target of
+//! reports, "wait for work" (the polling guest's HLT), and result lines read
+//! straight from guest memory. Its magic register is the target of
 //! the "null I/O" microbenchmark.
 
 use crate::abi::{self, ctrl};
@@ -16,8 +16,6 @@ pub enum ControlAction {
     Wait(u64),
     /// A result line at `(address, length)`.
     Result(u64, usize),
-    /// A console line at `(address, length)`.
-    Log(u64, usize),
     /// Nothing (an unknown register).
     Ignore,
 }
@@ -32,10 +30,6 @@ pub fn write(offset: u64, value: u64) -> ControlAction {
         ctrl::RESULT => {
             let (a, l) = buffer();
             ControlAction::Result(a, l)
-        }
-        ctrl::LOG => {
-            let (a, l) = buffer();
-            ControlAction::Log(a, l)
         }
         _ => ControlAction::Ignore,
     }

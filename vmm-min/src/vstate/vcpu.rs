@@ -121,7 +121,7 @@ impl Vcpu {
 
 /// Longest single sleep a "wait for work" may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(1);
-/// Longest result or log line the VMM accepts from the guest.
+/// Longest result line the VMM accepts from the guest.
 const MAX_LINE: usize = 4096;
 
 /// The vCPU thread's body: runs the guest until the VM stops.
@@ -209,13 +209,6 @@ pub fn run_loop(vcpu: Arc<Vcpu>, m: Arc<Machine>) {
                 if let Some(line) = guest_line(&m, addr, len) {
                     tracing::debug!(vcpu = vcpu.index, %line, "guest result");
                     lock(&m.results).push(line);
-                }
-            }
-            ControlAction::Log(addr, len) => {
-                if let Some(line) = guest_line(&m, addr, len) {
-                    if m.console {
-                        eprintln!("{line}");
-                    }
                 }
             }
             ControlAction::Ignore => {}
