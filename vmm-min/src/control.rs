@@ -60,12 +60,24 @@ impl ControlServer {
                 path.display()
             )));
         }
-        let listener = UnixListener::bind(path).map_err(|e| {
+        let cannot = |e: std::io::Error| {
             Error::Config(format!(
                 "cannot create control socket {}: {e}; check that the directory exists and is writable",
                 path.display()
             ))
-        })?;
+        };
+        // The socket file appears at bind() but accepts connections only
+        // after listen(): bind under a temporary name and rename it into
+        // place, so a client that sees `path` can always connect.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let listener = UnixListener::bind(&tmp).map_err(cannot)?;
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(cannot(e));
+        }
         let closed = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let (c, busy) = (closed.clone(), in_flight.clone());
