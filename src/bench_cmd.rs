@@ -71,12 +71,7 @@ fn measure_guest_tcp(span: Duration) -> std::result::Result<(f64, f64), String> 
         vcpus: 1,
         workload: Workload::Idle,
         backend: MemoryBackend::Anon,
-        net: Some(vmm_min::config::NetConfig {
-            tap: n.tap_src.clone(),
-            mac: n.guest_mac.clone(),
-            ip: n.guest_cidr(),
-            file_bytes: 512 << 10,
-        }),
+        net: Some(n.source_nic(512 << 10)),
     };
     let vmm = netns::run_in_netns(&n.lan_ns, || Vmm::boot(&config, false))
         .map_err(|e| e.to_string())?

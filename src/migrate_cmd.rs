@@ -12,9 +12,7 @@ use vmm_min::migration::MigrationStats;
 
 pub fn run(args: MigrateArgs) -> Result<ExitCode> {
     let config = vm_config(&args.vm)?;
-    let kvm = vmm_min::vstate::vm::open_kvm()?;
-    config.validate(vmm_min::vstate::vm::max_vcpus(&kvm))?;
-    drop(kvm);
+    vmm_min::vmm::check_on_host(&config)?;
     if args.net && !scenarios::netns::is_root() {
         anyhow::bail!("--net needs root: it creates network namespaces, a bridge and TAP devices");
     }

@@ -11,7 +11,6 @@ use crate::cli::NetArgs;
 use anyhow::{Context, Result};
 use scenarios::netns::{self, Names, Topology};
 use std::sync::{Arc, Mutex};
-use vmm_min::config::NetConfig;
 use vmm_min::{VmConfig, Vmm};
 
 /// A run's network: the topology, removed on drop.
@@ -39,12 +38,7 @@ pub fn prepare(args: &NetArgs, config: &mut VmConfig) -> Result<Option<NetRun>> 
         let topo = Topology::create(&id, args.mtu).context("creating the network topology")?;
         (topo.names().clone(), Some(topo))
     };
-    config.net = Some(NetConfig {
-        tap: names.tap_src.clone(),
-        mac: names.guest_mac.clone(),
-        ip: names.guest_cidr(),
-        file_bytes,
-    });
+    config.net = Some(names.source_nic(file_bytes));
     let owned = topo.is_some();
     let topo = Arc::new(Mutex::new(topo));
     if owned {

@@ -70,11 +70,7 @@ fn results_dir(out: Option<&Path>, what: &str) -> PathBuf {
 fn run_scenario(s: &Scenario, o: Overrides, dir: &Path) -> Result<(ScenarioResult, Vec<String>)> {
     eprintln!("migbench: scenario {}: {}", s.name, s.description);
     let exp = experiment(s, o)?;
-    let mut config = exp.config.clone();
-    config.net = None;
-    let kvm = vmm_min::vstate::vm::open_kvm()?;
-    config.validate(vmm_min::vstate::vm::max_vcpus(&kvm))?;
-    drop(kvm);
+    vmm_min::vmm::check_on_host(&exp.config)?;
     let r = runner::run(&exp, &mut |line| eprintln!("migbench: {}: {line}", s.name))?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if let Some(p) = &r.probe {
@@ -85,8 +81,7 @@ fn run_scenario(s: &Scenario, o: Overrides, dir: &Path) -> Result<(ScenarioResul
     let raw = serde_json::json!({"scenario": s, "checks": r.checks, "failures": r.failures, "loopback_tcp_ms": r.loopback_tcp_ms});
     std::fs::write(&checks, serde_json::to_string_pretty(&raw)?)
         .with_context(|| format!("writing {}", checks.display()))?;
-    let mut env = bench_suites::env::Environment::collect();
-    env.guest_ring0_emulated = None;
+    let env = bench_suites::env::Environment::collect();
     let result = ScenarioResult::new(s.name.clone(), reports::now_rfc3339(), env, r.migration, r.probe)
         .with_description(s.description.clone());
     let mut failures = r.failures;

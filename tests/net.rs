@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{control, wait_socket};
+use common::{control, root_or_skip, wait_socket};
 use scenarios::netns::{self, Names};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -18,18 +18,6 @@ use std::time::{Duration, Instant};
 
 const FILE_BYTES: usize = 512 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-}
-
-fn root_or_skip(test: &str) -> bool {
-    if netns::is_root() {
-        return true;
-    }
-    eprintln!("{test}: skipped: needs root to create network namespaces, a bridge and TAPs");
-    false
-}
 
 /// A guest served by a `migbench run --net` child process.
 struct Guest {
@@ -179,7 +167,7 @@ impl Client {
 }
 
 fn verify(r: &Resp) {
-    assert_eq!(r.etag, Some(fnv1a(&r.body)), "body does not match its ETag");
+    assert_eq!(r.etag, Some(probes::etag::fnv1a64(&r.body)), "body does not match its ETag");
 }
 
 #[test]
@@ -448,12 +436,7 @@ fn device_pause_state_restore_keeps_the_connection() {
         backend: vmm_min::MemoryBackend::Anon,
         net: None,
     };
-    config.net = Some(vmm_min::config::NetConfig {
-        tap: n.tap_src.clone(),
-        mac: n.guest_mac.clone(),
-        ip: n.guest_cidr(),
-        file_bytes: FILE_BYTES as u64,
-    });
+    config.net = Some(n.source_nic(FILE_BYTES as u64));
     let vmm = topo.in_lan(|| vmm_min::Vmm::boot(&config, false)).unwrap().expect("booting");
     let net = vmm.machine().net.clone().expect("the VM has a NIC");
     let addr = (n.guest_ip, 80);

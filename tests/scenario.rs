@@ -8,14 +8,6 @@ use common::*;
 use std::path::Path;
 use std::time::Duration;
 
-fn root_or_skip(test: &str) -> bool {
-    if scenarios::netns::is_root() {
-        return true;
-    }
-    eprintln!("{test}: skipped: needs root to create network namespaces, a bridge and TAPs");
-    false
-}
-
 fn assert_png(path: &Path) {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().expect("a valid PNG header");

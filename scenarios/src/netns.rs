@@ -98,7 +98,7 @@ pub struct Names {
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    probes::etag::fnv1a64(s.as_bytes())
 }
 
 impl Names {
@@ -132,6 +132,16 @@ impl Names {
     /// The guest's address with its prefix, as the guest's `net.ip=` wants it.
     pub fn guest_cidr(&self) -> String {
         format!("{}/{}", self.guest_ip, self.prefix)
+    }
+
+    /// The NIC of a guest on the source TAP, serving a file of `file_bytes`.
+    pub fn source_nic(&self, file_bytes: u64) -> vmm_min::config::NetConfig {
+        vmm_min::config::NetConfig {
+            tap: self.tap_src.clone(),
+            mac: self.guest_mac.clone(),
+            ip: self.guest_cidr(),
+            file_bytes,
+        }
     }
 }
 

@@ -73,3 +73,12 @@ pub fn control(sock: &std::path::Path, req: serde_json::Value) -> serde_json::Va
     vmm_min::control::request(sock, &req, Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("control request {req} to {}: {e}", sock.display()))
 }
+
+/// Whether the test may create network namespaces; says why it skips if not.
+pub fn root_or_skip(test: &str) -> bool {
+    if scenarios::netns::is_root() {
+        return true;
+    }
+    eprintln!("{test}: skipped: needs root to create network namespaces, a bridge and TAPs");
+    false
+}

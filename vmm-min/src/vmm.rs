@@ -35,6 +35,12 @@ pub struct DirtyRate {
     pub sample_ms: f64,
 }
 
+/// Checks `config` against this host's KVM (vCPU limit) and the layout,
+/// before any child VMM is started.
+pub fn check_on_host(config: &VmConfig) -> Result<()> {
+    config.validate(vm::max_vcpus(&vm::open_kvm()?))
+}
+
 /// Creates the VM, its RAM and its vCPUs (with CPUID set), without loading
 /// anything: `boot` fills it with a fresh guest, a migration destination
 /// with the incoming one.

@@ -180,11 +180,13 @@ fn receive_on<R: std::io::Read, W: std::io::Write>(
         if let Some(off) = want.first_mismatch(&have) {
             let reason = format!("memory digest mismatch: guest RAM differs from the source at {off:#x}");
             ack.reason = Some(reason.clone());
+            ack.digest_ok = Some(false);
             let _ = out.send_json(Kind::Ack, &ack);
             let _ = out.flush();
             return Err(Error::State(reason));
         }
         report.verified = true;
+        ack.digest_ok = Some(true);
     }
     ack.verify_end_ns = mono_ns();
     if let Err(e) = state::restore(&machine, &saved) {
@@ -193,8 +195,6 @@ fn receive_on<R: std::io::Read, W: std::io::Write>(
         let _ = out.flush();
         return Err(e);
     }
-    // The restore wrote RAM through the VMM: none of it needs sending back.
-    memory::take_own_writes(mem);
     ack.restored_ns = mono_ns();
     let vmm = Vmm::start(machine, config);
     ack.first_run_ns = vmm.wait_first_run(Duration::from_secs(5)).unwrap_or_else(mono_ns);

@@ -60,6 +60,9 @@ pub struct Ack {
     pub ok: bool,
     /// Why not.
     pub reason: Option<String>,
+    /// The RAM digest's verdict (`None`: no digest was sent).
+    #[serde(default)]
+    pub digest_ok: Option<bool>,
     /// `Complete` received.
     pub complete_ns: u64,
     /// RAM verification started (equal to its end without `--verify`).

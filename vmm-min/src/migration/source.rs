@@ -229,7 +229,7 @@ fn run(
     let dst_verify_ms = ms_between(ack.verify_start_ns, ack.verify_end_ns);
     if opts.verify {
         stats.verify = Some(VerifyStats {
-            ok: ack.ok || ack.reason.as_deref().is_some_and(|r| !r.contains("digest")),
+            ok: ack.digest_ok == Some(true),
             source_ms: ms_between(src_verify.0, src_verify.1),
             destination_ms: dst_verify_ms,
         });
