@@ -80,6 +80,14 @@ pub struct RunArgs {
     /// The VM.
     #[command(flatten)]
     pub vm: VmArgs,
+    /// Read the whole VM configuration (JSON, as `run --json` prints it under "config") from this
+    /// file instead of the VM flags above; this is how `migbench migrate` and the scenarios start
+    /// their source VMM.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Open the VM's TAP inside this existing network namespace (for a configuration with a NIC).
+    #[arg(long, conflicts_with = "net")]
+    pub netns: Option<String>,
     /// Stop the VM after this long (e.g. 5s, 500ms, 2m); 0 runs until the guest exits or `quit`.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -153,22 +161,24 @@ pub struct VmmArgs {
     pub quiet: bool,
 }
 
-/// Migration policy options shared by the commands that migrate.
+/// Migration policy options shared by the commands that migrate. What is
+/// left out takes the policy's own defaults (`results::Policy`).
 #[derive(Args, Debug, Clone)]
 pub struct PolicyArgs {
     /// `downtime` (QEMU-like: switch over when the rest fits the target) or
     /// `xen` (Clark et al.'s dynamic rate limiting: 100 Mbit/s, then dirty rate + 50).
     #[arg(long, default_value = "downtime")]
     pub policy: String,
-    /// Target downtime for the `downtime` policy, ms.
-    #[arg(long, default_value_t = 300.0)]
-    pub downtime_ms: f64,
-    /// Give up (or force, see --on-timeout) after this long in pre-copy.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// What the `downtime` policy does at the timeout: cancel (the source keeps running) or force.
-    #[arg(long, default_value = "cancel")]
-    pub on_timeout: String,
+    /// Target downtime for the `downtime` policy, ms [default: 300].
+    #[arg(long)]
+    pub downtime_ms: Option<f64>,
+    /// Give up (or force, see --on-timeout) after this long in pre-copy [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// What the `downtime` policy does at the timeout: cancel (the source keeps running) or force
+    /// [default: cancel].
+    #[arg(long)]
+    pub on_timeout: Option<String>,
     /// Cap the migration bandwidth, e.g. 1G or 500M (bit/s). For `xen` this is its maximum rate
     /// [default for xen: 1G].
     #[arg(long, value_parser = parse_rate_mbps)]
@@ -324,26 +334,38 @@ pub fn vm_config(a: &VmArgs) -> anyhow::Result<vmm_min::VmConfig> {
     Ok(config)
 }
 
-/// Turns the user's policy arguments into a migration policy.
-pub fn policy(a: &PolicyArgs) -> anyhow::Result<vmm_min::migration::Policy> {
-    use vmm_min::migration::{OnTimeout, Policy};
-    let on_timeout = match a.on_timeout.as_str() {
-        "cancel" => OnTimeout::Cancel,
-        "force" => OnTimeout::Force,
-        other => anyhow::bail!("unknown --on-timeout '{other}': expected cancel or force"),
-    };
-    let p = match a.policy.as_str() {
-        "downtime" => Policy::Downtime {
-            downtime_ms: a.downtime_ms,
-            timeout_ms: a.timeout.as_secs_f64() * 1e3,
-            on_timeout,
-            max_bandwidth_mbps: None,
-        },
+/// Turns the user's policy arguments into a checked migration policy.
+pub fn policy(a: &PolicyArgs) -> anyhow::Result<results::Policy> {
+    use results::{OnTimeout, Policy};
+    let mut p = match a.policy.as_str() {
+        "downtime" => Policy::default(),
         "xen" => Policy::xen(),
         other => anyhow::bail!("unknown --policy '{other}': expected downtime or xen"),
     };
-    Ok(match a.max_bandwidth {
-        Some(m) => p.with_max_bandwidth(m),
-        None => p,
-    })
+    match &mut p {
+        Policy::Downtime { downtime_ms, timeout_ms, on_timeout, .. } => {
+            if let Some(d) = a.downtime_ms {
+                *downtime_ms = d;
+            }
+            if let Some(t) = a.timeout {
+                *timeout_ms = t.as_secs_f64() * 1e3;
+            }
+            match a.on_timeout.as_deref() {
+                None => {}
+                Some("cancel") => *on_timeout = OnTimeout::Cancel,
+                Some("force") => *on_timeout = OnTimeout::Force,
+                Some(other) => anyhow::bail!("unknown --on-timeout '{other}': expected cancel or force"),
+            }
+        }
+        Policy::Xen { .. } => {
+            if a.downtime_ms.is_some() || a.timeout.is_some() || a.on_timeout.is_some() {
+                anyhow::bail!("--downtime-ms, --timeout and --on-timeout belong to --policy downtime, not xen");
+            }
+        }
+    }
+    if let Some(m) = a.max_bandwidth {
+        p = p.with_max_bandwidth(m);
+    }
+    p.validate()?;
+    Ok(p)
 }

@@ -5,20 +5,25 @@
 
 use crate::cli::{policy, vm_config, MigrateArgs};
 use anyhow::{Context, Result};
+use results::MigrationStats;
 use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
+use scenarios::system::vmm_min::VmmMin;
+use scenarios::system::GuestSpec;
 use serde_json::json;
 use std::process::ExitCode;
-use vmm_min::migration::MigrationStats;
 
 pub fn run(args: MigrateArgs) -> Result<ExitCode> {
     let config = vm_config(&args.vm)?;
-    vmm_min::vmm::check_on_host(&config)?;
     if args.net && !scenarios::netns::is_root() {
         anyhow::bail!("--net needs root: it creates network namespaces, a bridge and TAP devices");
     }
     let exp = Experiment {
-        exe: std::env::current_exe().context("locating the migbench binary")?,
-        config: config.clone(),
+        guest: GuestSpec {
+            memory: config.memory,
+            vcpus: config.vcpus,
+            workload: config.workload.to_string(),
+            memcheck: matches!(config.workload, vmm_min::Workload::Memcheck { .. }),
+        },
         policy: policy(&args.policy)?,
         warmup: args.warmup,
         after: args.after,
@@ -34,7 +39,8 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
             })
             .transpose()?,
     };
-    let mut r = runner::run(&exp, &mut |line| eprintln!("migbench: {line}"))?;
+    let mut sut = VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, config.backend);
+    let mut r = runner::run(&exp, &mut sut, &mut crate::scenario_cmd::log_events(""))?;
     let s = &r.migration;
     if let (Some(max), Some(d)) = (args.max_downtime_ms, s.downtime_ms) {
         if d > max {

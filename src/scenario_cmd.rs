@@ -6,13 +6,14 @@ use crate::cli::{CheckArgs, ReproduceArgs, ScenarioArgs};
 use anyhow::{bail, Context, Result};
 use reports::check::{self, Measured};
 use reports::ScenarioResult;
-use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
+use scenarios::runner::{self, Event, Experiment, NetSpec, ProbeSpec};
 use scenarios::scenario::Scenario;
+use scenarios::system::vmm_min::VmmMin;
+use scenarios::system::GuestSpec;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use vmm_min::migration::{OnTimeout, Policy};
-use vmm_min::{VmConfig, Workload};
+use vmm_min::Workload;
 
 /// Overrides for short runs (tests, `reproduce --quick`).
 #[derive(Default, Clone, Copy)]
@@ -24,28 +25,14 @@ struct Overrides {
 fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
     let workload: Workload = s.vm.workload.parse()?;
     let mem = &s.migration;
-    let mut policy = match mem.policy.as_str() {
-        "xen" => Policy::xen(),
-        _ => Policy::Downtime {
-            downtime_ms: mem.downtime_ms,
-            timeout_ms: Scenario::duration(&mem.timeout).as_secs_f64() * 1e3,
-            on_timeout: if mem.on_timeout == "cancel" { OnTimeout::Cancel } else { OnTimeout::Force },
-            max_bandwidth_mbps: None,
-        },
-    };
-    if let Some(m) = mem.max_bandwidth_mbps {
-        policy = policy.with_max_bandwidth(m);
-    }
     Ok(Experiment {
-        exe: std::env::current_exe().context("locating the migbench binary")?,
-        config: VmConfig {
+        guest: GuestSpec {
             memory: vmm_min::config::parse_size(&s.vm.memory)?,
             vcpus: s.vm.vcpus.unwrap_or_else(|| workload.vcpus_needed()),
-            workload,
-            backend: vmm_min::MemoryBackend::Anon,
-            net: None,
+            memcheck: matches!(workload, Workload::Memcheck { .. }),
+            workload: workload.to_string(),
         },
-        policy,
+        policy: mem.policy().map_err(anyhow::Error::msg)?,
         warmup: o.warmup.unwrap_or_else(|| Scenario::duration(&mem.warmup)),
         after: o.after.unwrap_or_else(|| Scenario::duration(&mem.after)),
         verify: mem.verify,
@@ -60,6 +47,19 @@ fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
     })
 }
 
+/// The built-in system under test.
+pub fn vmm_min_system() -> Result<VmmMin> {
+    Ok(VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, vmm_min::MemoryBackend::Anon))
+}
+
+/// Prints the runner's events as log lines, prefixed with `what`.
+pub fn log_events(what: &str) -> impl FnMut(Event) + '_ {
+    move |e| match e {
+        Event::Phase(line) => eprintln!("migbench: {what}{line}"),
+        Event::Migration(_) => {}
+    }
+}
+
 /// A results folder name: `results/<UTC timestamp>-<what>`.
 fn results_dir(out: Option<&Path>, what: &str) -> PathBuf {
     let stamp: String = reports::now_rfc3339().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
@@ -70,8 +70,9 @@ fn results_dir(out: Option<&Path>, what: &str) -> PathBuf {
 fn run_scenario(s: &Scenario, o: Overrides, dir: &Path) -> Result<(ScenarioResult, Vec<String>)> {
     eprintln!("migbench: scenario {}: {}", s.name, s.description);
     let exp = experiment(s, o)?;
-    vmm_min::vmm::check_on_host(&exp.config)?;
-    let r = runner::run(&exp, &mut |line| eprintln!("migbench: {}: {line}", s.name))?;
+    let mut sut = vmm_min_system()?;
+    let prefix = format!("{}: ", s.name);
+    let r = runner::run(&exp, &mut sut, &mut log_events(&prefix))?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if let Some(p) = &r.probe {
         let csv = dir.join(format!("{}.probe.csv", reports::report::slug(&s.name)));

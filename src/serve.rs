@@ -1,19 +1,21 @@
 //! Serving a VM for its life: `migbench run` boots one, `migbench vmm
-//! --incoming` receives one. Both then answer the control socket (status,
-//! pause, resume, verify, migrate, quit), stop after `--duration` or when the
-//! guest exits, and report statistics.
+//! --incoming` receives one. Both answer the control socket through
+//! `vmm_min::service` (a destination from its start, before any VM
+//! arrives), stop after `--duration`, on `quit` or when the guest exits,
+//! and report statistics.
 
 use crate::cli::{vm_config, RunArgs, VmmArgs};
 use anyhow::{Context, Result};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vmm_min::control::{ControlRequest, ControlServer};
-use vmm_min::migration::{self, Outcome, Policy, SourceOptions};
-use vmm_min::{Vmm, Workload};
+use vmm_min::control::ControlServer;
+use vmm_min::migration;
+use vmm_min::service::VmService;
+use vmm_min::{VmConfig, Vmm, Workload};
 
 /// How long to wait for the guest's first heartbeat.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,26 +23,90 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How a served VM is watched.
 struct ServeOptions {
     duration: Duration,
-    control: Option<PathBuf>,
     json: bool,
     measure_dirty_rate: bool,
 }
 
+/// How the VM came to run here.
+struct Start {
+    boot_ms: Option<f64>,
+    incoming: Option<migration::destination::IncomingReport>,
+}
+
+/// What `run --json` and `vmm --json` print at the end.
+#[derive(Serialize)]
+struct RunReport {
+    /// Process start to the guest's first heartbeat (`run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    boot_ms: Option<f64>,
+    /// What the incoming migration did (`vmm`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incoming: Option<migration::destination::IncomingReport>,
+    config: VmConfig,
+    ran_ms: f64,
+    heartbeat: u64,
+    exits: Vec<vmm_min::vstate::vcpu::ExitCounts>,
+    guest_exit: Option<vmm_min::GuestExit>,
+    guest_exit_code: Option<i32>,
+    dirty_rate: Option<vmm_min::vmm::DirtyRate>,
+    migration: Option<results::MigrationStats>,
+    /// The guest's result lines, as JSON where they are.
+    results: Vec<Value>,
+}
+
+/// Prints a pre-copy round on stderr.
+fn print_round(r: &results::RoundStats) {
+    eprintln!(
+        "migbench: round {}: sent {} pages ({:.1} MB) in {:.1} ms at {:.0} Mbit/s; {} pages dirty",
+        r.round,
+        r.pages_sent,
+        r.bytes as f64 / 1e6,
+        r.duration_ms,
+        r.rate_mbps,
+        r.dirty_pages
+    );
+}
+
+/// The VM of `migbench run`: from `--config FILE` (as a parent runner
+/// writes it) or from the flags.
+fn run_config(args: &RunArgs) -> Result<VmConfig> {
+    match &args.config {
+        Some(path) => {
+            let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let config: VmConfig = serde_json::from_slice(&text)
+                .with_context(|| format!("{}: not a VM configuration (JSON of vmm_min::VmConfig)", path.display()))?;
+            Ok(config)
+        }
+        None => vm_config(&args.vm),
+    }
+}
+
 /// `migbench run`.
 pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
-    let mut config = vm_config(&args.vm)?;
+    let mut config = run_config(&args)?;
     // Dropped when `run` returns, after the VM: removes the topology.
     let net = crate::net_cmd::prepare(&args.net, &mut config)?;
-    let vmm = Arc::new(match &net {
-        Some(n) => n.boot(&config, !args.quiet)?,
-        None => Vmm::boot(&config, !args.quiet)?,
+    let vmm = Arc::new(match (&net, &args.netns) {
+        (Some(n), _) => n.boot(&config, !args.quiet)?,
+        (None, Some(ns)) => scenarios::netns::run_in_netns(ns, || Vmm::boot(&config, !args.quiet))
+            .with_context(|| format!("entering network namespace {ns}"))??,
+        (None, None) => Vmm::boot(&config, !args.quiet)?,
     });
     let boot_ms = vmm.wait_first_heartbeat(BOOT_TIMEOUT).map(|t| t.duration_since(started).as_secs_f64() * 1e3);
     let measure_dirty_rate = matches!(config.workload, Workload::Stress { .. })
         && boot_ms.is_some()
         && (args.duration.is_zero() || args.duration >= Duration::from_millis(1500));
-    let opts = ServeOptions { duration: args.duration, control: args.control, json: args.json, measure_dirty_rate };
-    serve(vmm, opts, json!({"boot_ms": boot_ms}), boot_ms.is_some())
+    let service = VmService::running(vmm.clone(), Box::new(print_round));
+    let _control = bind(&args.control, &service)?;
+    let opts = ServeOptions { duration: args.duration, json: args.json, measure_dirty_rate };
+    serve(&vmm, &service, opts, Start { boot_ms, incoming: None }, boot_ms.is_some())
+}
+
+fn bind(path: &Option<PathBuf>, service: &Arc<VmService>) -> Result<Option<ControlServer>> {
+    Ok(match path {
+        Some(p) => Some(ControlServer::bind(p, service.handler())?),
+        None => None,
+    })
 }
 
 /// `migbench vmm --incoming`.
@@ -48,6 +114,8 @@ pub fn incoming(args: VmmArgs) -> Result<ExitCode> {
     let listener = std::net::TcpListener::bind(&args.incoming)
         .with_context(|| format!("cannot listen on {} for the incoming migration", args.incoming))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let service = VmService::incoming(addr.to_string());
+    let _control = bind(&args.control, &service)?;
     println!("listening on {addr}");
     let opts = migration::destination::IncomingOptions {
         memory: args.memory.as_deref().map(vmm_min::config::parse_size).transpose()?,
@@ -67,18 +135,13 @@ pub fn incoming(args: VmmArgs) -> Result<ExitCode> {
         None => migration::destination::receive(&listener, &opts)?,
     };
     eprintln!("migbench: incoming migration complete: {} pages, verified: {}", report.pages, report.verified);
-    let opts =
-        ServeOptions { duration: args.duration, control: args.control, json: args.json, measure_dirty_rate: false };
-    serve(Arc::new(vmm), opts, json!({"incoming": report}), true)
+    let vmm = Arc::new(vmm);
+    service.set_running(vmm.clone());
+    let opts = ServeOptions { duration: args.duration, json: args.json, measure_dirty_rate: false };
+    serve(&vmm, &service, opts, Start { boot_ms: None, incoming: Some(report) }, true)
 }
 
-fn serve(vmm: Arc<Vmm>, opts: ServeOptions, mut stats: Value, alive: bool) -> Result<ExitCode> {
-    let quit = Arc::new(AtomicBool::new(false));
-    let migrated = Arc::new(Mutex::new(None::<migration::MigrationStats>));
-    let _control = match &opts.control {
-        Some(path) => Some(ControlServer::bind(path, control_handler(vmm.clone(), quit.clone(), migrated.clone()))?),
-        None => None,
-    };
+fn serve(vmm: &Vmm, service: &VmService, opts: ServeOptions, start: Start, alive: bool) -> Result<ExitCode> {
     let run_start = Instant::now();
     let dirty_rate = if opts.measure_dirty_rate {
         Some(vmm.measure_dirty_rate(Duration::from_secs(1), Duration::from_millis(100))?)
@@ -86,7 +149,7 @@ fn serve(vmm: Arc<Vmm>, opts: ServeOptions, mut stats: Value, alive: bool) -> Re
         None
     };
     let deadline = (!opts.duration.is_zero()).then(|| run_start + opts.duration);
-    while vmm.exited().is_none() && !quit.load(Ordering::Acquire) && deadline.is_none_or(|d| Instant::now() < d) {
+    while vmm.exited().is_none() && !service.quit_requested() && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let heartbeat = vmm.heartbeat(0);
@@ -106,23 +169,26 @@ fn serve(vmm: Arc<Vmm>, opts: ServeOptions, mut stats: Value, alive: bool) -> Re
         None => 0,
     };
     if opts.json {
-        let extra = json!({
-            "config": vmm.config(),
-            "ran_ms": ran_ms,
-            "heartbeat": heartbeat,
-            "exits": vmm.exit_counts(),
-            "guest_exit": exit,
-            "guest_exit_code": exit.as_ref().map(|e| e.process_code()),
-            "dirty_rate": dirty_rate,
-            "migration": *vmm_min::machine::lock(&migrated),
-            "results": vmm.results().iter().map(|l| serde_json::from_str(l).unwrap_or(Value::String(l.clone()))).collect::<Vec<_>>(),
-        });
-        if let (Some(s), Some(e)) = (stats.as_object_mut(), extra.as_object()) {
-            s.extend(e.clone());
-        }
-        println!("{}", serde_json::to_string_pretty(&stats).context("serializing statistics")?);
+        let report = RunReport {
+            boot_ms: start.boot_ms,
+            incoming: start.incoming,
+            config: vmm.config().clone(),
+            ran_ms,
+            heartbeat,
+            exits: vmm.exit_counts(),
+            guest_exit_code: exit.as_ref().map(|e| e.process_code()),
+            guest_exit: exit,
+            dirty_rate,
+            migration: service.migration(),
+            results: vmm
+                .results()
+                .iter()
+                .map(|l| serde_json::from_str(l).unwrap_or(Value::String(l.clone())))
+                .collect(),
+        };
+        println!("{}", serde_json::to_string_pretty(&report).context("serializing statistics")?);
     } else if alive {
-        if let Some(b) = stats["boot_ms"].as_f64() {
+        if let Some(b) = start.boot_ms {
             eprintln!("migbench: booted in {b:.2} ms, ran {ran_ms:.0} ms, heartbeat {heartbeat}");
         }
         if let Some(d) = &dirty_rate {
@@ -133,79 +199,4 @@ fn serve(vmm: Arc<Vmm>, opts: ServeOptions, mut stats: Value, alive: bool) -> Re
         }
     }
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
-}
-
-fn control_handler(
-    vmm: Arc<Vmm>,
-    quit: Arc<AtomicBool>,
-    migrated: Arc<Mutex<Option<migration::MigrationStats>>>,
-) -> vmm_min::control::Handler {
-    let paused = Arc::new(AtomicBool::new(false));
-    let migrating = Arc::new(Mutex::new(()));
-    Arc::new(move |req| match req {
-        ControlRequest::Status => json!({
-            "ok": true,
-            "running": vmm.exited().is_none() && !quit.load(Ordering::Acquire),
-            "paused": paused.load(Ordering::Acquire),
-            "vcpus": vmm.config().vcpus,
-            "heartbeat": vmm.heartbeat(0),
-            "workload": vmm.config().workload.to_string(),
-        }),
-        ControlRequest::Quit => {
-            quit.store(true, Ordering::Release);
-            json!({"ok": true})
-        }
-        ControlRequest::Pause => match vmm.pause() {
-            Ok(d) => {
-                paused.store(true, Ordering::Release);
-                json!({"ok": true, "pause_ms": d.as_secs_f64() * 1e3})
-            }
-            Err(e) => json!({"ok": false, "error": e.to_string()}),
-        },
-        ControlRequest::Resume => {
-            vmm.resume();
-            paused.store(false, Ordering::Release);
-            json!({"ok": true})
-        }
-        ControlRequest::Verify => {
-            let res = vmm
-                .post_request(vmm_min::abi::request::VERIFY)
-                .map(|seq| vmm.wait_response(seq, Duration::from_secs(60)));
-            match res {
-                Ok(Some(bad)) => json!({"ok": bad == 0, "bad_pages": bad}),
-                Ok(None) => json!({"ok": false, "error": "the guest did not answer the verify request within 60 s"}),
-                Err(e) => json!({"ok": false, "error": e.to_string()}),
-            }
-        }
-        ControlRequest::Migrate { to, policy, verify } => {
-            let Ok(_one) = migrating.try_lock() else {
-                return json!({"ok": false, "error": "a migration is already running"});
-            };
-            if paused.load(Ordering::Acquire) {
-                return json!({"ok": false, "error": "the VM is paused; resume it before migrating"});
-            }
-            let policy = match Policy::from_json(&policy) {
-                Ok(p) => p,
-                Err(e) => return json!({"ok": false, "error": e}),
-            };
-            let mut progress = |r: &migration::stats::RoundStats| {
-                eprintln!(
-                    "migbench: round {}: sent {} pages ({:.1} MB) in {:.1} ms at {:.0} Mbit/s; {} pages dirty",
-                    r.round,
-                    r.pages_sent,
-                    r.bytes as f64 / 1e6,
-                    r.duration_ms,
-                    r.rate_mbps,
-                    r.dirty_pages
-                );
-            };
-            let stats = migration::migrate(&vmm, &to, &policy, &SourceOptions { verify }, &mut progress);
-            let ok = stats.outcome == Outcome::Completed;
-            if ok {
-                quit.store(true, Ordering::Release);
-            }
-            *vmm_min::machine::lock(&migrated) = Some(stats.clone());
-            json!({"ok": ok, "stats": stats})
-        }
-    })
 }

@@ -5,13 +5,15 @@
 mod common;
 
 use common::*;
+use results::Policy;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
+use vmm_min::control::{Reply, Request};
 use vmm_min::migration::wire::{FrameWriter, Kind};
 
 /// Migrations are heavy on a 2-core machine: run them one at a time.
@@ -56,17 +58,15 @@ impl Vmm {
 
     fn destination(args: &[&str]) -> Vmm {
         let sock = temp_path("dst.sock");
-        let mut child = migbench()
+        let child = migbench()
             .args(["vmm", "--incoming", "127.0.0.1:0", "--quiet", "--control"])
             .arg(&sock)
             .args(args)
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn destination");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address line");
-        let addr = line.trim().strip_prefix("listening on ").expect("listening on ...").to_owned();
+        let addr = incoming_addr(&sock);
         Vmm { child: Some(child), sock, addr: Some(addr) }
     }
 
@@ -75,7 +75,7 @@ impl Vmm {
     }
 
     fn heartbeat(&self) -> u64 {
-        control(&self.sock, json!({"cmd": "status"}))["heartbeat"].as_u64().expect("heartbeat")
+        status(&self.sock).heartbeat
     }
 
     /// Asserts the guest makes progress here.
@@ -88,14 +88,15 @@ impl Vmm {
 
     /// Asserts the guest's own memcheck passes here.
     fn assert_memcheck(&self) {
-        let v = control(&self.sock, json!({"cmd": "verify"}));
-        assert_eq!(v["ok"], true, "guest memory check failed: {v}");
-        assert_eq!(v["bad_pages"], 0);
+        match control(&self.sock, Request::Verify) {
+            Reply::Verified { bad_pages } => assert_eq!(bad_pages, 0, "guest memory check failed"),
+            other => panic!("guest memory check failed: {other:?}"),
+        }
     }
 
     fn migrate(&self, to: &Vmm, policy: Value) -> Value {
-        let r = control(&self.sock, json!({"cmd": "migrate", "to": to.addr(), "policy": policy, "verify": true}));
-        r["stats"].clone()
+        let policy = if policy.is_null() { Policy::default() } else { serde_json::from_value(policy).expect("policy") };
+        migrate(&self.sock, &to.addr(), policy, true)
     }
 
     /// Waits for the process to exit; its code and stderr.
@@ -282,7 +283,7 @@ fn hello_frame() -> Vec<u8> {
         backend: vmm_min::MemoryBackend::Anon,
         net: None,
     };
-    let hello = vmm_min::migration::Hello {
+    let hello = vmm_min::migration::protocol::Hello {
         wire_version: vmm_min::migration::wire::VERSION,
         config,
         image_fingerprint: vmm_min::guest_image::fingerprint(),
@@ -318,8 +319,7 @@ fn malformed_streams_are_rejected_without_panic_or_resume() {
     }]
     .concat();
 
-    let cases: [(&str, Vec<u8>, &str); 5] = [
-        ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "not a migbench migration stream"),
+    let cases: [(&str, Vec<u8>, &str); 4] = [
         ("corrupted", corrupted, "checksum mismatch"),
         ("truncated", truncated, "truncated"),
         ("page outside RAM", out_of_range, "outside the guest"),
@@ -332,4 +332,24 @@ fn malformed_streams_are_rejected_without_panic_or_resume() {
         assert!(!err.contains("panicked"), "{name}: {err}");
         assert!(!err.contains("incoming migration complete"), "{name}: resumed a partial VM: {err}");
     }
+}
+
+#[test]
+fn stray_and_silent_connections_do_not_use_up_the_destination() {
+    let _g = serial();
+    let dst = Vmm::destination(&[]);
+    // Garbage, then a connection that never sends anything: the
+    // destination drops both (the silent one after its Hello timeout) and
+    // listens on.
+    let mut garbage = TcpStream::connect(dst.addr()).expect("connect");
+    let _ = garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    drop(garbage);
+    let _silent = TcpStream::connect(dst.addr()).expect("connect");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(matches!(status(&dst.sock).phase, vmm_min::control::Phase::Incoming { .. }));
+    let src = Vmm::source(&["--workload", "memcheck:bytes=16M,rate=20000", "--memory", "128M"]);
+    let stats = src.migrate(&dst, Value::Null);
+    assert_completed(&stats);
+    dst.assert_alive();
+    dst.assert_memcheck();
 }

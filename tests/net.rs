@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{control, root_or_skip, wait_socket};
+use common::{control, incoming_addr, migrate, root_or_skip, wait_socket};
 use scenarios::netns::{self, Names};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -518,12 +518,10 @@ fn a_keep_alive_download_survives_migration_on_the_same_connection() {
     let mut dst = Command::new(env!("CARGO_BIN_EXE_migbench"))
         .args(["vmm", "--incoming", "127.0.0.1:0", "--net-run-id", &id, "--quiet", "--control"])
         .arg(&dsock)
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .spawn()
         .expect("destination");
-    let mut line = String::new();
-    BufReader::new(dst.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
-    let to = line.trim().strip_prefix("listening on ").expect("listening on").to_owned();
+    let to = incoming_addr(&dsock);
     wait_socket(&ssock);
 
     // One keep-alive connection from the probe namespace downloads /file
@@ -557,9 +555,9 @@ fn a_keep_alive_download_survives_migration_on_the_same_connection() {
     let before = done.load(Ordering::Acquire);
     assert!(before > 0, "no download completed before the migration");
 
-    let reply = control(&ssock, serde_json::json!({"cmd": "migrate", "to": to, "verify": true}));
-    assert_eq!(reply["stats"]["outcome"], "completed", "{reply:#}");
-    assert_eq!(reply["stats"]["verify"]["ok"], true);
+    let reply = migrate(&ssock, &to, results::Policy::default(), true);
+    assert_eq!(reply["outcome"], "completed", "{reply:#}");
+    assert_eq!(reply["verify"]["ok"], true);
     let migrated_at = done.load(Ordering::Acquire);
     std::thread::sleep(Duration::from_millis(300));
     // The bridge now sends the guest's traffic to the destination's TAP.
@@ -586,7 +584,7 @@ fn a_keep_alive_download_survives_migration_on_the_same_connection() {
     assert_eq!(same, local, "the download moved to another connection");
     let code = src.wait().expect("source exit").code();
     assert_eq!(code, Some(0), "the source VMM exits 0 after handing over the guest");
-    let _ = control(&dsock, serde_json::json!({"cmd": "quit"}));
+    let _ = control(&dsock, vmm_min::control::Request::Quit);
     let _ = dst.wait();
     let _ = std::fs::remove_dir_all(&dir);
     topo.remove().expect("removing the topology");

@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use serde_json::json;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -112,18 +111,24 @@ fn control_socket_status_and_quit() {
         .spawn()
         .expect("spawn");
     wait_socket(&sock);
-    let s1 = control(&sock, json!({"cmd": "status"}));
-    assert_eq!(s1["ok"], true, "{s1}");
-    assert_eq!(s1["running"], true);
-    assert_eq!(s1["paused"], false);
-    assert_eq!(s1["vcpus"], 1);
+    let s1 = status(&sock);
+    assert_eq!(s1.phase, vmm_min::control::Phase::Running, "{s1:?}");
+    assert!(!s1.paused);
+    assert_eq!(s1.vcpus, 1);
     std::thread::sleep(Duration::from_millis(200));
-    let s2 = control(&sock, json!({"cmd": "status"}));
-    assert!(s2["heartbeat"].as_u64() > s1["heartbeat"].as_u64(), "{s1} -> {s2}");
-    let bad = control(&sock, json!({"cmd": "fly"}));
-    assert_eq!(bad["ok"], false);
-    let q = control(&sock, json!({"cmd": "quit"}));
-    assert_eq!(q["ok"], true);
+    let s2 = status(&sock);
+    assert!(s2.heartbeat > s1.heartbeat, "{s1:?} -> {s2:?}");
+    // A malformed request gets a typed refusal on the same connection.
+    let mut raw = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    std::io::Write::write_all(&mut raw, b"{\"cmd\":\"fly\"}\n").expect("write");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&raw), &mut line).expect("reply");
+    match serde_json::from_str::<vmm_min::control::Reply>(&line).expect("typed reply") {
+        vmm_min::control::Reply::Error { message } => assert!(message.contains("bad request"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let q = control(&sock, vmm_min::control::Request::Quit);
+    assert!(matches!(q, vmm_min::control::Reply::Quitting), "{q:?}");
     let out = wait_with_limit(child, Duration::from_secs(10));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!sock.exists(), "control socket left behind");

@@ -5,16 +5,14 @@
 //! sampler thread records the cumulative byte count every `interval`
 //! (10 ms by default) with its *real* `CLOCK_MONOTONIC` timestamp.
 //!
-//! * [`clock`] reads `CLOCK_MONOTONIC`, so probe timestamps line up with the
-//!   timestamps of other processes on the same host (VMMs, the scenario
-//!   runner).
+//! * Timestamps come from [`results::clock`] (`CLOCK_MONOTONIC`), so probe
+//!   timestamps line up with those of other processes on the same host
+//!   (VMMs, the scenario runner).
 //! * [`etag`] defines the content checksum (FNV-1a 64) that the guest HTTP
 //!   server puts in its `ETag` header and the probe verifies.
-//! * [`analysis`] holds the pure functions over a sample series:
-//!   application-visible downtime, the gap around a switchover time, and
-//!   mean rates before/during/after a window.
+//! * The result types and their analysis (application-visible downtime,
+//!   the gap around a switchover, rates before/during/after) are part of
+//!   the results model: [`results::probe`] and [`results::series`].
 
-pub mod analysis;
-pub mod clock;
 pub mod etag;
 pub mod http;

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use probes::clock::{monotonic_ns, sleep_until_monotonic};
 use probes::etag::etag_of;
 use probes::http::{self, ProbeConfig, ProbeResult};
+use results::clock::{mono_ns as monotonic_ns, sleep_until as sleep_until_monotonic};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -14,9 +14,9 @@
 
 use std::path::Path;
 
+use results::{MigrationStats, Outcome};
 use serde_json::Value;
 use thiserror::Error;
-use vmm_min::migration::{MigrationStats, Outcome};
 
 use crate::scenario::{outcome_str, ScenarioResult};
 

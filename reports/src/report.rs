@@ -420,7 +420,7 @@ fn scenario_section(s: &ScenarioResult) -> String {
             sm.jitter_us.p99_abs,
             sm.jitter_us.late_ticks
         );
-        let gap = |g: Option<probes::http::Gap>| {
+        let gap = |g: Option<results::Gap>| {
             g.map_or_else(
                 || "none".to_string(),
                 |g| {

@@ -25,10 +25,9 @@
 use std::path::Path;
 
 use bench_suites::env::Environment;
-use probes::http::{Gap, PhaseRates, ProbeResult};
+use results::{DowntimeBreakdown, MigrationStats, Outcome};
+use results::{Gap, PhaseRates, ProbeResult};
 use serde::{Deserialize, Serialize};
-use vmm_min::migration::stats::DowntimeBreakdown;
-use vmm_min::migration::{MigrationStats, Outcome};
 
 use crate::error::ReportError;
 

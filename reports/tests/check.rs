@@ -8,8 +8,7 @@ use serde_json::json;
 
 /// A `migbench migrate --json` file around statistics with the given downtime and total.
 fn migrate_json(downtime: f64, total: f64) -> serde_json::Value {
-    let mut m =
-        common::stats(vmm_min::migration::policy::Policy::default(), &[(0.0, 100.0, 10.0, 50, 800.0, None)], downtime);
+    let mut m = common::stats(results::Policy::default(), &[(0.0, 100.0, 10.0, 50, 800.0, None)], downtime);
     m.total_ms = total;
     json!({
         "config": {"mem_mib": 512},

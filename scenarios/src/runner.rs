@@ -1,9 +1,9 @@
 //! Runs one migration experiment end to end:
 //! 1. creates the network topology (when the guest has a NIC);
-//! 2. starts the destination (`migbench vmm --incoming`) and the source
-//!    (`migbench run`) as child processes, which die with this process;
+//! 2. starts the system under test ([`SystemUnderTest`]): its destination,
+//!    then its source running the workload;
 //! 3. starts the HTTP probe inside the probe namespace;
-//! 4. migrates after the warm-up, over the source's control socket;
+//! 4. migrates after the warm-up, through the system's boundary;
 //! 5. checks the guest on the destination (heartbeat, its own memory check),
 //!    or on the source after a failed migration;
 //! 6. collects the probe's series and the migration's statistics, which share
@@ -11,28 +11,17 @@
 //!
 //! `migbench migrate` and the scenario files both use it.
 
+use crate::error::RunnerError;
 use crate::netns::{self, Names, Topology};
+use crate::system::{GuestSpec, MigrationProgress, RunContext, Side, SystemUnderTest};
 use probes::http::{ProbeConfig, ProbeHandle, ProbeResult};
+use results::{MigrationStats, Outcome, Policy};
 use serde_json::{json, Map, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vmm_min::config::{format_size, VmConfig};
-use vmm_min::migration::{MigrationStats, Outcome, Policy};
-use vmm_min::Workload;
-
-/// A failed experiment (not a failed migration, which is a result).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RunnerError(pub String);
-
-fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> RunnerError + '_ {
-    move |e| RunnerError(format!("{what}: {e}"))
-}
 
 /// The guest's network in an experiment.
 #[derive(Debug, Clone)]
@@ -57,10 +46,8 @@ pub struct ProbeSpec {
 /// One experiment.
 #[derive(Debug, Clone)]
 pub struct Experiment {
-    /// The `migbench` binary that plays source and destination.
-    pub exe: PathBuf,
-    /// The VM (its `net` is filled in by the runner).
-    pub config: VmConfig,
+    /// The guest.
+    pub guest: GuestSpec,
     /// The migration policy.
     pub policy: Policy,
     /// Run time before the migration.
@@ -76,6 +63,8 @@ pub struct Experiment {
 /// What an experiment produced.
 #[derive(Debug, Clone)]
 pub struct ExperimentResult {
+    /// The system that ran it.
+    pub system: &'static str,
     /// The migration's statistics.
     pub migration: MigrationStats,
     /// The probe's series, if it ran.
@@ -90,80 +79,29 @@ pub struct ExperimentResult {
     pub names: Option<Names>,
 }
 
-/// Child processes, killed if still running when dropped; also removes the
-/// run's temporary directory.
-struct Children {
-    dir: PathBuf,
-    procs: Vec<(&'static str, Child)>,
+/// What the runner tells its caller while it works.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A step began, in words ("network: ...", "migrating ...").
+    Phase(&'a str),
+    /// The migration is this far.
+    Migration(&'a MigrationProgress),
 }
 
-impl Drop for Children {
+/// The run's scratch directory, removed on drop.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
     fn drop(&mut self) {
-        for (_, c) in &mut self.procs {
-            if c.try_wait().ok().flatten().is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-impl Children {
-    fn spawn(&mut self, name: &'static str, mut cmd: Command) -> Result<&mut Child, RunnerError> {
-        // SAFETY: the closure runs in the child between fork and exec and
-        // only calls prctl, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(fail(&format!("starting the {name} VMM")))?;
-        self.procs.push((name, child));
-        Ok(&mut self.procs.last_mut().expect("just pushed").1)
-    }
-
-    fn wait(&mut self, name: &str, limit: Duration) -> Option<i32> {
-        let t = Instant::now();
-        let (_, c) = self.procs.iter_mut().find(|(n, _)| *n == name)?;
-        while t.elapsed() < limit {
-            if let Ok(Some(s)) = c.try_wait() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-}
-
-/// Sends one control request and reads the reply.
-pub fn control(sock: &Path, req: &Value, timeout: Duration) -> Result<Value, RunnerError> {
-    vmm_min::control::request(sock, req, timeout).map_err(|e| RunnerError(e.to_string()))
-}
-
-fn wait_for_socket(path: &Path, child: &mut Child, what: &str) -> Result<(), RunnerError> {
-    let t = Instant::now();
-    while !path.exists() {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Err(RunnerError(format!(
-                "the {what} VMM exited ({s}) before it was ready; see its messages above"
-            )));
-        }
-        if t.elapsed() > Duration::from_secs(20) {
-            return Err(RunnerError(format!("the {what} VMM did not open its control socket within 20 s")));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(())
-}
-
-/// Heartbeats before and after `span`.
-fn heartbeats(sock: &Path, span: Duration) -> Result<(u64, u64), RunnerError> {
-    let a = control(sock, &json!({"cmd": "status"}), Duration::from_secs(5))?;
+/// Heartbeats on `side` before and after `span`.
+fn heartbeats(sut: &dyn SystemUnderTest, side: Side, span: Duration) -> Result<(u64, u64), RunnerError> {
+    let a = sut.heartbeat(side)?;
     std::thread::sleep(span);
-    let b = control(sock, &json!({"cmd": "status"}), Duration::from_secs(5))?;
-    Ok((a["heartbeat"].as_u64().unwrap_or(0), b["heartbeat"].as_u64().unwrap_or(0)))
+    Ok((a, sut.heartbeat(side)?))
 }
 
 /// Waits until the guest's HTTP server accepts connections from the probe namespace.
@@ -178,142 +116,109 @@ fn wait_for_guest_http(names: &Names) -> Result<(), RunnerError> {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
-    })
-    .map_err(fail("entering the probe namespace"))?;
+    })?;
     if ok {
         Ok(())
     } else {
-        Err(RunnerError(format!("the guest's HTTP server at {addr} did not answer within 10 s")))
+        Err(RunnerError::System {
+            system: "guest",
+            message: format!("the guest's HTTP server at {addr} did not answer within 10 s"),
+        })
     }
 }
 
-/// Runs `exp`; `log` receives progress lines.
-pub fn run(exp: &Experiment, log: &mut dyn FnMut(&str)) -> Result<ExperimentResult, RunnerError> {
-    let dir = std::env::temp_dir().join(format!("migbench-{}-{}", std::process::id(), vmm_min::clock::mono_ns()));
-    std::fs::create_dir_all(&dir).map_err(fail(&format!("creating {}", dir.display())))?;
-    let mut kids = Children { dir: dir.clone(), procs: Vec::new() };
-    let (src_sock, dst_sock) = (dir.join("source.sock"), dir.join("destination.sock"));
+/// Runs `exp` on `sut`; `events` hears of each step and of the
+/// migration's progress.
+pub fn run(
+    exp: &Experiment,
+    sut: &mut dyn SystemUnderTest,
+    events: &mut dyn FnMut(Event),
+) -> Result<ExperimentResult, RunnerError> {
+    let dir = std::env::temp_dir().join(format!("migbench-{}-{}", std::process::id(), results::clock::mono_ns()));
+    std::fs::create_dir_all(&dir).map_err(RunnerError::io(format!("creating {}", dir.display())))?;
+    let scratch = ScratchDir(dir);
 
     // 1. The network. Removed when `topo` is dropped, or on a signal.
     let topo = Arc::new(Mutex::new(None::<Topology>));
     let names = match &exp.net {
         Some(net) => {
             let id = netns::new_run_id();
-            let t = Topology::create(&id, net.mtu).map_err(fail("creating the network topology"))?;
+            let t = Topology::create(&id, net.mtu)?;
             let names = t.names().clone();
             *topo.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
             netns::remove_on_signal(topo.clone());
-            log(&format!(
+            events(Event::Phase(&format!(
                 "network: run {id}: guest {} in {}, probe in {}",
                 names.guest_ip, names.lan_ns, names.probe_ns
-            ));
+            )));
             Some(names)
         }
         None => None,
     };
-    let result = run_in(exp, &mut kids, &src_sock, &dst_sock, names.as_ref(), log);
-    drop(kids);
+    let ctx = RunContext { dir: &scratch.0, names: names.as_ref(), file_bytes: exp.net.as_ref().map(|n| n.file_bytes) };
+    let result = run_in(exp, sut, &ctx, events);
+    sut.teardown();
+    drop(scratch);
     if let Some(t) = topo.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        t.remove().map_err(fail("removing the network topology"))?;
+        t.remove()?;
     }
     result
 }
 
+/// Starts the probe inside the probe namespace.
+fn start_probe(names: &Names, p: &ProbeSpec, events: &mut dyn FnMut(Event)) -> Result<ProbeHandle, RunnerError> {
+    let cfg = ProbeConfig {
+        url: format!("http://{}/file", names.guest_ip),
+        interval: p.interval,
+        connections: p.connections,
+        duration: None,
+        ..Default::default()
+    };
+    let handle = netns::run_in_netns(&names.probe_ns, move || probes::http::spawn(cfg))??;
+    events(Event::Phase(&format!(
+        "probe: {} connections to http://{}/file, sampling every {:?}",
+        p.connections, names.guest_ip, p.interval
+    )));
+    Ok(handle)
+}
+
 fn run_in(
     exp: &Experiment,
-    kids: &mut Children,
-    src_sock: &Path,
-    dst_sock: &Path,
-    names: Option<&Names>,
-    log: &mut dyn FnMut(&str),
+    sut: &mut dyn SystemUnderTest,
+    ctx: &RunContext,
+    events: &mut dyn FnMut(Event),
 ) -> Result<ExperimentResult, RunnerError> {
-    let config = &exp.config;
+    let guest = &exp.guest;
     // 2. Destination, then source.
-    let mut dst = Command::new(&exp.exe);
-    dst.args(["vmm", "--incoming", "127.0.0.1:0", "--quiet", "--control"])
-        .arg(dst_sock)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    if let Some(n) = names {
-        dst.args(["--net-run-id", &n.run_id]);
-    }
-    let dst = kids.spawn("destination", dst)?;
-    let mut line = String::new();
-    if let Some(out) = dst.stdout.take() {
-        BufReader::new(out).read_line(&mut line).map_err(fail("reading the destination's address"))?;
-    }
-    let to = line
-        .trim()
-        .strip_prefix("listening on ")
-        .ok_or_else(|| RunnerError(format!("the destination VMM did not report its address (got '{}')", line.trim())))?
-        .to_owned();
-
-    let mut src = Command::new(&exp.exe);
-    src.args(["run", "--duration", "0", "--quiet", "--memory", &format_size(config.memory)])
-        .args(["--workload", &config.workload.to_string()])
-        .args(["--vcpus", &config.vcpus.to_string(), "--control"])
-        .arg(src_sock)
-        .args(["--memory-backend", if config.backend == vmm_min::MemoryBackend::Memfd { "memfd" } else { "anon" }])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    if let (Some(n), Some(net)) = (names, &exp.net) {
-        src.args(["--net", "--net-attach", "--run-id", &n.run_id, "--file-size", &net.file_bytes.to_string()]);
-    }
-    let src = kids.spawn("source", src)?;
-    wait_for_socket(src_sock, src, "source")?;
-    log(&format!(
-        "source running {} ({} RAM, {} vCPUs); warming up for {:?}",
-        config.workload,
-        format_size(config.memory),
-        config.vcpus,
+    sut.start(guest, ctx)?;
+    events(Event::Phase(&format!(
+        "{}: source running {} ({} MiB RAM, {} vCPUs); warming up for {:?}",
+        sut.name(),
+        guest.workload,
+        guest.memory >> 20,
+        guest.vcpus,
         exp.warmup
-    ));
+    )));
 
     // 3. The probe, inside the probe namespace.
     let mut probe: Option<ProbeHandle> = None;
-    if let (Some(n), Some(net)) = (names, &exp.net) {
+    if let (Some(n), Some(net)) = (ctx.names, &exp.net) {
         wait_for_guest_http(n)?;
         if let Some(p) = &net.probe {
-            let cfg = ProbeConfig {
-                url: format!("http://{}/file", n.guest_ip),
-                interval: p.interval,
-                connections: p.connections,
-                duration: None,
-                ..Default::default()
-            };
-            let handle = netns::run_in_netns(&n.probe_ns, move || probes::http::spawn(cfg))
-                .map_err(fail("entering the probe namespace"))?
-                .map_err(fail("starting the probe"))?;
-            log(&format!(
-                "probe: {} connections to http://{}/file, sampling every {:?}",
-                p.connections, n.guest_ip, p.interval
-            ));
-            probe = Some(handle);
+            probe = Some(start_probe(n, p, events)?);
         }
     }
 
     // 4. Migrate.
     std::thread::sleep(exp.warmup);
-    log(&format!("migrating to {to}"));
-    let reply = control(
-        src_sock,
-        &json!({"cmd": "migrate", "to": to, "policy": exp.policy, "verify": exp.verify}),
-        Duration::from_secs(600),
-    )?;
-    let stats: MigrationStats = serde_json::from_value(reply["stats"].clone())
-        .map_err(|e| RunnerError(format!("the source answered without statistics ({e}): {reply}")))?;
+    events(Event::Phase("migrating"));
+    let stats = sut.migrate(&exp.policy, exp.verify, &mut |p| events(Event::Migration(p)))?;
 
     // 5. Check the guest where it now runs.
     let mut failures = Vec::new();
     let mut checks = Map::new();
     let completed = stats.outcome == Outcome::Completed;
-    let (here, sock) = if completed { ("destination", dst_sock) } else { ("source", src_sock) };
-    if completed {
-        // The destination opens its control socket once the VM runs there.
-        if let Some((_, c)) = kids.procs.iter_mut().find(|(n, _)| *n == "destination") {
-            wait_for_socket(dst_sock, c, "destination")?;
-        }
-    }
+    let here = if completed { Side::Destination } else { Side::Source };
     if !completed {
         failures.push(format!(
             "migration {}: {}",
@@ -321,40 +226,47 @@ fn run_in(
             stats.reason.as_deref().unwrap_or("no reason given")
         ));
     }
-    let (a, b) = heartbeats(sock, exp.after)?;
-    checks.insert(format!("{here}_heartbeat"), json!([a, b]));
+    let (a, b) = heartbeats(sut, here, exp.after)?;
+    checks.insert(format!("{}_heartbeat", here.name()), json!([a, b]));
     if b <= a {
-        failures.push(format!("the guest is not running on the {here} (heartbeat {a} -> {b})"));
+        failures.push(format!("the guest is not running on the {} (heartbeat {a} -> {b})", here.name()));
     }
-    if matches!(config.workload, Workload::Memcheck { .. }) {
-        let v = control(sock, &json!({"cmd": "verify"}), Duration::from_secs(90))?;
-        checks.insert("guest_memcheck".into(), v.clone());
-        if v["ok"] != true {
-            failures.push(format!("the guest's own memory check failed on the {here}: {v}"));
+    if guest.memcheck {
+        let bad = sut.guest_memcheck(here)?;
+        checks.insert("guest_memcheck".into(), json!({"bad_pages": bad}));
+        if bad != 0 {
+            failures.push(format!("the guest's own memory check failed on the {}: {bad} bad pages", here.name()));
         }
     }
     if exp.verify && completed && !stats.verify.as_ref().is_some_and(|v| v.ok) {
         failures.push("memory verification failed".into());
     }
 
-    // 6. Collect the probe, then stop the VMMs.
+    // 6. Collect the probe, then stop the VMs.
     let probe = match probe {
-        Some(h) => Some(h.stop_and_join().map_err(fail("the probe failed"))?),
+        Some(h) => Some(h.stop_and_join()?),
         None => None,
     };
     if let Some(p) = &probe {
         check_probe(p, &stats, &mut checks, &mut failures);
     }
-    let _ = control(sock, &json!({"cmd": "quit"}), Duration::from_secs(5));
+    let ends = sut.teardown();
     if completed {
-        let code = kids.wait("source", Duration::from_secs(20));
-        checks.insert("source_exit_code".into(), json!(code));
-        if code != Some(0) {
-            failures.push(format!("the source VMM did not exit cleanly after the migration ({code:?})"));
+        checks.insert("source_exit_code".into(), json!(ends.source_exit));
+        if ends.source_exit != Some(0) {
+            failures.push(format!("the source did not exit cleanly after the migration ({:?})", ends.source_exit));
         }
     }
     let loopback_tcp_ms = loopback_baseline(stats.transferred_bytes).ok();
-    Ok(ExperimentResult { migration: stats, probe, checks, failures, loopback_tcp_ms, names: names.cloned() })
+    Ok(ExperimentResult {
+        system: sut.name(),
+        migration: stats,
+        probe,
+        checks,
+        failures,
+        loopback_tcp_ms,
+        names: ctx.names.cloned(),
+    })
 }
 
 /// The connections must survive: no reconnect, no corrupted byte, and data
@@ -387,8 +299,8 @@ fn check_probe(p: &ProbeResult, stats: &MigrationStats, checks: &mut Map<String,
 /// Times a plain loopback TCP socket moving `bytes`: the physical limit of
 /// this transport, measured in the same invocation as the migration.
 pub fn loopback_baseline(bytes: u64) -> Result<f64, RunnerError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(fail("binding a loopback socket"))?;
-    let addr = listener.local_addr().map_err(fail("reading the loopback address"))?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(RunnerError::io("binding a loopback socket"))?;
+    let addr = listener.local_addr().map_err(RunnerError::io("reading the loopback address"))?;
     let reader = std::thread::spawn(move || -> std::io::Result<u64> {
         let (mut s, _) = listener.accept()?;
         let mut buf = vec![0u8; 1 << 20];
@@ -402,21 +314,23 @@ pub fn loopback_baseline(bytes: u64) -> Result<f64, RunnerError> {
     });
     let chunk = vec![0x5au8; 1 << 20];
     let t = Instant::now();
-    let mut s = TcpStream::connect(addr).map_err(fail("connecting over loopback"))?;
+    let mut s = TcpStream::connect(addr).map_err(RunnerError::io("connecting over loopback"))?;
     let mut left = bytes;
     while left > 0 {
         let n = left.min(chunk.len() as u64) as usize;
-        s.write_all(&chunk[..n]).map_err(fail("writing over loopback"))?;
+        s.write_all(&chunk[..n]).map_err(RunnerError::io("writing over loopback"))?;
         left -= n as u64;
     }
     drop(s);
     let got = reader
         .join()
-        .map_err(|_| RunnerError("the loopback reader panicked".into()))?
-        .map_err(fail("reading over loopback"))?;
+        .map_err(|_| RunnerError::io("reading over loopback")(std::io::Error::other("the reader thread panicked")))?
+        .map_err(RunnerError::io("reading over loopback"))?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     if got != bytes {
-        return Err(RunnerError(format!("loopback moved {got} of {bytes} bytes")));
+        return Err(RunnerError::io("the loopback baseline")(std::io::Error::other(format!(
+            "moved {got} of {bytes} bytes"
+        ))));
     }
     Ok(ms)
 }

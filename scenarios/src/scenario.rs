@@ -3,6 +3,7 @@
 //! is strict: an unknown key, a missing one or a malformed value gives an
 //! error naming the file, the key and what was expected.
 
+use results::{OnTimeout, Policy};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
@@ -17,6 +18,9 @@ pub struct ScenarioError {
     pub msg: String,
 }
 
+/// The longest duration a scenario or the CLI accepts, s (a day).
+pub const MAX_DURATION_S: f64 = 86_400.0;
+
 /// Parses a duration such as `10ms`, `3s`, `1.5s` or `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -30,10 +34,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" | "min" => n * 60.0,
         _ => return Err(format!("malformed duration '{s}': unknown unit '{unit}' (use ms, s or m)")),
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("malformed duration '{s}': must be a non-negative number"));
+    // A day is far longer than any run; beyond it a typo is likelier.
+    if !secs.is_finite() || !(0.0..=MAX_DURATION_S).contains(&secs) {
+        return Err(format!("malformed duration '{s}': must be between 0 and 24h"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("malformed duration '{s}': {e}"))
 }
 
 /// The VM.
@@ -81,7 +86,8 @@ fn d_connections() -> usize {
     4
 }
 
-/// When and how to migrate.
+/// When and how to migrate. The policy keys are optional: what is left
+/// out takes [`Policy`]'s own defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrationSection {
@@ -89,18 +95,18 @@ pub struct MigrationSection {
     pub warmup: String,
     /// Probe time after it ends.
     pub after: String,
-    /// "downtime" or "xen".
-    #[serde(default = "d_policy")]
-    pub policy: String,
+    /// "downtime" (the default) or "xen".
+    #[serde(default)]
+    pub policy: Option<String>,
     /// Target downtime of the `downtime` policy, ms.
-    #[serde(default = "d_downtime")]
-    pub downtime_ms: f64,
+    #[serde(default)]
+    pub downtime_ms: Option<f64>,
     /// Pre-copy timeout of the `downtime` policy.
-    #[serde(default = "d_timeout")]
-    pub timeout: String,
-    /// "cancel" or "force".
-    #[serde(default = "d_on_timeout")]
-    pub on_timeout: String,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// "cancel" or "force" (default: cancel, the source keeps running).
+    #[serde(default)]
+    pub on_timeout: Option<OnTimeout>,
     /// Bandwidth cap in Mbit/s.
     #[serde(default)]
     pub max_bandwidth_mbps: Option<f64>,
@@ -109,20 +115,42 @@ pub struct MigrationSection {
     pub verify: bool,
 }
 
-fn d_policy() -> String {
-    "downtime".into()
-}
-fn d_downtime() -> f64 {
-    300.0
-}
-fn d_timeout() -> String {
-    "30s".into()
-}
-fn d_on_timeout() -> String {
-    "force".into()
-}
 fn d_true() -> bool {
     true
+}
+
+impl MigrationSection {
+    /// The typed policy: the scenario's keys over the policy's defaults.
+    pub fn policy(&self) -> Result<Policy, String> {
+        let mut p = match self.policy.as_deref() {
+            Some("xen") => Policy::xen(),
+            None | Some("downtime") => Policy::default(),
+            Some(other) => {
+                return Err(format!("key `migration.policy`: expected \"downtime\" or \"xen\", got {other:?}"))
+            }
+        };
+        if let Policy::Downtime { downtime_ms, timeout_ms, on_timeout, .. } = &mut p {
+            if let Some(d) = self.downtime_ms {
+                *downtime_ms = d;
+            }
+            if let Some(t) = &self.timeout {
+                *timeout_ms =
+                    parse_duration(t).map_err(|e| format!("key `migration.timeout`: {e}"))?.as_secs_f64() * 1e3;
+            }
+            if let Some(o) = self.on_timeout {
+                *on_timeout = o;
+            }
+        } else if self.downtime_ms.is_some() || self.timeout.is_some() || self.on_timeout.is_some() {
+            return Err(
+                "keys `downtime_ms`, `timeout` and `on_timeout` belong to policy = \"downtime\", not \"xen\"".into()
+            );
+        }
+        if let Some(m) = self.max_bandwidth_mbps {
+            p = p.with_max_bandwidth(m);
+        }
+        p.validate().map_err(|e| format!("section `migration`: {e}"))?;
+        Ok(p)
+    }
 }
 
 /// Limits that fail the run (for CI).
@@ -210,24 +238,12 @@ impl Scenario {
         dur("probe.interval", &self.probe.interval)?;
         dur("migration.warmup", &self.migration.warmup)?;
         dur("migration.after", &self.migration.after)?;
-        dur("migration.timeout", &self.migration.timeout)?;
         let size =
             |key: &str, v: &str| vmm_min::config::parse_size(v).map(|_| ()).map_err(|e| format!("key `{key}`: {e}"));
         size("vm.memory", &self.vm.memory)?;
         size("network.file_size", &self.network.file_size)?;
         self.vm.workload.parse::<vmm_min::Workload>().map_err(|e| format!("key `vm.workload`: {e}"))?;
-        if !matches!(self.migration.policy.as_str(), "downtime" | "xen") {
-            return Err(format!(
-                "key `migration.policy`: expected \"downtime\" or \"xen\", got {:?}",
-                self.migration.policy
-            ));
-        }
-        if !matches!(self.migration.on_timeout.as_str(), "cancel" | "force") {
-            return Err(format!(
-                "key `migration.on_timeout`: expected \"cancel\" or \"force\", got {:?}",
-                self.migration.on_timeout
-            ));
-        }
+        self.migration.policy()?;
         if self.probe.connections == 0 {
             return Err("key `probe.connections`: must be at least 1".into());
         }
@@ -284,5 +300,7 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+        assert!(parse_duration("999999999999999999m").is_err());
     }
 }

@@ -66,12 +66,38 @@ pub fn wait_socket(sock: &std::path::Path) {
     }
 }
 
-/// One control request (after waiting for the socket: a destination opens
-/// its socket once the migrated VM runs); panics on any failure.
-pub fn control(sock: &std::path::Path, req: serde_json::Value) -> serde_json::Value {
+/// One typed control request; panics if the socket cannot be reached.
+pub fn control(sock: &std::path::Path, req: vmm_min::control::Request) -> vmm_min::control::Reply {
     wait_socket(sock);
-    vmm_min::control::request(sock, &req, Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("control request {req} to {}: {e}", sock.display()))
+    vmm_min::control::Client::new(sock)
+        .call(&req, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("control request {req:?} to {}: {e}", sock.display()))
+}
+
+/// The VMM's status.
+pub fn status(sock: &std::path::Path) -> vmm_min::control::Status {
+    match control(sock, vmm_min::control::Request::Status) {
+        vmm_min::control::Reply::Status(s) => s,
+        other => panic!("status answered with {other:?}"),
+    }
+}
+
+/// The migration address of a destination VMM, from its status (it
+/// answers from its start).
+pub fn incoming_addr(sock: &std::path::Path) -> String {
+    match status(sock).phase {
+        vmm_min::control::Phase::Incoming { listen } => listen,
+        other => panic!("the destination is {other:?}, not waiting for a source"),
+    }
+}
+
+/// Migrates through the source's control socket; the statistics as JSON.
+pub fn migrate(sock: &std::path::Path, to: &str, policy: results::Policy, verify: bool) -> serde_json::Value {
+    let req = vmm_min::control::Request::Migrate { to: to.to_owned(), policy, verify };
+    match control(sock, req) {
+        vmm_min::control::Reply::Migrated(stats) => serde_json::to_value(*stats).expect("stats as JSON"),
+        other => panic!("migrate answered with {other:?}"),
+    }
 }
 
 /// Whether the test may create network namespaces; says why it skips if not.

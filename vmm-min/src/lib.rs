@@ -8,7 +8,8 @@
 //! - [`devices`]: the UART and the control device;
 //! - [`machine`]: state shared by the VMM's threads;
 //! - [`vmm`]: a running VM's lifecycle;
-//! - [`control`]: the control socket;
+//! - [`control`]: the control socket: typed protocol, server, client;
+//! - [`service`]: what a served VM answers on it;
 //! - [`migration`]: pre-copy live migration, source and destination.
 //!
 //! The guest/VMM contract (memory layout, registers) is [`abi`], compiled
@@ -17,7 +18,6 @@
 #[path = "../guest/src/abi.rs"]
 pub mod abi;
 pub mod arch;
-pub mod clock;
 pub mod config;
 pub mod control;
 pub mod devices;
@@ -26,6 +26,7 @@ pub mod guest_image;
 pub mod machine;
 pub mod memory;
 pub mod migration;
+pub mod service;
 pub mod vmm;
 pub mod vstate;
 

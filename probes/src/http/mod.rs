@@ -28,26 +28,27 @@
 //! let result = run_blocking(&cfg)?;
 //! println!("downtime: {:?}", result.summary.app_downtime.map(|g| g.duration_ms()));
 //! result.save_csv("probe.csv")?;
-//! # Ok::<(), probes::http::ProbeError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod result;
 mod sampler;
 mod worker;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use crate::analysis::{app_downtime, gap_around, phase_rates, rate_mbps, zero_runs, Gap, PhaseRate, PhaseRates};
 pub use crate::etag::etag_of;
-pub use result::{JitterSummary, LatencySummary, ProbeResult, Sample, Summary};
+use results::probe::jitter_summary;
+/// The probe's output types live in the results model; re-exported here
+/// because [`run`] returns them.
+pub use results::probe::{JitterSummary, LatencySummary, ProbeResult, Sample, Summary};
+pub use results::series::{app_downtime, gap_around, phase_rates, rate_mbps, zero_runs, Gap, PhaseRate, PhaseRates};
 pub use sampler::SampleRecorder;
 
-use crate::clock::{duration_ns, monotonic_ns};
+use results::clock::{duration_ns, mono_ns as monotonic_ns};
 use worker::{ConnCounter, Shared, Target};
 
 /// Default sampling interval.
@@ -166,15 +167,6 @@ pub enum ProbeError {
     /// The sampler or the probe thread panicked.
     #[error("the probe's {0} thread panicked")]
     Panicked(&'static str),
-    /// Writing an output file failed.
-    #[error("failed to write {}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Sets the flags and aborts the workers if [`run`] is dropped early, so no
@@ -318,7 +310,7 @@ fn summarize(
         aborted_at_stop,
         last_error: shared.last_error.lock().ok().and_then(|e| e.clone()),
         latency_us,
-        jitter_us: result::jitter_summary(samples, interval_ns, missed_ticks),
+        jitter_us: jitter_summary(samples, interval_ns, missed_ticks),
         app_downtime: app_downtime(samples),
     }
 }

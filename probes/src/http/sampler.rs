@@ -11,9 +11,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::result::Sample;
-use crate::analysis::rate_mbps;
-use crate::clock::{monotonic_ns, sleep_until_monotonic};
+use results::clock::{mono_ns as monotonic_ns, sleep_until as sleep_until_monotonic};
+use results::probe::Sample;
+use results::series::rate_mbps;
 
 /// Turns successive reads of the clock and the byte counter into samples:
 /// the rate uses the real time since the previous read, and the jitter is

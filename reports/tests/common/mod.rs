@@ -4,11 +4,10 @@
 #![allow(dead_code)]
 
 use bench_suites::env::Environment;
-use probes::http::{ProbeResult, Sample, Summary};
 use reports::ScenarioResult;
-use vmm_min::migration::policy::Policy;
-use vmm_min::migration::stats::{DowntimeBreakdown, RoundStats};
-use vmm_min::migration::{MigrationStats, Outcome};
+use results::Policy;
+use results::{DowntimeBreakdown, MigrationStats, Outcome, RoundStats};
+use results::{ProbeResult, Sample, Summary};
 
 /// Absolute CLOCK_MONOTONIC of the probe's start.
 pub const PROBE_START: u64 = 5_000_000_000_000;
@@ -109,7 +108,7 @@ pub fn probe(m: &MigrationStats, secs: f64, base: f64, during: f64, seed: u64) -
             t_ns,
             bytes_total: total,
             bytes,
-            rate_mbps: probes::http::rate_mbps(bytes, dt),
+            rate_mbps: results::series::rate_mbps(bytes, dt),
             jitter_us,
         });
         prev = t_ns;
@@ -118,10 +117,10 @@ pub fn probe(m: &MigrationStats, secs: f64, base: f64, during: f64, seed: u64) -
         duration_ns: prev,
         samples: samples.len(),
         bytes: total,
-        mean_rate_mbps: probes::http::rate_mbps(total, prev),
+        mean_rate_mbps: results::series::rate_mbps(total, prev),
         requests: total / (16 << 20),
         verified: total / (16 << 20),
-        app_downtime: probes::http::app_downtime(&samples),
+        app_downtime: results::series::app_downtime(&samples),
         ..Summary::default()
     };
     ProbeResult {

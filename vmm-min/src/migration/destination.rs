@@ -1,22 +1,29 @@
-//! The receiving side: accept one incoming migration, check the offered VM,
-//! fill RAM, restore state, verify, and resume only a complete VM. Any
-//! malformed, truncated or corrupted stream ends with an error before a
-//! single guest instruction runs here.
+//! The receiving side, one function per phase (see [`super::protocol`] for
+//! the message sequence): [`accept`] a source that says Hello, [`setup`]
+//! the VM it offers, [`receive_memory`] its RAM and state, [`verify_and_restore`],
+//! and [`start`] it. Any malformed, truncated or corrupted stream ends with
+//! an error before a single guest instruction runs here.
 
 use super::digest::Digest;
+use super::error::{Cause, MigrationError};
+use super::protocol::{escape, Abort, Ack, Complete, Hello, HelloReply};
+use super::state::{self, MachineState};
 use super::wire::{pages, parse_json, FrameReader, FrameWriter, Kind, WireError};
-use super::{state, Ack, Complete, Hello, HelloReply};
 use crate::abi::PAGE_SIZE;
-use crate::clock::mono_ns;
-use crate::error::{Error, Result};
+use crate::config::VmConfig;
 use crate::guest_image;
+use crate::machine::Machine;
 use crate::memory;
 use crate::vmm::{new_machine, Vmm};
+use results::clock::mono_ns;
 use std::io::BufReader;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 const PAGE: usize = PAGE_SIZE as usize;
+/// How long a new connection may take to send its Hello before the
+/// destination drops it and listens again.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the destination insists on, beyond the guest image.
 #[derive(Debug, Clone, Default)]
@@ -34,168 +41,195 @@ pub struct IncomingOptions {
 }
 
 /// What an incoming migration did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IncomingReport {
     /// Pages received, zero markers included.
     pub pages: u64,
-    /// Bytes read from the stream.
+    /// Frames read from the stream.
     pub frames: u64,
     /// Whether a digest was checked.
     pub verified: bool,
 }
 
-/// Accepts one migration on `listener` and returns the resumed VM.
-pub fn receive(listener: &TcpListener, opts: &IncomingOptions) -> Result<(Vmm, IncomingReport)> {
-    let (stream, peer) = listener.accept().map_err(Error::io("accepting the migration connection"))?;
-    tracing::info!(%peer, "incoming migration");
-    let _ = stream.set_nodelay(true);
-    stream.set_read_timeout(Some(opts.frame_timeout)).map_err(Error::io("socket timeout"))?;
-    let mut out = FrameWriter::new(stream.try_clone().map_err(Error::io("cloning the socket"))?);
-    // Small enough that page batches (about 1 MiB) bypass it and are read
-    // straight into the frame buffer.
-    let mut reader = FrameReader::new(BufReader::with_capacity(64 << 10, stream));
-    match receive_on(&mut reader, &mut out, opts) {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            // Best effort: tell the source, which then resumes its VM.
-            let _ = out.send_json(Kind::Abort, &serde_json::json!({"reason": e.to_string()}));
-            Err(e)
+/// The connection to the source.
+pub struct Conn {
+    reader: FrameReader<BufReader<TcpStream>>,
+    out: FrameWriter<TcpStream>,
+}
+
+impl Conn {
+    /// Best effort: tells the source why this side gives up, so that it
+    /// resumes its VM at once.
+    fn abort(&mut self, reason: &str) {
+        let _ = self.out.send_json(Kind::Abort, &Abort { reason: reason.to_owned() });
+        let _ = self.out.flush();
+    }
+}
+
+/// Accepts one migration on `listener` and returns the running VM.
+pub fn receive(listener: &TcpListener, opts: &IncomingOptions) -> Result<(Vmm, IncomingReport), MigrationError> {
+    let (mut conn, hello) = accept(listener, opts)?;
+    let result = setup(&mut conn, &hello, opts).and_then(|(machine, config)| {
+        let incoming = receive_memory(&mut conn, &machine, config.memory / PAGE_SIZE)?;
+        let ack = verify_and_restore(&mut conn, &machine, &incoming)?;
+        let vmm = start(&mut conn, machine, config, ack)?;
+        Ok((vmm, incoming.report))
+    });
+    if let Err(e) = &result {
+        conn.abort(&e.to_string());
+    }
+    result
+}
+
+/// Phase 1a: accepts connections until one sends a valid Hello in time; a
+/// stray or silent connection is dropped and the destination listens on.
+pub fn accept(listener: &TcpListener, opts: &IncomingOptions) -> Result<(Conn, Hello), MigrationError> {
+    let fail = |what| move |e| MigrationError::Setup(Cause::io(what)(e));
+    loop {
+        let (stream, peer) = listener.accept().map_err(fail("accepting the migration connection"))?;
+        let _ = stream.set_nodelay(true);
+        stream.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(fail("setting a socket timeout"))?;
+        let out = FrameWriter::new(stream.try_clone().map_err(fail("cloning the socket"))?);
+        // Small enough that page batches (about 1 MiB) bypass it and are
+        // read straight into the frame buffer.
+        let mut reader = FrameReader::new(BufReader::with_capacity(64 << 10, stream));
+        match reader.recv_json::<Hello>(Kind::Hello) {
+            Ok(hello) => {
+                tracing::info!(%peer, "incoming migration");
+                reader
+                    .get_ref()
+                    .get_ref()
+                    .set_read_timeout(Some(opts.frame_timeout))
+                    .map_err(fail("setting a socket timeout"))?;
+                return Ok((Conn { reader, out }, hello));
+            }
+            Err(e) => tracing::warn!(%peer, "ignored a connection without a valid Hello: {e}"),
         }
     }
 }
 
-fn wire(e: WireError) -> Error {
-    Error::State(format!("incoming migration rejected: {e}"))
+/// Why this destination will not take the VM that `hello` offers.
+fn refusal(hello: &Hello, config: &VmConfig, opts: &IncomingOptions) -> Option<String> {
+    if hello.wire_version != super::wire::VERSION {
+        Some(format!("wire version {} is not {}", hello.wire_version, super::wire::VERSION))
+    } else if hello.image_fingerprint != guest_image::fingerprint() {
+        Some("the source runs a different guest image".into())
+    } else if let Some(m) = opts.memory.filter(|&m| m != config.memory) {
+        Some(format!(
+            "memory mismatch: the source VM has {} bytes, this destination was started for {m}",
+            config.memory
+        ))
+    } else if let Some(v) = opts.vcpus.filter(|&v| v != config.vcpus) {
+        Some(format!("vCPU mismatch: the source VM has {}, this destination was started for {v}", config.vcpus))
+    } else if config.net.is_some() && opts.tap.is_none() {
+        Some("the VM has a NIC, but this destination has no TAP for it (start it with --net-run-id)".into())
+    } else {
+        None
+    }
 }
 
-fn receive_on<R: std::io::Read, W: std::io::Write>(
-    reader: &mut FrameReader<R>,
-    out: &mut FrameWriter<W>,
-    opts: &IncomingOptions,
-) -> Result<(Vmm, IncomingReport)> {
-    let send = |e| Error::io("replying to the source")(e);
-    let hello: Hello = reader.recv_json(Kind::Hello).map_err(wire)?;
+/// Phase 1b: checks the offered VM and builds an empty one like it.
+fn setup(conn: &mut Conn, hello: &Hello, opts: &IncomingOptions) -> Result<(Machine, VmConfig), MigrationError> {
+    let fail = MigrationError::Setup;
     let mut config = hello.config.clone();
-    let nic_without_tap = config.net.is_some() && opts.tap.is_none();
     if let (Some(net), Some(tap)) = (&mut config.net, &opts.tap) {
         net.tap = tap.clone();
     }
-    let refuse = |why: String| -> Option<String> { Some(why) };
-    let reason = if hello.wire_version != super::wire::VERSION {
-        refuse(format!("wire version {} is not {}", hello.wire_version, super::wire::VERSION))
-    } else if hello.image_fingerprint != guest_image::fingerprint() {
-        refuse("the source runs a different guest image".into())
-    } else if opts.memory.is_some_and(|m| m != config.memory) {
-        refuse(format!(
-            "memory mismatch: the source VM has {} bytes, this destination was started for {}",
-            config.memory,
-            opts.memory.unwrap_or(0)
-        ))
-    } else if opts.vcpus.is_some_and(|v| v != config.vcpus) {
-        refuse(format!(
-            "vCPU mismatch: the source VM has {}, this destination was started for {}",
-            config.vcpus,
-            opts.vcpus.unwrap_or(0)
-        ))
-    } else if nic_without_tap {
-        refuse("the VM has a NIC, but this destination has no TAP for it (start it with --net-run-id)".into())
-    } else {
-        None
+    let built = match refusal(hello, &config, opts) {
+        Some(reason) => Err(reason),
+        None => new_machine(&config, opts.console).map_err(|e| format!("cannot build the VM here: {e}")),
     };
-    if let Some(reason) = reason {
-        out.send_json(Kind::HelloReply, &HelloReply { ok: false, reason: Some(reason.clone()) }).map_err(send)?;
-        return Err(Error::State(format!("refused the incoming VM: {reason}")));
-    }
-    let machine = match new_machine(&config, opts.console) {
-        Ok(m) => m,
-        Err(e) => {
-            let reason = format!("cannot build the VM here: {e}");
-            out.send_json(Kind::HelloReply, &HelloReply { ok: false, reason: Some(reason.clone()) }).map_err(send)?;
-            return Err(Error::State(reason));
-        }
+    let reply = match &built {
+        Ok(_) => HelloReply { ok: true, reason: None },
+        Err(reason) => HelloReply { ok: false, reason: Some(reason.clone()) },
     };
-    out.send_json(Kind::HelloReply, &HelloReply { ok: true, reason: None }).map_err(send)?;
-    out.flush().map_err(send)?;
+    let send = |e| fail(Cause::io("replying to the source")(e));
+    conn.out.send_json(Kind::HelloReply, &reply).map_err(send)?;
+    conn.out.flush().map_err(send)?;
+    let machine = built.map_err(|reason| fail(Cause::Refused(reason)))?;
+    Ok((machine, config))
+}
 
-    let ram_pages = config.memory / PAGE_SIZE;
-    let mem = &machine.vm.mem;
-    let base = memory::host_base(mem)?;
+/// Everything the source sent up to `Complete`.
+struct Incoming {
+    state: MachineState,
+    digest: Option<Digest>,
+    complete_ns: u64,
+    report: IncomingReport,
+}
+
+/// Phases 2 and 3 as this side sees them: pages, state and digest until
+/// `Complete` (the destination cannot tell the source's rounds apart).
+fn receive_memory(conn: &mut Conn, machine: &Machine, ram_pages: u64) -> Result<Incoming, MigrationError> {
+    let fail = MigrationError::PreCopy;
+    let base = memory::host_base(&machine.vm.mem).map_err(|e| fail(e.into()))?;
+    // SAFETY: `base` maps this VM's `ram_pages` pages; no vCPU or device of
+    // the VM runs yet, so nothing else touches them while `ram` lives.
+    let mut ram = unsafe { RamWriter::new(base, ram_pages) };
     let mut report = IncomingReport { pages: 0, frames: 0, verified: false };
-    let mut saved = None;
-    let mut digest = None;
-    // Pages written so far: RAM starts zero, so a zero marker for a page
-    // never written needs no work at all.
-    let mut written = vec![0u64; ram_pages.div_ceil(64) as usize];
-    let complete: Complete = loop {
-        let (kind, payload) = reader.recv().map_err(wire)?;
+    let (mut saved, mut digest) = (None, None);
+    loop {
+        let (kind, payload) = conn.reader.recv().map_err(|e| fail(e.into()))?;
         report.frames += 1;
         match kind {
             Kind::Pages => {
-                let (entries, data) = pages::decode(payload, ram_pages).map_err(wire)?;
-                let mut off = 0;
-                for e in entries {
-                    let pfn = e & !pages::ZERO_PAGE;
-                    let (word, bit) = ((pfn / 64) as usize, 1u64 << (pfn % 64));
-                    report.pages += 1;
-                    // SAFETY (both blocks): `decode` checked pfn < ram_pages,
-                    // so the page lies inside the VM's RAM mapping; no vCPU
-                    // or device of this VM runs yet, so nothing else touches
-                    // it. Written directly, not through vm-memory, so that
-                    // incoming pages are not marked as the VMM's own writes.
-                    let dst = unsafe { base.add(pfn as usize * PAGE) };
-                    if e & pages::ZERO_PAGE != 0 {
-                        if written[word] & bit != 0 {
-                            written[word] &= !bit;
-                            unsafe { std::ptr::write_bytes(dst, 0, PAGE) };
-                        }
-                    } else {
-                        written[word] |= bit;
-                        let src = &data[off..off + PAGE];
-                        off += PAGE;
-                        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, PAGE) };
-                    }
-                }
+                let (entries, data) = pages::decode(payload, ram_pages).map_err(|e| fail(e.into()))?;
+                report.pages += entries.len() as u64;
+                ram.write_batch(&entries, data);
             }
-            Kind::State => saved = Some(parse_json::<state::MachineState>(payload, kind).map_err(wire)?),
-            Kind::Digest => digest = Some(parse_json::<Digest>(payload, kind).map_err(wire)?),
-            Kind::Complete => break parse_json(payload, kind).map_err(wire)?,
+            Kind::State => saved = Some(parse_json::<MachineState>(payload, kind).map_err(|e| fail(e.into()))?),
+            Kind::Digest => digest = Some(parse_json::<Digest>(payload, kind).map_err(|e| fail(e.into()))?),
+            Kind::Complete => {
+                let complete: Complete = parse_json(payload, kind).map_err(|e| fail(e.into()))?;
+                tracing::debug!(pause_requested_ns = complete.pause_requested_ns, "migration complete frame");
+                let state = saved.ok_or_else(|| {
+                    MigrationError::StopAndCopy(WireError::Malformed("no State frame before Complete".into()).into())
+                })?;
+                return Ok(Incoming { state, digest, complete_ns: mono_ns(), report });
+            }
             Kind::Abort => {
-                let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-                return Err(Error::State(format!(
-                    "the source aborted the migration: {}",
-                    v["reason"].as_str().unwrap_or("no reason")
-                )));
+                let abort: Abort = parse_json(payload, kind).map_err(|e| fail(e.into()))?;
+                return Err(fail(Cause::Aborted(escape(&abort.reason))));
             }
-            other => return Err(wire(WireError::Malformed(format!("unexpected {other:?} frame")))),
+            other => return Err(fail(WireError::Malformed(format!("unexpected {other:?} frame")).into())),
+        }
+    }
+}
+
+/// Phase 3 on this side: checks the digest before anything runs, then
+/// restores the state. On failure the source is told, in the Ack.
+fn verify_and_restore(conn: &mut Conn, machine: &Machine, incoming: &Incoming) -> Result<Ack, MigrationError> {
+    let fail = MigrationError::StopAndCopy;
+    let mut ack = Ack { complete_ns: incoming.complete_ns, ..Default::default() };
+    ack.verify_start_ns = mono_ns();
+    let checked = match &incoming.digest {
+        None => Ok(()),
+        Some(want) => {
+            // SAFETY: no vCPU of this VM has run yet; only this thread touches RAM.
+            let ram = unsafe { memory::as_slice(&machine.vm.mem) }.map_err(|e| fail(e.into()))?;
+            match want.first_mismatch(&Digest::of(ram, 2)) {
+                None => Ok(()),
+                Some(off) => Err(Cause::DigestMismatch(off)),
+            }
         }
     };
-    let mut ack = Ack { complete_ns: mono_ns(), ..Default::default() };
-    tracing::debug!(pause_requested_ns = complete.pause_requested_ns, "migration complete frame");
-    let saved = saved.ok_or_else(|| wire(WireError::Malformed("no State frame before Complete".into())))?;
-
-    ack.verify_start_ns = mono_ns();
-    if let Some(want) = &digest {
-        // SAFETY: no vCPU of this VM has run yet; only this thread touches RAM.
-        let have = Digest::of(unsafe { memory::as_slice(mem)? }, 2);
-        if let Some(off) = want.first_mismatch(&have) {
-            let reason = format!("memory digest mismatch: guest RAM differs from the source at {off:#x}");
-            ack.reason = Some(reason.clone());
-            ack.digest_ok = Some(false);
-            let _ = out.send_json(Kind::Ack, &ack);
-            let _ = out.flush();
-            return Err(Error::State(reason));
-        }
-        report.verified = true;
-        ack.digest_ok = Some(true);
-    }
+    ack.digest_ok = incoming.digest.as_ref().map(|_| checked.is_ok());
     ack.verify_end_ns = mono_ns();
-    if let Err(e) = state::restore(&machine, &saved) {
-        ack.reason = Some(format!("restoring state: {e}"));
-        let _ = out.send_json(Kind::Ack, &ack);
-        let _ = out.flush();
-        return Err(e);
+    let restored = checked.and_then(|()| state::restore(machine, &incoming.state).map_err(Cause::from));
+    if let Err(cause) = restored {
+        ack.reason = Some(cause.to_string());
+        let _ = conn.out.send_json(Kind::Ack, &ack);
+        let _ = conn.out.flush();
+        return Err(fail(cause));
     }
     ack.restored_ns = mono_ns();
+    Ok(ack)
+}
+
+/// Phase 4: runs the guest, announces where it is now, and acknowledges.
+/// If the Ack cannot be sent, the guest is stopped here: the source will
+/// resume its own copy.
+fn start(conn: &mut Conn, machine: Machine, config: VmConfig, mut ack: Ack) -> Result<Vmm, MigrationError> {
     let vmm = Vmm::start(machine, config);
     ack.first_run_ns = vmm.wait_first_run(Duration::from_secs(5)).unwrap_or_else(mono_ns);
     if let Some(net) = &vmm.machine().net {
@@ -209,10 +243,50 @@ fn receive_on<R: std::io::Read, W: std::io::Write>(
         }
     }
     ack.ok = true;
-    if let Err(e) = out.send_json(Kind::Ack, &ack).and_then(|_| out.flush()) {
-        // The source will resume its copy: this one must not run too.
+    if let Err(e) = conn.out.send_json(Kind::Ack, &ack).and_then(|_| conn.out.flush()) {
         vmm.join();
-        return Err(Error::io("acknowledging the migration; stopped the VM here so the source keeps it")(e));
+        return Err(MigrationError::Commitment(Cause::io(
+            "acknowledging the migration (stopped the VM here, so the source keeps it)",
+        )(e)));
     }
-    Ok((vmm, report))
+    Ok(vmm)
+}
+
+/// Writes incoming pages into guest RAM, directly rather than through
+/// vm-memory, so that they are not marked as the VMM's own writes.
+struct RamWriter {
+    base: *mut u8,
+    /// Pages written so far: RAM starts zero, so a zero marker for a page
+    /// never written needs no work at all.
+    written: Vec<u64>,
+}
+
+impl RamWriter {
+    /// # Safety
+    /// `base` must map `ram_pages` writable pages that nothing else touches
+    /// while the writer lives.
+    unsafe fn new(base: *mut u8, ram_pages: u64) -> Self {
+        Self { base, written: vec![0u64; ram_pages.div_ceil(64) as usize] }
+    }
+
+    /// Writes one decoded batch (entries checked by [`pages::decode`]).
+    fn write_batch(&mut self, entries: &[u64], data: &[u8]) {
+        let mut pages_data = data.chunks_exact(PAGE);
+        for &e in entries {
+            let pfn = e & !pages::ZERO_PAGE;
+            let (word, bit) = ((pfn / 64) as usize, 1u64 << (pfn % 64));
+            // SAFETY (both blocks): `decode` checked pfn < ram_pages, so the
+            // page lies inside the mapping `new` was given.
+            let dst = unsafe { self.base.add(pfn as usize * PAGE) };
+            if e & pages::ZERO_PAGE != 0 {
+                if self.written[word] & bit != 0 {
+                    self.written[word] &= !bit;
+                    unsafe { std::ptr::write_bytes(dst, 0, PAGE) };
+                }
+            } else if let Some(src) = pages_data.next() {
+                self.written[word] |= bit;
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, PAGE) };
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@
 
 use super::wire::{pages, FrameWriter, Kind};
 use crate::abi::PAGE_SIZE;
-use crate::clock::mono_ns;
+use results::clock::mono_ns;
 use std::io::Write;
 use std::time::Duration;
 
@@ -81,11 +81,7 @@ impl<W: Write> PageSender<W> {
         if self.entries.is_empty() {
             return Ok(());
         }
-        self.table.clear();
-        self.table.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for e in &self.entries {
-            self.table.extend_from_slice(&e.to_le_bytes());
-        }
+        pages::encode_table(&self.entries, &mut self.table);
         self.w.send_parts(Kind::Pages, &[&self.table, &self.data])?;
         self.entries.clear();
         self.data.clear();

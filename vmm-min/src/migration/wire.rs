@@ -89,6 +89,9 @@ pub enum WireError {
         len: usize,
     },
     /// A frame whose content does not parse.
+    /// The peer sent an Abort frame instead of the one expected.
+    #[error("the peer aborted: {}", super::protocol::escape(.0))]
+    Aborted(String),
     #[error("malformed migration frame: {0}")]
     Malformed(String),
 }
@@ -167,6 +170,11 @@ fn read_exact_or<R: Read>(r: &mut R, buf: &mut [u8], what: &'static str) -> Resu
 }
 
 impl<R: Read> FrameReader<R> {
+    /// The underlying reader.
+    pub fn get_ref(&self) -> &R {
+        &self.r
+    }
+
     /// Wraps a stream.
     pub fn new(r: R) -> Self {
         Self { r, buf: Vec::new() }
@@ -202,11 +210,8 @@ impl<R: Read> FrameReader<R> {
     pub fn recv_json<T: DeserializeOwned>(&mut self, want: Kind) -> Result<T, WireError> {
         let (kind, payload) = self.recv()?;
         if kind == Kind::Abort && want != Kind::Abort {
-            let reason: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-            return Err(WireError::Malformed(format!(
-                "peer aborted: {}",
-                reason["reason"].as_str().unwrap_or("no reason")
-            )));
+            let abort: super::protocol::Abort = parse_json(payload, Kind::Abort)?;
+            return Err(WireError::Aborted(abort.reason));
         }
         if kind != want {
             return Err(WireError::Malformed(format!("expected a {want:?} frame, got {kind:?}")));
@@ -230,6 +235,17 @@ pub mod pages {
     pub const ZERO_PAGE: u64 = 1 << 63;
     /// Pages per batch.
     pub const BATCH: usize = 256;
+
+    /// Encodes a batch's entry table (`count u32 | entry u64 ...`) into
+    /// `table`; the data of the non-zero pages follows it in the frame, in
+    /// entry order. [`decode`] is its inverse.
+    pub fn encode_table(entries: &[u64], table: &mut Vec<u8>) {
+        table.clear();
+        table.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for e in entries {
+            table.extend_from_slice(&e.to_le_bytes());
+        }
+    }
 
     /// Decodes a batch, checking every entry against `ram_pages` and the
     /// payload's length. Returns the entries and the data area.

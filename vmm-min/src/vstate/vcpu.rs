@@ -137,7 +137,7 @@ pub fn run_loop(vcpu: Arc<Vcpu>, m: Arc<Machine>) {
         return;
     }
     let mut bell_seen = 0u64;
-    let _ = m.first_run_ns.compare_exchange(0, crate::clock::mono_ns(), Ordering::AcqRel, Ordering::Relaxed);
+    let _ = m.first_run_ns.compare_exchange(0, results::clock::mono_ns(), Ordering::AcqRel, Ordering::Relaxed);
     loop {
         if m.run.needs_attention() && !m.run.park_if_requested() {
             break;

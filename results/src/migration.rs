@@ -1,9 +1,9 @@
-//! Migration statistics, as the source prints them and the control socket
-//! returns them. Times are milliseconds on the host's monotonic clock,
+//! Migration statistics, as a source reports them (vmm-min's over its
+//! control socket, QEMU's mapped from `query-migrate`). Times are milliseconds on the host's monotonic clock,
 //! relative to the migration's start (`start_mono_ns`, absolute, so other
 //! processes' timestamps can be placed on the same timeline).
 
-use super::policy::Policy;
+use crate::policy::Policy;
 use serde::{Deserialize, Serialize};
 
 /// How a migration ended.

@@ -1,12 +1,12 @@
-//! Probe results: the sample series, the summary, JSON and CSV output.
+//! The HTTP probe's result: the sample series, the summary, JSON and CSV
+//! output. The probe (`probes::http`) fills it; reports and checks read it.
 
 use std::io::{self, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::ProbeError;
-use crate::analysis::{self, Gap, PhaseRates};
+use crate::series::{self, Gap, PhaseRates};
 
 /// One tick of the sampler.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -117,7 +117,7 @@ pub struct Summary {
     pub latency_us: LatencySummary,
     /// Sampler jitter in µs.
     pub jitter_us: JitterSummary,
-    /// Application-visible downtime (see [`analysis::app_downtime`]).
+    /// Application-visible downtime (see [`series::app_downtime`]).
     pub app_downtime: Option<Gap>,
 }
 
@@ -150,14 +150,14 @@ impl ProbeResult {
         monotonic_ns.checked_sub(self.start_monotonic_ns)
     }
 
-    /// See [`analysis::app_downtime`].
+    /// See [`series::app_downtime`].
     pub fn app_downtime(&self) -> Option<Gap> {
-        analysis::app_downtime(&self.samples)
+        series::app_downtime(&self.samples)
     }
 
-    /// See [`analysis::gap_around`]; `t_ns` is on the probe's timeline.
+    /// See [`series::gap_around`]; `t_ns` is on the probe's timeline.
     pub fn gap_around(&self, t_ns: u64) -> Option<Gap> {
-        analysis::gap_around(&self.samples, t_ns)
+        series::gap_around(&self.samples, t_ns)
     }
 
     /// [`Self::gap_around`] for an absolute `CLOCK_MONOTONIC` time.
@@ -165,9 +165,9 @@ impl ProbeResult {
         self.gap_around(self.probe_time_ns(monotonic_ns)?)
     }
 
-    /// See [`analysis::phase_rates`]; times are on the probe's timeline.
+    /// See [`series::phase_rates`]; times are on the probe's timeline.
     pub fn phase_rates(&self, start_ns: u64, end_ns: u64) -> PhaseRates {
-        analysis::phase_rates(&self.samples, start_ns, end_ns)
+        series::phase_rates(&self.samples, start_ns, end_ns)
     }
 
     /// Write the series as CSV: header `t_s,bytes,rate_mbps,jitter_us`, one
@@ -182,26 +182,22 @@ impl ProbeResult {
     }
 
     /// [`Self::write_csv`] to a file.
-    pub fn save_csv(&self, path: impl AsRef<Path>) -> Result<(), ProbeError> {
-        let path = path.as_ref();
-        let io_err = |source| ProbeError::Io { path: path.to_path_buf(), source };
-        let f = std::fs::File::create(path).map_err(io_err)?;
-        self.write_csv(io::BufWriter::new(f)).map_err(io_err)
+    pub fn save_csv(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let f = std::fs::File::create(path)?;
+        self.write_csv(io::BufWriter::new(f))
     }
 
     /// Write the whole result as pretty JSON to a file.
-    pub fn save_json(&self, path: impl AsRef<Path>) -> Result<(), ProbeError> {
-        let path = path.as_ref();
-        let io_err = |source| ProbeError::Io { path: path.to_path_buf(), source };
-        let f = std::fs::File::create(path).map_err(io_err)?;
+    pub fn save_json(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let f = std::fs::File::create(path)?;
         let mut w = io::BufWriter::new(f);
-        serde_json::to_writer_pretty(&mut w, self).map_err(|e| io_err(e.into()))?;
-        w.flush().map_err(io_err)
+        serde_json::to_writer_pretty(&mut w, self)?;
+        w.flush()
     }
 }
 
 /// Jitter statistics over a series; `interval_ns` is the nominal interval.
-pub(crate) fn jitter_summary(samples: &[Sample], interval_ns: u64, missed_ticks: u64) -> JitterSummary {
+pub fn jitter_summary(samples: &[Sample], interval_ns: u64, missed_ticks: u64) -> JitterSummary {
     if samples.is_empty() {
         return JitterSummary { missed_ticks, ..JitterSummary::default() };
     }

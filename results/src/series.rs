@@ -25,7 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::Sample;
+use crate::probe::Sample;
 
 /// Megabits per second (10^6 bit/s) for `bytes` received over `dt_ns`.
 /// Returns 0.0 when `dt_ns` is 0.

@@ -1,0 +1,83 @@
+//! Child processes of an experiment (VMMs, QEMU): each started by its own
+//! pid with `PR_SET_PDEATHSIG`, so it dies with the runner, and killed and
+//! reaped when dropped.
+
+use crate::error::RunnerError;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A child process that does not outlive its owner.
+#[derive(Debug)]
+pub struct ChildProcess {
+    name: String,
+    child: Child,
+}
+
+impl ChildProcess {
+    /// Starts `cmd` as `name` (used in messages).
+    pub fn spawn(name: impl Into<String>, mut cmd: Command) -> Result<Self, RunnerError> {
+        let name = name.into();
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls prctl, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(RunnerError::io(format!("starting the {name}")))?;
+        Ok(Self { name, child })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child itself (for its pipes).
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// `Some(description)` once it has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(s)) => Some(format!("the {} exited ({s}); see its messages above", self.name)),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot watch the {}: {e}", self.name)),
+        }
+    }
+
+    /// Waits up to `limit` for it to exit; its exit code (`None`: still
+    /// running, or ended by a signal).
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Kills it (if it still runs) and reaps it.
+    pub fn kill(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

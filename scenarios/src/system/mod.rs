@@ -1,0 +1,105 @@
+//! The boundary between the runner and a system under test. The runner,
+//! the probe, the reports and `check` see only this: start a source running
+//! a workload and a destination, migrate with a policy (with progress),
+//! check the guest on either side, pause and resume, tear down; the
+//! statistics come back in the common results model ([`results`]).
+//!
+//! - [`vmm_min`]: migbench's own VMM and built-in guest, as child processes
+//!   driven over their control sockets.
+
+pub mod vmm_min;
+
+use crate::error::RunnerError;
+use crate::netns::Names;
+use results::{MigrationStats, Policy};
+use std::path::Path;
+
+pub use ::vmm_min::control::MigrationProgress;
+
+/// Which copy of the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Where the guest started.
+    Source,
+    /// Where it is migrated to.
+    Destination,
+}
+
+impl Side {
+    /// "source" or "destination".
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        }
+    }
+}
+
+/// The guest an experiment runs, in terms every system understands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestSpec {
+    /// Guest RAM, bytes.
+    pub memory: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// The workload, as `migbench run --workload` spells it
+    /// (`idle`, `stress:vm=3,bytes=128M`, `memcheck`, ...).
+    pub workload: String,
+    /// Whether the workload can check its own memory (`memcheck`).
+    pub memcheck: bool,
+}
+
+/// Where an experiment runs: its scratch directory and its network.
+#[derive(Debug, Clone, Copy)]
+pub struct RunContext<'a> {
+    /// A directory the run owns (sockets, configuration files).
+    pub dir: &'a Path,
+    /// The topology, when the guest has a NIC.
+    pub names: Option<&'a Names>,
+    /// The size of the file the guest serves, when it has a NIC.
+    pub file_bytes: Option<u64>,
+}
+
+/// How each side ended at teardown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Teardown {
+    /// The source's exit code (`None`: killed, or did not exit in time).
+    pub source_exit: Option<i32>,
+    /// The destination's exit code.
+    pub destination_exit: Option<i32>,
+}
+
+/// A system under test.
+pub trait SystemUnderTest {
+    /// Its name in reports: `vmm-min`, `qemu`.
+    fn name(&self) -> &'static str;
+
+    /// Starts the destination, ready to receive, and the source, running
+    /// the guest's workload (with its NIC on the run's topology).
+    fn start(&mut self, guest: &GuestSpec, ctx: &RunContext) -> Result<(), RunnerError>;
+
+    /// Live-migrates the guest from the source to the destination and
+    /// returns the statistics, whatever the outcome; `progress` is called
+    /// while it runs (about every 100 ms).
+    fn migrate(
+        &mut self,
+        policy: &Policy,
+        verify: bool,
+        progress: &mut dyn FnMut(&MigrationProgress),
+    ) -> Result<MigrationStats, RunnerError>;
+
+    /// A counter that advances while the guest runs on `side`.
+    fn heartbeat(&self, side: Side) -> Result<u64, RunnerError>;
+
+    /// Runs the guest's own memory check on `side`; the pages found bad.
+    fn guest_memcheck(&self, side: Side) -> Result<u64, RunnerError>;
+
+    /// Pauses the guest on `side`.
+    fn pause(&self, side: Side) -> Result<(), RunnerError>;
+
+    /// Resumes it.
+    fn resume(&self, side: Side) -> Result<(), RunnerError>;
+
+    /// Asks both sides to stop and waits for them; kills what does not end.
+    fn teardown(&mut self) -> Teardown;
+}
