@@ -12,12 +12,8 @@
 //! and compares with [`etag_matches`], which accepts a weak `W/` prefix and
 //! upper-case hex.
 
-/// FNV-1a 64-bit offset basis.
-pub const FNV64_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-/// FNV-1a 64-bit prime.
-pub const FNV64_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-/// Incremental FNV-1a 64-bit hasher.
+/// The running FNV-1a 64 hash of a body: the state of the `fnv` crate's
+/// hasher, kept as a plain value so that it can be copied and compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fnv1a64(u64);
 
@@ -28,29 +24,26 @@ impl Default for Fnv1a64 {
 }
 
 impl Fnv1a64 {
-    /// A hasher in its initial state.
+    /// A fresh hash.
     pub fn new() -> Self {
-        Fnv1a64(FNV64_OFFSET)
+        Fnv1a64(std::hash::Hasher::finish(&fnv::FnvHasher::default()))
     }
 
-    /// Feed more bytes.
+    /// Adds `bytes`.
     pub fn update(&mut self, bytes: &[u8]) {
-        let mut h = self.0;
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(FNV64_PRIME);
-        }
-        self.0 = h;
+        let mut h = fnv::FnvHasher::with_key(self.0);
+        std::hash::Hasher::write(&mut h, bytes);
+        self.0 = std::hash::Hasher::finish(&h);
     }
 
-    /// The hash of everything fed so far.
+    /// The hash so far.
     pub fn finish(&self) -> u64 {
         self.0
     }
 
-    /// The ETag for everything fed so far (see [`etag_of`]).
+    /// The hash so far as an ETag value.
     pub fn etag(&self) -> String {
-        format_etag(self.0)
+        format_etag(self.finish())
     }
 }
 
@@ -61,7 +54,6 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Render a hash as a strong ETag: `"` + 16 lowercase hex digits + `"`.
 pub fn format_etag(hash: u64) -> String {
     format!("\"{hash:016x}\"")
 }

@@ -6,5 +6,8 @@ pub const ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/migbench-guest.
 /// A short fingerprint of the image (FNV-1a 64), so a migration destination
 /// can refuse a source running a different guest.
 pub fn fingerprint() -> u64 {
-    ELF.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(ELF);
+    h.finish()
 }

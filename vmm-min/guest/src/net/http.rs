@@ -14,6 +14,7 @@
 //! - A connection that makes no progress for [`IDLE_TIMEOUT_MS`] is aborted,
 //!   so half-open clients cannot hold the sockets forever.
 
+use core::hash::Hasher;
 use alloc::vec::Vec;
 use core::fmt::Write;
 use smoltcp::iface::{SocketHandle, SocketSet};
@@ -29,17 +30,11 @@ pub const IDLE_TIMEOUT_MS: u64 = 30_000;
 const MAX_HEADERS: usize = 64;
 const HEALTH_BODY: &[u8] = b"ok\n";
 
-/// FNV-1a 64-bit offset basis and prime.
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-/// FNV-1a 64 over `bytes`, continuing from `h`.
-pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h
+/// FNV-1a 64 of `bytes` (the `fnv` crate's hasher).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(bytes);
+    h.finish()
 }
 
 /// Word `w` of the served file: splitmix64 of the word index.
@@ -75,16 +70,16 @@ pub fn fill(buf: &mut [u8], off: u64) {
 
 /// The hash of the whole file of `len` bytes.
 pub fn file_hash(len: u64) -> u64 {
-    let mut h = FNV_OFFSET;
+    let mut h = fnv::FnvHasher::default();
     let mut buf = [0u8; 4096];
     let mut off = 0u64;
     while off < len {
         let n = (len - off).min(buf.len() as u64) as usize;
         fill(&mut buf[..n], off);
-        h = fnv1a(h, &buf[..n]);
+        h.write(&buf[..n]);
         off += n as u64;
     }
-    h
+    h.finish()
 }
 
 /// A fixed buffer that `write!` appends to (truncating when full).
@@ -426,7 +421,7 @@ fn service_conn(c: &mut Conn, s: &mut tcp::Socket, now: Instant, file_len: u64, 
 }
 
 fn response(code: u16, reason: &str, body: &'static [u8], head_only: bool, close: bool) -> Resp {
-    let mut r = start_resp(code, reason, body.len() as u64, fnv1a(FNV_OFFSET, body), "text/plain", close);
+    let mut r = start_resp(code, reason, body.len() as u64, fnv1a(body), "text/plain", close);
     r.body = Body::Static(body);
     if head_only {
         r.body_len = 0;
