@@ -150,6 +150,9 @@ pub struct VmmArgs {
     /// Give up if the source sends nothing for this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Give up if the whole incoming migration takes longer than this, from the source's Hello.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub deadline: Duration,
     /// Open a control socket (line-delimited JSON) at this path.
     #[arg(long)]
     pub control: Option<PathBuf>,

@@ -85,7 +85,14 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
     for f in &r.failures {
         eprintln!("migbench: FAIL: {f}");
     }
-    Ok(if r.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if r.migration.outcome == results::Outcome::Indeterminate {
+        // Distinct, so that a CI script can tell "unknown" from "failed".
+        ExitCode::from(3)
+    } else if r.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_summary(s: &MigrationStats) {

@@ -122,6 +122,7 @@ pub fn incoming(args: VmmArgs) -> Result<ExitCode> {
         vcpus: args.vcpus,
         console: !args.quiet,
         frame_timeout: args.timeout,
+        deadline: args.deadline,
         tap: None,
     };
     let (vmm, report) = match &args.net_run_id {
@@ -149,7 +150,10 @@ fn serve(vmm: &Vmm, service: &VmService, opts: ServeOptions, start: Start, alive
         None
     };
     let deadline = (!opts.duration.is_zero()).then(|| run_start + opts.duration);
-    while vmm.exited().is_none() && !service.quit_requested() && deadline.is_none_or(|d| Instant::now() < d) {
+    while vmm.exited().is_none()
+        && !service.quit_requested()
+        && (service.must_stay() || deadline.is_none_or(|d| Instant::now() < d))
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
     let heartbeat = vmm.heartbeat(0);

@@ -275,49 +275,60 @@ fn feed_destination(bytes: &[u8]) -> (Option<i32>, String) {
     dst.exit(Duration::from_secs(20))
 }
 
-fn hello_frame() -> Vec<u8> {
-    let config = vmm_min::VmConfig {
-        memory: 64 << 20,
-        vcpus: 1,
-        workload: vmm_min::Workload::Idle,
-        backend: vmm_min::MemoryBackend::Anon,
-        net: None,
-    };
-    let hello = vmm_min::migration::protocol::Hello {
-        wire_version: vmm_min::migration::wire::VERSION,
-        config,
-        image_fingerprint: vmm_min::guest_image::fingerprint(),
-        start_mono_ns: 0,
-    };
-    let mut buf = Vec::new();
-    FrameWriter::new(&mut buf).send_json(Kind::Hello, &hello).expect("frame");
-    buf
-}
+/// A migration stream as a source would write it: one writer, so the
+/// frames carry consecutive sequence numbers.
+struct Stream(FrameWriter<Vec<u8>>);
 
-fn pages_frame(payload: &[&[u8]]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    FrameWriter::new(&mut buf).send_parts(Kind::Pages, payload).expect("frame");
-    buf
+impl Stream {
+    fn hello() -> Stream {
+        let config = vmm_min::VmConfig {
+            memory: 64 << 20,
+            vcpus: 1,
+            workload: vmm_min::Workload::Idle,
+            backend: vmm_min::MemoryBackend::Anon,
+            net: None,
+        };
+        let hello = vmm_min::migration::protocol::Hello {
+            wire_version: vmm_min::migration::wire::VERSION,
+            config,
+            image_fingerprint: vmm_min::guest_image::fingerprint(),
+            start_mono_ns: 0,
+            verify: false,
+        };
+        let mut w = FrameWriter::new(Vec::new());
+        w.send_json(Kind::Hello, &hello).expect("frame");
+        Stream(w)
+    }
+
+    fn pages(mut self, payload: &[&[u8]]) -> Stream {
+        self.0.send_parts(Kind::Pages, payload).expect("frame");
+        self
+    }
+
+    fn complete(mut self) -> Stream {
+        self.0.send_json(Kind::Complete, &json!({"pause_requested_ns": 0, "sent_ns": 0})).expect("frame");
+        self
+    }
+
+    fn bytes(self) -> Vec<u8> {
+        self.0.into_inner()
+    }
 }
 
 #[test]
 fn malformed_streams_are_rejected_without_panic_or_resume() {
     let _g = serial();
     let one_page: Vec<u8> = [&1u32.to_le_bytes()[..], &5u64.to_le_bytes(), &[0xab; 4096]].concat();
-    let good_pages = pages_frame(&[&one_page]);
+    let hello_len = Stream::hello().bytes().len();
+    let good = Stream::hello().pages(&[&one_page]).bytes();
 
-    let mut corrupted = [hello_frame(), good_pages.clone()].concat();
+    let mut corrupted = good.clone();
     let n = corrupted.len();
     corrupted[n - 100] ^= 0x40;
-    let truncated = [hello_frame(), good_pages[..good_pages.len() / 2].to_vec()].concat();
+    let truncated = good[..hello_len + (good.len() - hello_len) / 2].to_vec();
     let outside: Vec<u8> = [&1u32.to_le_bytes()[..], &(1u64 << 40).to_le_bytes(), &[0u8; 4096]].concat();
-    let out_of_range = [hello_frame(), pages_frame(&[&outside])].concat();
-    let no_state = [hello_frame(), good_pages.clone(), {
-        let mut b = Vec::new();
-        FrameWriter::new(&mut b).send_json(Kind::Complete, &json!({"pause_requested_ns": 0, "sent_ns": 0})).unwrap();
-        b
-    }]
-    .concat();
+    let out_of_range = Stream::hello().pages(&[&outside]).bytes();
+    let no_state = Stream::hello().pages(&[&one_page]).complete().bytes();
 
     let cases: [(&str, Vec<u8>, &str); 4] = [
         ("corrupted", corrupted, "checksum mismatch"),

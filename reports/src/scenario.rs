@@ -121,6 +121,7 @@ pub fn outcome_str(o: Outcome) -> &'static str {
     match o {
         Outcome::Completed => "completed",
         Outcome::Cancelled => "cancelled",
+        Outcome::Indeterminate => "indeterminate",
         Outcome::Failed => "failed",
     }
 }

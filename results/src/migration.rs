@@ -16,6 +16,10 @@ pub enum Outcome {
     Cancelled,
     /// Something failed; the source keeps running.
     Failed,
+    /// The source committed the VM to the destination but never heard
+    /// that it runs there: the source's copy stays paused until an
+    /// operator resolves it (resume here, or discard).
+    Indeterminate,
 }
 
 /// One pre-copy round (the final stop-and-copy pass is not a round).
@@ -54,7 +58,8 @@ pub struct DowntimeBreakdown {
     pub state_ms: f64,
     /// From the last frame sent to the state restored on the destination.
     pub restore_ms: f64,
-    /// From restored to the first `KVM_RUN` on the destination.
+    /// From restored on the destination (Ready sent) to its first
+    /// `KVM_RUN`: the Ready/Commit round trip and starting the vCPUs.
     pub resume_ms: f64,
 }
 

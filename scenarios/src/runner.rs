@@ -218,13 +218,23 @@ fn run_in(
     let mut failures = Vec::new();
     let mut checks = Map::new();
     let completed = stats.outcome == Outcome::Completed;
-    let here = if completed { Side::Destination } else { Side::Source };
+    let here = match stats.outcome {
+        Outcome::Completed => Side::Destination,
+        Outcome::Indeterminate => {
+            let side = sut.resolve_indeterminate()?;
+            events(Event::Phase(&format!("indeterminate outcome resolved: the guest runs on the {}", side.name())));
+            checks.insert("indeterminate_resolved_to".into(), json!(side.name()));
+            side
+        }
+        Outcome::Cancelled | Outcome::Failed => Side::Source,
+    };
     if !completed {
-        failures.push(format!(
-            "migration {}: {}",
-            if stats.outcome == Outcome::Cancelled { "cancelled" } else { "failed" },
-            stats.reason.as_deref().unwrap_or("no reason given")
-        ));
+        let how = match stats.outcome {
+            Outcome::Cancelled => "cancelled",
+            Outcome::Indeterminate => "indeterminate",
+            _ => "failed",
+        };
+        failures.push(format!("migration {how}: {}", stats.reason.as_deref().unwrap_or("no reason given")));
     }
     let (a, b) = heartbeats(sut, here, exp.after)?;
     checks.insert(format!("{}_heartbeat", here.name()), json!([a, b]));

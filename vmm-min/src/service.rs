@@ -3,7 +3,7 @@
 //! receives one. The process around it (`migbench run`, `migbench vmm`)
 //! decides when to stop; this module owns the answers.
 
-use crate::control::protocol::{MigrationProgress, Phase, Reply, Request, Status};
+use crate::control::protocol::{MigrationProgress, Phase, Reply, Request, Resolution, Status};
 use crate::control::Handler;
 use crate::machine::lock;
 use crate::migration::{self, SourceEvent, SourceOptions};
@@ -32,6 +32,8 @@ pub struct VmService {
     /// Held by the request that owns the VM: a migration, a pause, a resume.
     migrating: Mutex<()>,
     in_migration: AtomicBool,
+    /// A migration committed the VM and never heard back.
+    indeterminate: AtomicBool,
     progress: Mutex<Option<MigrationProgress>>,
     migrated: Mutex<Option<MigrationStats>>,
     /// Called after each pre-copy round (the CLI prints a line).
@@ -47,6 +49,7 @@ impl VmService {
             migration_paused: AtomicBool::new(false),
             migrating: Mutex::new(()),
             in_migration: AtomicBool::new(false),
+            indeterminate: AtomicBool::new(false),
             progress: Mutex::new(None),
             migrated: Mutex::new(None),
             on_round,
@@ -84,6 +87,12 @@ impl VmService {
         self.quit.load(Ordering::Acquire)
     }
 
+    /// Whether the VM must be kept whatever else says stop (a `--duration`):
+    /// a migration's outcome is indeterminate and only `resolve` may end it.
+    pub fn must_stay(&self) -> bool {
+        self.indeterminate.load(Ordering::Acquire)
+    }
+
     /// The statistics of the last outgoing migration.
     pub fn migration(&self) -> Option<MigrationStats> {
         lock(&self.migrated).clone()
@@ -102,6 +111,12 @@ impl VmService {
             return Reply::Status(self.status());
         }
         if let Request::Quit = req {
+            if self.must_stay() {
+                return Reply::error(
+                    "a migration is indeterminate: the destination may run the guest. Look there, then send \
+                     {\"cmd\":\"resolve\",\"action\":\"resume\"} or {\"cmd\":\"resolve\",\"action\":\"discard\"}",
+                );
+            }
             self.quit.store(true, Ordering::Release);
             return Reply::Quitting;
         }
@@ -112,7 +127,17 @@ impl VmService {
             Request::Pause => self.pause(&vmm),
             Request::Resume => self.resume(&vmm),
             Request::Verify => verify(&vmm),
-            Request::Migrate { to, policy, verify } => self.migrate(&vmm, &to, &policy, verify),
+            Request::Migrate { to, policy, verify, stop_deadline_ms } => {
+                let mut opts = SourceOptions { verify, ..SourceOptions::default() };
+                if let Some(ms) = stop_deadline_ms {
+                    if !(1..=3_600_000).contains(&ms) {
+                        return Reply::error(format!("stop_deadline_ms {ms} is out of range: 1 to 3600000"));
+                    }
+                    opts.stop_deadline = Duration::from_millis(ms);
+                }
+                self.migrate(&vmm, &to, &policy, &opts)
+            }
+            Request::Resolve { action } => self.resolve(&vmm, action),
             Request::Status | Request::Quit => unreachable!("answered above"),
         }
     }
@@ -125,6 +150,8 @@ impl VmService {
             Served::Running(v) => {
                 let phase = if v.exited().is_some() {
                     Phase::Exited
+                } else if self.must_stay() {
+                    Phase::Indeterminate
                 } else if self.quit_requested() && lock(&self.migrated).is_some() {
                     Phase::Migrated
                 } else if migrating {
@@ -171,10 +198,26 @@ impl VmService {
         Reply::Resumed
     }
 
-    fn migrate(&self, vmm: &Vmm, to: &str, policy: &results::Policy, verify: bool) -> Reply {
+    fn resolve(&self, vmm: &Vmm, action: Resolution) -> Reply {
+        if !self.must_stay() {
+            return Reply::error("there is nothing to resolve: no migration is indeterminate");
+        }
+        match action {
+            Resolution::Resume => vmm.resume(),
+            Resolution::Discard => self.quit.store(true, Ordering::Release),
+        }
+        self.migration_paused.store(false, Ordering::Release);
+        self.indeterminate.store(false, Ordering::Release);
+        Reply::Resolved { action }
+    }
+
+    fn migrate(&self, vmm: &Vmm, to: &str, policy: &results::Policy, opts: &SourceOptions) -> Reply {
         let Ok(_owner) = self.migrating.try_lock() else {
             return Reply::error("a migration is already running");
         };
+        if self.must_stay() {
+            return Reply::error("a migration is indeterminate; resolve it first");
+        }
         if self.paused.load(Ordering::Acquire) {
             return Reply::error("the VM is paused; resume it before migrating");
         }
@@ -194,10 +237,13 @@ impl VmService {
             }
             SourceEvent::Paused => self.migration_paused.store(true, Ordering::Release),
             SourceEvent::Resumed => self.migration_paused.store(false, Ordering::Release),
+            SourceEvent::Indeterminate => self.indeterminate.store(true, Ordering::Release),
         };
         self.in_migration.store(true, Ordering::Release);
-        let stats = migration::migrate(vmm, to, policy, &SourceOptions { verify }, &mut events);
-        self.migration_paused.store(false, Ordering::Release);
+        let stats = migration::migrate(vmm, to, policy, opts, &mut events);
+        if !self.must_stay() {
+            self.migration_paused.store(false, Ordering::Release);
+        }
         self.in_migration.store(false, Ordering::Release);
         *lock(&self.migrated) = Some(stats.clone());
         if stats.outcome == Outcome::Completed {

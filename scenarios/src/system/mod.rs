@@ -94,6 +94,11 @@ pub trait SystemUnderTest {
     /// Runs the guest's own memory check on `side`; the pages found bad.
     fn guest_memcheck(&self, side: Side) -> Result<u64, RunnerError>;
 
+    /// After an `indeterminate` migration (the source committed and never
+    /// heard back): looks at the destination, keeps the one copy that runs
+    /// (or resumes the source's if none does), and says where the guest is.
+    fn resolve_indeterminate(&self) -> Result<Side, RunnerError>;
+
     /// Pauses the guest on `side`.
     fn pause(&self, side: Side) -> Result<(), RunnerError>;
 

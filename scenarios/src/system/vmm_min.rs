@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use vmm_min::config::VmConfig;
-use vmm_min::control::{Client, Phase, Reply, Request};
+use vmm_min::control::{Client, Phase, Reply, Request, Resolution};
 use vmm_min::{MemoryBackend, Workload};
 
 /// How long a VMM may take to answer its first `status`.
@@ -141,7 +141,7 @@ impl SystemUnderTest for VmmMin {
             message: "no destination address: start the destination first".into(),
         })?;
         let client = self.side(Side::Source)?.client.clone();
-        let req = Request::Migrate { to, policy: policy.clone(), verify };
+        let req = Request::Migrate { to, policy: policy.clone(), verify, stop_deadline_ms: None };
         // The migrate request blocks until the end; a second connection
         // polls the source's status for progress meanwhile.
         let reply = std::thread::scope(|s| {
@@ -180,6 +180,21 @@ impl SystemUnderTest for VmmMin {
                 message: format!("the {} answered verify with a '{}' reply", side.name(), other.kind()),
             }),
         }
+    }
+
+    fn resolve_indeterminate(&self) -> Result<Side, RunnerError> {
+        let dst = self.side(Side::Destination)?;
+        let runs_there = match dst.client.status() {
+            Ok(a) if a.phase == Phase::Running => {
+                std::thread::sleep(Duration::from_millis(100));
+                dst.client.status().is_ok_and(|b| b.heartbeat > a.heartbeat)
+            }
+            _ => false,
+        };
+        let (action, side) =
+            if runs_there { (Resolution::Discard, Side::Destination) } else { (Resolution::Resume, Side::Source) };
+        self.side(Side::Source)?.client.request(&Request::Resolve { action }, Duration::from_secs(10))?;
+        Ok(side)
     }
 
     fn pause(&self, side: Side) -> Result<(), RunnerError> {

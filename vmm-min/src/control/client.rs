@@ -69,6 +69,7 @@ fn cmd(r: &Request) -> &'static str {
         Request::Resume => "resume",
         Request::Verify => "verify",
         Request::Migrate { .. } => "migrate",
+        Request::Resolve { .. } => "resolve",
         Request::Quit => "quit",
     }
 }

@@ -13,5 +13,5 @@ pub mod protocol;
 pub mod server;
 
 pub use client::{Client, ControlError};
-pub use protocol::{MigrationProgress, Phase, Reply, Request, Status};
+pub use protocol::{MigrationProgress, Phase, Reply, Request, Resolution, Status};
 pub use server::{ControlServer, Handler};

@@ -8,6 +8,8 @@
 //! {"cmd":"verify"}            -> {"reply":"verified", "bad_pages":0}
 //! {"cmd":"migrate","to":"127.0.0.1:PORT","policy":{"kind":"xen"},"verify":true}
 //!                             -> {"reply":"migrated", <MigrationStats>}
+//! {"cmd":"resolve","action":"resume"|"discard"}
+//!                             -> {"reply":"resolved", "action":...}
 //! {"cmd":"quit"}              -> {"reply":"quitting"}
 //! anything refused            -> {"reply":"error", "message":"..."}
 //! ```
@@ -47,9 +49,29 @@ pub enum Request {
         /// Send a RAM digest for the destination to verify.
         #[serde(default)]
         verify: bool,
+        /// The longest the guest may stay paused before the destination is
+        /// Ready, ms (default 5000); past it the source aborts and resumes.
+        #[serde(default)]
+        stop_deadline_ms: Option<u64>,
     },
-    /// Stop the VM and exit.
+    /// After an `indeterminate` migration (Commit sent, no Started): the
+    /// operator's decision, made after looking at the destination.
+    Resolve {
+        /// Resume the paused copy here, or discard it.
+        action: Resolution,
+    },
+    /// Stop the VM and exit (refused while a migration is indeterminate).
     Quit,
+}
+
+/// An operator's answer to an indeterminate migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// The destination does not run the guest: resume it here.
+    Resume,
+    /// The destination runs the guest: drop this copy and exit.
+    Discard,
 }
 
 /// A reply on the control socket.
@@ -72,6 +94,11 @@ pub enum Reply {
     },
     /// To `migrate`: the statistics, whatever the outcome.
     Migrated(Box<MigrationStats>),
+    /// To `resolve`.
+    Resolved {
+        /// What was done.
+        action: Resolution,
+    },
     /// To `quit`.
     Quitting,
     /// The request was malformed or refused.
@@ -98,6 +125,9 @@ pub enum Phase {
     Migrating,
     /// The guest was migrated away; the VMM is about to exit.
     Migrated,
+    /// A migration committed the VM and never heard back: it stays paused
+    /// here until `resolve`.
+    Indeterminate,
     /// The guest stopped (powered off, faulted, crashed).
     Exited,
 }
@@ -148,6 +178,7 @@ impl Reply {
             Reply::Resumed => "resumed",
             Reply::Verified { .. } => "verified",
             Reply::Migrated(_) => "migrated",
+            Reply::Resolved { .. } => "resolved",
             Reply::Quitting => "quitting",
             Reply::Error { .. } => "error",
         }
@@ -161,7 +192,15 @@ mod tests {
     #[test]
     fn requests_parse_strictly() {
         let r: Request = serde_json::from_str(r#"{"cmd":"migrate","to":"127.0.0.1:1"}"#).expect("migrate");
-        assert_eq!(r, Request::Migrate { to: "127.0.0.1:1".into(), policy: Policy::default(), verify: false });
+        assert_eq!(
+            r,
+            Request::Migrate {
+                to: "127.0.0.1:1".into(),
+                policy: Policy::default(),
+                verify: false,
+                stop_deadline_ms: None
+            }
+        );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"fly"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"migrate","to":"a","bogus":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"to":"a"}"#).is_err());

@@ -1,13 +1,16 @@
 //! The receiving side, one function per phase (see [`super::protocol`] for
 //! the message sequence): [`accept`] a source that says Hello, [`setup`]
-//! the VM it offers, [`receive_memory`] its RAM and state, [`verify_and_restore`],
-//! and [`start`] it. Any malformed, truncated or corrupted stream ends with
-//! an error before a single guest instruction runs here.
+//! the VM it offers, [`receive_memory`] its RAM and state,
+//! [`verify_and_restore`] it paused and say Ready, then on Commit
+//! [`start`] it. Any malformed, truncated, corrupted or incomplete stream
+//! ends with an error before a single guest instruction runs here; so does
+//! a missing Commit.
 
 use super::digest::Digest;
 use super::error::{Cause, MigrationError};
-use super::protocol::{escape, Abort, Ack, Complete, Hello, HelloReply};
+use super::protocol::{escape, Abort, Commit, Complete, Hello, HelloReply, Ready, Started};
 use super::state::{self, MachineState};
+use super::timed::{Deadline, TimedStream};
 use super::wire::{pages, parse_json, FrameReader, FrameWriter, Kind, WireError};
 use crate::abi::PAGE_SIZE;
 use crate::config::VmConfig;
@@ -17,13 +20,17 @@ use crate::memory;
 use crate::vmm::{new_machine, Vmm};
 use results::clock::mono_ns;
 use std::io::BufReader;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::time::Duration;
 
 const PAGE: usize = PAGE_SIZE as usize;
 /// How long a new connection may take to send its Hello before the
 /// destination drops it and listens again.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the destination waits for Commit after Ready.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a started guest may take to show it executes.
+const RUN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the destination insists on, beyond the guest image.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +43,8 @@ pub struct IncomingOptions {
     pub console: bool,
     /// How long to wait for a frame before giving up.
     pub frame_timeout: Duration,
+    /// The longest a whole incoming migration may take, from the Hello.
+    pub deadline: Duration,
     /// The TAP this side gives an incoming VM's NIC.
     pub tap: Option<String>,
 }
@@ -53,8 +62,9 @@ pub struct IncomingReport {
 
 /// The connection to the source.
 pub struct Conn {
-    reader: FrameReader<BufReader<TcpStream>>,
-    out: FrameWriter<TcpStream>,
+    reader: FrameReader<BufReader<TimedStream>>,
+    out: FrameWriter<TimedStream>,
+    deadline: Deadline,
 }
 
 impl Conn {
@@ -70,13 +80,17 @@ impl Conn {
 pub fn receive(listener: &TcpListener, opts: &IncomingOptions) -> Result<(Vmm, IncomingReport), MigrationError> {
     let (mut conn, hello) = accept(listener, opts)?;
     let result = setup(&mut conn, &hello, opts).and_then(|(machine, config)| {
-        let incoming = receive_memory(&mut conn, &machine, config.memory / PAGE_SIZE)?;
-        let ack = verify_and_restore(&mut conn, &machine, &incoming)?;
-        let vmm = start(&mut conn, machine, config, ack)?;
+        let incoming = receive_memory(&mut conn, &machine, config.memory / PAGE_SIZE, hello.verify)?;
+        verify_and_restore(&mut conn, &machine, &incoming)?;
+        let commit_ns = wait_commit(&mut conn)?;
+        let vmm = start(&mut conn, machine, config, commit_ns)?;
         Ok((vmm, incoming.report))
     });
     if let Err(e) = &result {
-        conn.abort(&e.to_string());
+        if !matches!(e, MigrationError::Commitment(_)) {
+            conn.deadline.clear();
+            conn.abort(&e.to_string());
+        }
     }
     result
 }
@@ -88,20 +102,19 @@ pub fn accept(listener: &TcpListener, opts: &IncomingOptions) -> Result<(Conn, H
     loop {
         let (stream, peer) = listener.accept().map_err(fail("accepting the migration connection"))?;
         let _ = stream.set_nodelay(true);
-        stream.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(fail("setting a socket timeout"))?;
-        let out = FrameWriter::new(stream.try_clone().map_err(fail("cloning the socket"))?);
+        let deadline = Deadline::none();
+        deadline.set_in(HELLO_TIMEOUT);
+        let half = stream.try_clone().map_err(fail("cloning the socket"))?;
+        let out = FrameWriter::new(TimedStream::new(half, opts.frame_timeout, deadline.clone()));
         // Small enough that page batches (about 1 MiB) bypass it and are
         // read straight into the frame buffer.
-        let mut reader = FrameReader::new(BufReader::with_capacity(64 << 10, stream));
+        let timed = TimedStream::new(stream, opts.frame_timeout, deadline.clone());
+        let mut reader = FrameReader::new(BufReader::with_capacity(64 << 10, timed));
         match reader.recv_json::<Hello>(Kind::Hello) {
             Ok(hello) => {
                 tracing::info!(%peer, "incoming migration");
-                reader
-                    .get_ref()
-                    .get_ref()
-                    .set_read_timeout(Some(opts.frame_timeout))
-                    .map_err(fail("setting a socket timeout"))?;
-                return Ok((Conn { reader, out }, hello));
+                deadline.set_in(opts.deadline);
+                return Ok((Conn { reader, out, deadline }, hello));
             }
             Err(e) => tracing::warn!(%peer, "ignored a connection without a valid Hello: {e}"),
         }
@@ -155,12 +168,19 @@ struct Incoming {
     state: MachineState,
     digest: Option<Digest>,
     complete_ns: u64,
+    /// Pages received at least once, and in all.
+    covered: (u64, u64),
     report: IncomingReport,
 }
 
 /// Phases 2 and 3 as this side sees them: pages, state and digest until
 /// `Complete` (the destination cannot tell the source's rounds apart).
-fn receive_memory(conn: &mut Conn, machine: &Machine, ram_pages: u64) -> Result<Incoming, MigrationError> {
+fn receive_memory(
+    conn: &mut Conn,
+    machine: &Machine,
+    ram_pages: u64,
+    verify: bool,
+) -> Result<Incoming, MigrationError> {
     let fail = MigrationError::PreCopy;
     let base = memory::host_base(&machine.vm.mem).map_err(|e| fail(e.into()))?;
     // SAFETY: `base` maps this VM's `ram_pages` pages; no vCPU or device of
@@ -182,10 +202,15 @@ fn receive_memory(conn: &mut Conn, machine: &Machine, ram_pages: u64) -> Result<
             Kind::Complete => {
                 let complete: Complete = parse_json(payload, kind).map_err(|e| fail(e.into()))?;
                 tracing::debug!(pause_requested_ns = complete.pause_requested_ns, "migration complete frame");
-                let state = saved.ok_or_else(|| {
-                    MigrationError::StopAndCopy(WireError::Malformed("no State frame before Complete".into()).into())
-                })?;
-                return Ok(Incoming { state, digest, complete_ns: mono_ns(), report });
+                let missing = |what: &str| {
+                    MigrationError::StopAndCopy(WireError::Malformed(format!("no {what} frame before Complete")).into())
+                };
+                let state = saved.ok_or_else(|| missing("State"))?;
+                if verify && digest.is_none() {
+                    return Err(missing("Digest"));
+                }
+                let covered = (ram.covered(), ram_pages);
+                return Ok(Incoming { state, digest, complete_ns: mono_ns(), covered, report });
             }
             Kind::Abort => {
                 let abort: Abort = parse_json(payload, kind).map_err(|e| fail(e.into()))?;
@@ -196,42 +221,76 @@ fn receive_memory(conn: &mut Conn, machine: &Machine, ram_pages: u64) -> Result<
     }
 }
 
-/// Phase 3 on this side: checks the digest before anything runs, then
-/// restores the state. On failure the source is told, in the Ack.
-fn verify_and_restore(conn: &mut Conn, machine: &Machine, incoming: &Incoming) -> Result<Ack, MigrationError> {
+/// Phase 3 on this side: checks that every page came and the digest
+/// before anything runs, restores the state into the paused VM, and says
+/// Ready (or why not).
+fn verify_and_restore(conn: &mut Conn, machine: &Machine, incoming: &Incoming) -> Result<(), MigrationError> {
     let fail = MigrationError::StopAndCopy;
-    let mut ack = Ack { complete_ns: incoming.complete_ns, ..Default::default() };
-    ack.verify_start_ns = mono_ns();
-    let checked = match &incoming.digest {
+    let (covered, ram_pages) = incoming.covered;
+    let mut ready =
+        Ready { complete_ns: incoming.complete_ns, pages_covered: covered, ram_pages, ..Default::default() };
+    ready.verify_start_ns = mono_ns();
+    let complete = if covered == ram_pages {
+        Ok(())
+    } else {
+        Err(Cause::NotStarted(format!("only {covered} of {ram_pages} guest pages arrived")))
+    };
+    let checked = complete.and_then(|()| match &incoming.digest {
         None => Ok(()),
         Some(want) => {
             // SAFETY: no vCPU of this VM has run yet; only this thread touches RAM.
-            let ram = unsafe { memory::as_slice(&machine.vm.mem) }.map_err(|e| fail(e.into()))?;
+            let ram = unsafe { memory::as_slice(&machine.vm.mem) }.map_err(Cause::from)?;
             match want.first_mismatch(&Digest::of(ram, 2)) {
                 None => Ok(()),
                 Some(off) => Err(Cause::DigestMismatch(off)),
             }
         }
-    };
-    ack.digest_ok = incoming.digest.as_ref().map(|_| checked.is_ok());
-    ack.verify_end_ns = mono_ns();
+    });
+    ready.digest_ok = incoming.digest.as_ref().map(|_| checked.is_ok());
+    ready.verify_end_ns = mono_ns();
     let restored = checked.and_then(|()| state::restore(machine, &incoming.state).map_err(Cause::from));
-    if let Err(cause) = restored {
-        ack.reason = Some(cause.to_string());
-        let _ = conn.out.send_json(Kind::Ack, &ack);
-        let _ = conn.out.flush();
-        return Err(fail(cause));
+    ready.restored_ns = mono_ns();
+    ready.ok = restored.is_ok();
+    if let Err(cause) = &restored {
+        ready.reason = Some(cause.to_string());
     }
-    ack.restored_ns = mono_ns();
-    Ok(ack)
+    let sent = conn.out.send_json(Kind::Ready, &ready).and_then(|()| conn.out.flush());
+    restored.map_err(fail)?;
+    sent.map_err(|e| fail(Cause::io("sending Ready")(e)))
 }
 
-/// Phase 4: runs the guest, announces where it is now, and acknowledges.
-/// If the Ack cannot be sent, the guest is stopped here: the source will
-/// resume its own copy.
-fn start(conn: &mut Conn, machine: Machine, config: VmConfig, mut ack: Ack) -> Result<Vmm, MigrationError> {
+/// Waits for the source's Commit; without it the VM here never runs.
+fn wait_commit(conn: &mut Conn) -> Result<u64, MigrationError> {
+    conn.deadline.set_in(COMMIT_TIMEOUT);
+    let commit: Result<Commit, _> = conn.reader.recv_json(Kind::Commit);
+    let commit_ns = mono_ns();
+    conn.deadline.clear();
+    match commit {
+        Ok(_) => Ok(commit_ns),
+        Err(WireError::Aborted(reason)) => Err(MigrationError::StopAndCopy(Cause::Aborted(escape(&reason)))),
+        Err(e) => Err(MigrationError::StopAndCopy(Cause::NotStarted(format!(
+            "no Commit from the source ({e}); the VM here never ran and is dropped"
+        )))),
+    }
+}
+
+/// Phase 4: the VM is ours now. Runs the guest, waits until it executes,
+/// announces where it is, and says Started. If the guest does not execute,
+/// it is stopped here and the source is told; if Started cannot be sent,
+/// the guest runs on here (the source, committed, will not resume it).
+fn start(conn: &mut Conn, machine: Machine, config: VmConfig, commit_ns: u64) -> Result<Vmm, MigrationError> {
     let vmm = Vmm::start(machine, config);
-    ack.first_run_ns = vmm.wait_first_run(Duration::from_secs(5)).unwrap_or_else(mono_ns);
+    let mut started = Started { commit_ns, ..Default::default() };
+    started.first_run_ns = vmm.wait_first_run(RUN_TIMEOUT).unwrap_or_else(mono_ns);
+    match wait_executing(&vmm) {
+        Ok(t) => started.running_ns = t,
+        Err(why) => {
+            vmm.join();
+            started.reason = Some(why.clone());
+            let _ = conn.out.send_json(Kind::Started, &started).and_then(|()| conn.out.flush());
+            return Err(MigrationError::Commitment(Cause::NotStarted(why)));
+        }
+    }
     if let Some(net) = &vmm.machine().net {
         // Tell the bridge where the guest is now: the VMM sends a gratuitous
         // ARP at once, and asks the guest's stack to send its own.
@@ -242,14 +301,28 @@ fn start(conn: &mut Conn, machine: Machine, config: VmConfig, mut ack: Ack) -> R
             tracing::warn!("asking the guest to announce itself failed: {e}");
         }
     }
-    ack.ok = true;
-    if let Err(e) = conn.out.send_json(Kind::Ack, &ack).and_then(|_| conn.out.flush()) {
-        vmm.join();
-        return Err(MigrationError::Commitment(Cause::io(
-            "acknowledging the migration (stopped the VM here, so the source keeps it)",
-        )(e)));
+    started.ok = true;
+    if let Err(e) = conn.out.send_json(Kind::Started, &started).and_then(|()| conn.out.flush()) {
+        tracing::warn!("could not tell the source that the guest runs here ({e}); it runs on here");
     }
     Ok(vmm)
+}
+
+/// Waits until the restored guest's heartbeat moves: proof that it executes
+/// here. Returns when (CLOCK_MONOTONIC ns), or why not.
+fn wait_executing(vmm: &Vmm) -> Result<u64, String> {
+    let before = vmm.heartbeat(0);
+    let t = std::time::Instant::now();
+    while t.elapsed() < RUN_TIMEOUT {
+        if let Some(exit) = vmm.exited() {
+            return Err(format!("the guest stopped as it resumed here: {exit}"));
+        }
+        if vmm.heartbeat(0) != before {
+            return Ok(mono_ns());
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    Err(format!("the guest showed no progress within {RUN_TIMEOUT:?} of resuming here"))
 }
 
 /// Writes incoming pages into guest RAM, directly rather than through
@@ -259,6 +332,8 @@ struct RamWriter {
     /// Pages written so far: RAM starts zero, so a zero marker for a page
     /// never written needs no work at all.
     written: Vec<u64>,
+    /// Pages received at least once, data or zero marker.
+    seen: Vec<u64>,
 }
 
 impl RamWriter {
@@ -266,7 +341,13 @@ impl RamWriter {
     /// `base` must map `ram_pages` writable pages that nothing else touches
     /// while the writer lives.
     unsafe fn new(base: *mut u8, ram_pages: u64) -> Self {
-        Self { base, written: vec![0u64; ram_pages.div_ceil(64) as usize] }
+        let words = ram_pages.div_ceil(64) as usize;
+        Self { base, written: vec![0u64; words], seen: vec![0u64; words] }
+    }
+
+    /// Pages received at least once.
+    fn covered(&self) -> u64 {
+        self.seen.iter().map(|w| u64::from(w.count_ones())).sum()
     }
 
     /// Writes one decoded batch (entries checked by [`pages::decode`]).
@@ -275,6 +356,7 @@ impl RamWriter {
         for &e in entries {
             let pfn = e & !pages::ZERO_PAGE;
             let (word, bit) = ((pfn / 64) as usize, 1u64 << (pfn % 64));
+            self.seen[word] |= bit;
             // SAFETY (both blocks): `decode` checked pfn < ram_pages, so the
             // page lies inside the mapping `new` was given.
             let dst = unsafe { self.base.add(pfn as usize * PAGE) };

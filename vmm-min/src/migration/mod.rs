@@ -12,6 +12,7 @@
 //!   resumes only a complete VM;
 //! - [`state`]: the versioned migration state (vCPUs, VM, devices);
 //! - [`digest`]: RAM verification;
+//! - [`timed`]: bounded waits on the socket, per call and per phase;
 //! - what a migration reports is [`results::migration`].
 
 pub mod destination;
@@ -22,6 +23,7 @@ pub mod policy;
 pub mod protocol;
 pub mod source;
 pub mod state;
+pub mod timed;
 pub mod wire;
 
 pub use error::{Cause, MigrationError};

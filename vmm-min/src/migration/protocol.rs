@@ -7,36 +7,47 @@
 //!  source                                   destination
 //!    |                                         | listening (--incoming)
 //!    |--- Hello {wire version, VmConfig, ---->| check version, image,
-//!    |          image fingerprint, start}     | memory, vCPUs, TAP;
+//!    |          image, start, verify}         | memory, vCPUs, TAP;
 //!    |<-- HelloReply {ok, reason} ------------| build an empty VM
 //!    |    (refused: the source runs on)       |
 //!    |                                        |
 //!    |=== setup ends: dirty logging on =======|
-//!    |--- Pages (round 0: every page) ------->| fill RAM; a zero marker
-//!    |--- Pages (round n: dirty pages) ------>| for a page never written
-//!    |    ... until the policy stops ...      | is free
+//!    |--- Pages (round 0: every page) ------->| fill RAM, mark each page
+//!    |--- Pages (round n: dirty pages) ------>| received (data or zero)
+//!    |    ... until the policy stops ...      |
 //!    |                                        |
-//!    |=== stop-and-copy: vCPUs, NIC paused ===|
+//!    |=== stop-and-copy: vCPUs, NIC paused ===|  (deadline: 5 s default)
 //!    |--- Pages (the last dirty pages) ------>|
 //!    |--- State (MigrationState) ------------>|
-//!    |--- Digest (only with --verify) ------->|
-//!    |--- Complete {timestamps} ------------->| check the digest,
-//!    |                                        | restore state, start
-//!    |                                        | the vCPUs, announce
-//!    |<-- Ack {ok, digest_ok, timestamps} ----| the MAC (gratuitous ARP)
+//!    |--- Digest (only with verify) --------->|
+//!    |--- Complete {timestamps} ------------->| every page covered? digest
+//!    |                                        | checked? restore, PAUSED
+//!    |<-- Ready {ok, coverage, digest_ok} ----|
+//!    |=== commitment ==========================|
+//!    |--- Commit ---------------------------->| from here the destination
+//!    |    (the source never resumes alone)    | owns the VM: run it, see
+//!    |                                        | it execute, announce the
+//!    |<-- Started {ok, first_run_ns} ---------| MAC (gratuitous ARP)
 //!    |    source releases the VM and exits    |
 //!
-//!  Failure paths (each side sends Abort {reason} when it can, then stops):
-//!    - a refusal, a bad frame or an I/O error before Complete: the source
-//!      resumes its VM; the destination drops its empty one;
-//!    - the policy cancels in pre-copy: Abort; the source runs on;
-//!    - Ack {ok: false} (digest mismatch, restore failed): the destination
-//!      never ran the guest; the source resumes it.
+//!  Failure paths:
+//!    - any failure before Commit (a refusal, a bad or missing frame, a
+//!      timeout, Ready {ok: false}, the stop-and-copy deadline): the source
+//!      sends Abort {reason} if it can and resumes its VM; the destination
+//!      drops its VM, which never ran;
+//!    - the destination gets no Commit within its timeout: it drops its
+//!      VM (the source either resumed, or is indeterminate: see below);
+//!    - Commit sent, no Started (lost, late, connection closed, or the
+//!      destination saw its guest fail): the outcome is unknowable here, so
+//!      the source keeps its copy PAUSED and reports `indeterminate`; an
+//!      operator resolves it over the control socket (`resolve`, with
+//!      `resume` or `discard`). Never two running copies, never zero
+//!      without an operator's word.
 //! ```
 //!
 //! The receiver's states: `Listening -> Hello checked -> Receiving ->
-//! Complete -> Verified -> Restored -> Running -> Acked`; any error before
-//! `Running` ends it without running a guest instruction.
+//! Complete -> Ready -> Committed -> Running -> Started`; it runs no guest
+//! instruction before `Committed`.
 
 use crate::config::VmConfig;
 use serde::{Deserialize, Serialize};
@@ -52,6 +63,8 @@ pub struct Hello {
     pub image_fingerprint: u64,
     /// The migration's start on CLOCK_MONOTONIC.
     pub start_mono_ns: u64,
+    /// A RAM digest will follow; the destination is not Ready without it.
+    pub verify: bool,
 }
 
 /// The destination's answer to [`Hello`].
@@ -72,26 +85,52 @@ pub struct Complete {
     pub sent_ns: u64,
 }
 
-/// The destination's acknowledgement, with its timestamps (CLOCK_MONOTONIC).
+/// The destination holds a complete, restored, paused VM (or says why
+/// not), with its timestamps (CLOCK_MONOTONIC).
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Ack {
-    /// The guest runs on the destination.
+pub struct Ready {
+    /// The VM is complete and restored; the destination waits for Commit.
     pub ok: bool,
     /// Why not.
     pub reason: Option<String>,
-    /// The RAM digest's verdict (`None`: no digest was sent).
+    /// Guest pages received at least once (data or a zero marker).
+    pub pages_covered: u64,
+    /// Guest pages in all.
+    pub ram_pages: u64,
+    /// The RAM digest's verdict (`None`: no digest was asked for).
     #[serde(default)]
     pub digest_ok: Option<bool>,
     /// `Complete` received.
     pub complete_ns: u64,
-    /// RAM verification started (equal to its end without `--verify`).
+    /// RAM verification started (equal to its end without verify).
     pub verify_start_ns: u64,
     /// RAM verification ended.
     pub verify_end_ns: u64,
     /// All state restored.
     pub restored_ns: u64,
+}
+
+/// The source gives the VM to the destination; from now on it never
+/// resumes its own copy on its own.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Commit {
+    /// When the source sent it.
+    pub sent_ns: u64,
+}
+
+/// The destination runs the guest (or saw it fail to run, and stopped it).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Started {
+    /// The guest executes on the destination.
+    pub ok: bool,
+    /// Why not.
+    pub reason: Option<String>,
+    /// `Commit` received.
+    pub commit_ns: u64,
     /// First `KVM_RUN` entered.
     pub first_run_ns: u64,
+    /// The guest was seen executing (its heartbeat advanced).
+    pub running_ns: u64,
 }
 
 /// Either side gives up, with the reason (printed to the user escaped, see

@@ -8,8 +8,9 @@ use super::digest::Digest;
 use super::error::{Cause, MigrationError};
 use super::page_sender::{count, merge_into, untouched_pages, PageSender};
 use super::policy::{self, Decision, Progress};
-use super::protocol::{escape, Abort, Ack, Complete, Hello, HelloReply};
+use super::protocol::{escape, Abort, Commit, Complete, Hello, HelloReply, Ready, Started};
 use super::state;
+use super::timed::{Deadline, TimedStream};
 use super::wire::{FrameReader, FrameWriter, Kind, WireError};
 use crate::abi::PAGE_SIZE;
 use crate::guest_image;
@@ -23,13 +24,27 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest wait for one read or write on the migration socket.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the destination may take to say Started after Commit.
+const STARTED_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default bound on the paused phase, until Ready.
+pub const DEFAULT_STOP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What the source does besides the policy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SourceOptions {
     /// Send a RAM digest for the destination to check.
     pub verify: bool,
+    /// The longest the guest may stay paused before the destination is
+    /// Ready; past it the source aborts and resumes.
+    pub stop_deadline: Duration,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self { verify: false, stop_deadline: DEFAULT_STOP_DEADLINE }
+    }
 }
 
 /// What the source tells its caller while it works.
@@ -41,21 +56,41 @@ pub enum SourceEvent<'a> {
     Paused,
     /// The migration failed after the pause; the VM runs here again.
     Resumed,
+    /// Commit went out and no Started came back: the VM stays paused here
+    /// until an operator resolves it.
+    Indeterminate,
 }
 
 /// The caller's observer of [`SourceEvent`]s.
 pub type EventFn<'a> = &'a mut dyn FnMut(SourceEvent);
 
-/// Live-migrates `vmm` to `to` (`HOST:PORT`). Never leaves the VM paused:
-/// unless the outcome is `Completed`, the VM runs on here.
+/// Live-migrates `vmm` to `to` (`HOST:PORT`). Unless the outcome is
+/// `Completed` (the destination runs the guest) or `Indeterminate` (Commit
+/// sent, no Started: the VM stays paused for an operator), the VM runs on
+/// here.
 pub fn migrate(vmm: &Vmm, to: &str, policy: &Policy, opts: &SourceOptions, events: EventFn) -> MigrationStats {
-    let mut src = Source { vmm, policy, opts, stats: new_stats(vmm, policy), paused: false };
+    let mut src = Source {
+        vmm,
+        policy,
+        opts,
+        stats: new_stats(vmm, policy),
+        paused: false,
+        committed: false,
+        deadline: Deadline::none(),
+    };
     let _owner = crate::machine::lock(&vmm.machine().vm.dirty_log_owner);
     let result = src.run(to, events);
     if let Err(e) = result {
-        src.stats.outcome = if matches!(e.cause(), Cause::Cancelled(_)) { Outcome::Cancelled } else { Outcome::Failed };
         src.stats.reason = Some(e.to_string());
-        src.recover(events);
+        if src.committed {
+            // The destination may run the guest: never resume on our own.
+            src.stats.outcome = Outcome::Indeterminate;
+            events(SourceEvent::Indeterminate);
+        } else {
+            src.stats.outcome =
+                if matches!(e.cause(), Cause::Cancelled(_)) { Outcome::Cancelled } else { Outcome::Failed };
+            src.recover(events);
+        }
     }
     src.stats.total_ms = ms_between(src.stats.start_mono_ns, mono_ns());
     src.stats
@@ -90,12 +125,16 @@ struct Source<'a> {
     opts: &'a SourceOptions,
     stats: MigrationStats,
     paused: bool,
+    /// Commit was (perhaps) sent: from here the source never resumes alone.
+    committed: bool,
+    /// The current phase's deadline, shared by both halves of the socket.
+    deadline: Deadline,
 }
 
 /// The connection to the destination.
 struct Link {
-    reader: FrameReader<TcpStream>,
-    tx: PageSender<BufWriter<TcpStream>>,
+    reader: FrameReader<TimedStream>,
+    tx: PageSender<BufWriter<TimedStream>>,
 }
 
 impl Link {
@@ -123,7 +162,10 @@ impl Source<'_> {
             .and_then(|map| self.stop_and_copy(&mut link, map, events))
             .and_then(|sw| self.commit(&mut link, sw));
         if let Err(e) = &result {
-            link.abort(&e.to_string());
+            if !self.committed {
+                self.deadline.clear();
+                link.abort(&e.to_string());
+            }
         }
         result
     }
@@ -164,8 +206,9 @@ impl Source<'_> {
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
             .map_err(|e| fail(Cause::io("connecting to the destination")(e)))?;
         let _ = stream.set_nodelay(true);
-        stream.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(|e| fail(Cause::io("setting a socket timeout")(e)))?;
-        let reader = FrameReader::new(stream.try_clone().map_err(|e| fail(Cause::io("cloning the socket")(e)))?);
+        let half = stream.try_clone().map_err(|e| fail(Cause::io("cloning the socket")(e)))?;
+        let reader = FrameReader::new(TimedStream::new(half, IO_TIMEOUT, self.deadline.clone()));
+        let stream = TimedStream::new(stream, IO_TIMEOUT, self.deadline.clone());
         let m = self.vmm.machine();
         let base = memory::host_base(&m.vm.mem).map_err(|e| fail(e.into()))? as *const u8;
         let ram_pages = self.stats.ram_bytes / PAGE_SIZE;
@@ -179,6 +222,7 @@ impl Source<'_> {
             config: self.vmm.config().clone(),
             image_fingerprint: guest_image::fingerprint(),
             start_mono_ns: self.stats.start_mono_ns,
+            verify: self.opts.verify,
         };
         let send = |e| fail(Cause::Wire(WireError::Io(e)));
         link.tx.w.send_json(Kind::Hello, &hello).map_err(send)?;
@@ -269,6 +313,8 @@ impl Source<'_> {
         let wire = |e| fail(Cause::Wire(WireError::Io(e)));
         let m = self.vmm.machine();
         let pause = mono_ns();
+        // From the pause until Ready: abort and resume past the deadline.
+        self.deadline.set_in(self.opts.stop_deadline);
         self.paused = true;
         self.vmm.pause().map_err(|e| fail(e.into()))?;
         events(SourceEvent::Paused);
@@ -297,21 +343,44 @@ impl Source<'_> {
         Ok(Switchover { pause, paused, copied, sent: complete.sent_ns, verify })
     }
 
-    /// Phase 4: only the destination's acknowledgement releases the VM.
+    /// Phase 4, commitment: Ready, then Commit, then Started; only Started
+    /// releases the VM. A failure before Commit resumes it; after Commit
+    /// the outcome is indeterminate and the VM stays paused.
     fn commit(&mut self, link: &mut Link, sw: Switchover) -> Result<(), MigrationError> {
         let fail = MigrationError::Commitment;
-        let ack: Ack = link.reader.recv_json(Kind::Ack).map_err(|e| fail(peer(e)))?;
+        let ready: Ready = link.reader.recv_json(Kind::Ready).map_err(|e| fail(peer(e)))?;
         let src_verify_ms = ms_between(sw.verify.0, sw.verify.1);
-        let dst_verify_ms = ms_between(ack.verify_start_ns, ack.verify_end_ns);
+        let dst_verify_ms = ms_between(ready.verify_start_ns, ready.verify_end_ns);
         if self.opts.verify {
             self.stats.verify = Some(VerifyStats {
-                ok: ack.digest_ok == Some(true),
+                ok: ready.digest_ok == Some(true),
                 source_ms: src_verify_ms,
                 destination_ms: dst_verify_ms,
             });
         }
-        if !ack.ok {
-            let why = ack.reason.as_deref().map_or_else(|| "no reason given".to_owned(), escape);
+        if !ready.ok {
+            let why = ready.reason.as_deref().map_or_else(|| "no reason given".to_owned(), escape);
+            return Err(fail(Cause::NotStarted(why)));
+        }
+        if ready.pages_covered != ready.ram_pages {
+            return Err(fail(Cause::NotStarted(format!(
+                "the destination holds {} of {} pages",
+                ready.pages_covered, ready.ram_pages
+            ))));
+        }
+        if self.opts.verify && ready.digest_ok != Some(true) {
+            return Err(fail(Cause::NotStarted("the destination did not check the RAM digest".into())));
+        }
+        self.deadline.clear();
+        self.committed = true;
+        let wire = |e| fail(Cause::Wire(WireError::Io(e)));
+        link.tx.w.send_json(Kind::Commit, &Commit { sent_ns: mono_ns() }).map_err(wire)?;
+        link.tx.w.flush().map_err(wire)?;
+        self.deadline.set_in(STARTED_TIMEOUT);
+        let started: Started = link.reader.recv_json(Kind::Started).map_err(|e| fail(peer(e)))?;
+        self.deadline.clear();
+        if !started.ok {
+            let why = started.reason.as_deref().map_or_else(|| "no reason given".to_owned(), escape);
             return Err(fail(Cause::NotStarted(why)));
         }
         self.paused = false;
@@ -321,14 +390,14 @@ impl Source<'_> {
             pause_ms: ms_between(sw.pause, sw.paused),
             final_copy_ms: ms_between(sw.paused, sw.copied),
             state_ms: ms_between(sw.copied, sw.sent) - src_verify_ms,
-            restore_ms: ms_between(sw.sent, ack.restored_ns) - dst_verify_ms,
-            resume_ms: ms_between(ack.restored_ns, ack.first_run_ns),
+            restore_ms: ms_between(sw.sent, ready.restored_ns) - dst_verify_ms,
+            resume_ms: ms_between(ready.restored_ns, started.first_run_ns),
         });
-        let total_pause = ms_between(sw.pause, ack.first_run_ns);
+        let total_pause = ms_between(sw.pause, started.first_run_ns);
         s.paused_total_ms = Some(total_pause);
         s.downtime_ms = Some(total_pause - src_verify_ms - dst_verify_ms);
         s.paused_at_ms = Some(ms_between(s.start_mono_ns, sw.pause));
-        s.resumed_at_ms = Some(ms_between(s.start_mono_ns, ack.first_run_ns));
+        s.resumed_at_ms = Some(ms_between(s.start_mono_ns, started.first_run_ns));
         Ok(())
     }
 }

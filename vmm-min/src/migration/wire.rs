@@ -2,12 +2,14 @@
 //! CRC-32 over each frame:
 //!
 //! ```text
-//! magic u32 "MGB1" | version u16 | kind u8 | reserved u8 | length u32 | crc32 u32 | payload
+//! magic u32 "MGB1" | version u16 | kind u8 | reserved u8 | seq u32 | length u32 | crc32 u32 | payload
 //! ```
 //!
-//! All integers are little-endian. The CRC covers kind, length and payload.
-//! A reader rejects a bad magic, another version, an unknown kind, a length
-//! over [`MAX_PAYLOAD`], a checksum mismatch and a truncated frame, each with
+//! All integers are little-endian. `seq` counts the frames of one direction
+//! from 0, so a dropped or repeated frame is caught. The CRC covers kind,
+//! seq, length and payload. A reader rejects a bad magic, another version,
+//! an unknown kind, a frame out of sequence, a length over
+//! [`MAX_PAYLOAD`], a checksum mismatch and a truncated frame, each with
 //! its own error, and never trusts a length before checking it.
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -16,10 +18,10 @@ use std::io::{self, Read, Write};
 /// Frame magic, "MGB1" read as little-endian bytes.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"MGB1");
 /// Wire version; a destination refuses any other.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Largest payload accepted.
 pub const MAX_PAYLOAD: usize = 8 << 20;
-const HEADER: usize = 16;
+const HEADER: usize = 20;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,12 +37,16 @@ pub enum Kind {
     State = 4,
     /// Source → destination: digest of guest RAM (JSON).
     Digest = 5,
-    /// Source → destination: everything is sent; restore and resume (JSON).
+    /// Source → destination: everything is sent; check and restore (JSON).
     Complete = 6,
-    /// Destination → source: resumed, or failed with a reason (JSON).
-    Ack = 7,
+    /// Destination → source: the VM is complete and restored, paused (JSON).
+    Ready = 7,
     /// Either way: the sender gives up, with a reason (JSON).
     Abort = 8,
+    /// Source → destination: run the VM; the source will not (JSON).
+    Commit = 9,
+    /// Destination → source: the guest runs here (JSON).
+    Started = 10,
 }
 
 impl Kind {
@@ -52,8 +58,10 @@ impl Kind {
             4 => Kind::State,
             5 => Kind::Digest,
             6 => Kind::Complete,
-            7 => Kind::Ack,
+            7 => Kind::Ready,
             8 => Kind::Abort,
+            9 => Kind::Commit,
+            10 => Kind::Started,
             _ => return None,
         })
     }
@@ -92,13 +100,22 @@ pub enum WireError {
     /// The peer sent an Abort frame instead of the one expected.
     #[error("the peer aborted: {}", super::protocol::escape(.0))]
     Aborted(String),
+    /// A frame came out of order: one was lost or repeated.
+    #[error("migration frame {got} arrived where frame {expected} was due: a frame was lost or repeated")]
+    Sequence {
+        /// The frame number due.
+        expected: u32,
+        /// The one that came.
+        got: u32,
+    },
     #[error("malformed migration frame: {0}")]
     Malformed(String),
 }
 
-fn crc(kind: u8, len: u32, parts: &[&[u8]]) -> u32 {
+fn crc(kind: u8, seq: u32, len: u32, parts: &[&[u8]]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&[kind]);
+    h.update(&seq.to_le_bytes());
     h.update(&len.to_le_bytes());
     for p in parts {
         h.update(p);
@@ -110,12 +127,18 @@ fn crc(kind: u8, len: u32, parts: &[&[u8]]) -> u32 {
 pub struct FrameWriter<W: Write> {
     w: W,
     bytes: u64,
+    seq: u32,
 }
 
 impl<W: Write> FrameWriter<W> {
     /// Wraps a stream.
     pub fn new(w: W) -> Self {
-        Self { w, bytes: 0 }
+        Self { w, bytes: 0, seq: 0 }
+    }
+
+    /// The underlying stream.
+    pub fn into_inner(self) -> W {
+        self.w
     }
 
     /// Bytes written so far, headers included.
@@ -134,13 +157,15 @@ impl<W: Write> FrameWriter<W> {
         hdr[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         hdr[4..6].copy_from_slice(&VERSION.to_le_bytes());
         hdr[6] = kind as u8;
-        hdr[8..12].copy_from_slice(&len.to_le_bytes());
-        hdr[12..16].copy_from_slice(&crc(kind as u8, len, parts).to_le_bytes());
+        hdr[8..12].copy_from_slice(&self.seq.to_le_bytes());
+        hdr[12..16].copy_from_slice(&len.to_le_bytes());
+        hdr[16..20].copy_from_slice(&crc(kind as u8, self.seq, len, parts).to_le_bytes());
         self.w.write_all(&hdr)?;
         for p in parts {
             self.w.write_all(p)?;
         }
         self.bytes += (HEADER + len as usize) as u64;
+        self.seq = self.seq.wrapping_add(1);
         Ok(())
     }
 
@@ -160,6 +185,7 @@ impl<W: Write> FrameWriter<W> {
 pub struct FrameReader<R: Read> {
     r: R,
     buf: Vec<u8>,
+    seq: u32,
 }
 
 fn read_exact_or<R: Read>(r: &mut R, buf: &mut [u8], what: &'static str) -> Result<(), WireError> {
@@ -177,7 +203,7 @@ impl<R: Read> FrameReader<R> {
 
     /// Wraps a stream.
     pub fn new(r: R) -> Self {
-        Self { r, buf: Vec::new() }
+        Self { r, buf: Vec::new(), seq: 0 }
     }
 
     /// Reads the next frame; the payload is valid until the next call.
@@ -193,16 +219,21 @@ impl<R: Read> FrameReader<R> {
             return Err(WireError::BadVersion(version));
         }
         let kind = Kind::from_u8(hdr[6]).ok_or(WireError::UnknownKind(hdr[6]))?;
-        let len = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
+        let seq = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
+        let len = u32::from_le_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]);
         if len as usize > MAX_PAYLOAD {
             return Err(WireError::TooLarge(len as usize));
         }
-        let sum = u32::from_le_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]);
+        let sum = u32::from_le_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]);
         self.buf.resize(len as usize, 0);
         read_exact_or(&mut self.r, &mut self.buf, "in a frame payload")?;
-        if crc(hdr[6], len, &[&self.buf]) != sum {
+        if crc(hdr[6], seq, len, &[&self.buf]) != sum {
             return Err(WireError::Checksum { kind: hdr[6], len: len as usize });
         }
+        if seq != self.seq {
+            return Err(WireError::Sequence { expected: self.seq, got: seq });
+        }
+        self.seq = self.seq.wrapping_add(1);
         Ok((kind, &self.buf))
     }
 
@@ -307,7 +338,10 @@ mod tests {
         assert!(matches!(FrameReader::new(&bytes[..]).recv(), Err(WireError::Checksum { .. })));
         let bytes = frame(Kind::Pages, &[7u8; 100]);
         assert!(matches!(FrameReader::new(&bytes[..50]).recv(), Err(WireError::Truncated(_))));
-        assert!(matches!(FrameReader::new(&b"GET / HTTP/1.1\r\n\r\n"[..]).recv(), Err(WireError::BadMagic(_))));
+        assert!(matches!(
+            FrameReader::new(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]).recv(),
+            Err(WireError::BadMagic(_))
+        ));
         let mut bytes = frame(Kind::Pages, &[]);
         bytes[4] = 9;
         assert!(matches!(FrameReader::new(&bytes[..]).recv(), Err(WireError::BadVersion(9))));
@@ -315,8 +349,22 @@ mod tests {
         bytes[6] = 77;
         assert!(matches!(FrameReader::new(&bytes[..]).recv(), Err(WireError::UnknownKind(77))));
         let mut bytes = frame(Kind::Pages, &[]);
-        bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        bytes[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(FrameReader::new(&bytes[..]).recv(), Err(WireError::TooLarge(_))));
+    }
+
+    #[test]
+    fn a_lost_frame_breaks_the_sequence() {
+        let mut w = FrameWriter::new(Vec::new());
+        for _ in 0..3 {
+            w.send_parts(Kind::Pages, &[b"x"]).unwrap();
+        }
+        let frame_len = HEADER + 1;
+        let mut stream = w.w[..frame_len].to_vec();
+        stream.extend_from_slice(&w.w[2 * frame_len..]);
+        let mut r = FrameReader::new(&stream[..]);
+        assert!(r.recv().is_ok());
+        assert!(matches!(r.recv(), Err(WireError::Sequence { expected: 1, got: 2 })));
     }
 
     #[test]
