@@ -4,16 +4,13 @@
 
 mod common;
 
+use common::VmmProcess as Vmm;
 use common::*;
-use results::Policy;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
-use vmm_min::control::{Reply, Request};
 use vmm_min::migration::wire::{FrameWriter, Kind};
 
 /// Migrations are heavy on a 2-core machine: run them one at a time.
@@ -24,88 +21,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// A VMM process with a control socket, killed on drop.
-struct Vmm {
-    child: Option<Child>,
-    sock: PathBuf,
-    addr: Option<String>,
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(&self.sock);
-    }
-}
-
-impl Vmm {
-    fn source(args: &[&str]) -> Vmm {
-        let sock = temp_path("src.sock");
-        let child = migbench()
-            .args(["run", "--duration", "0", "--quiet", "--control"])
-            .arg(&sock)
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn source");
-        wait_socket(&sock);
-        Vmm { child: Some(child), sock, addr: None }
-    }
-
-    fn destination(args: &[&str]) -> Vmm {
-        let sock = temp_path("dst.sock");
-        let child = migbench()
-            .args(["vmm", "--incoming", "127.0.0.1:0", "--quiet", "--control"])
-            .arg(&sock)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn destination");
-        let addr = incoming_addr(&sock);
-        Vmm { child: Some(child), sock, addr: Some(addr) }
-    }
-
-    fn addr(&self) -> String {
-        self.addr.clone().expect("a destination")
-    }
-
-    fn heartbeat(&self) -> u64 {
-        status(&self.sock).heartbeat
-    }
-
-    /// Asserts the guest makes progress here.
-    fn assert_alive(&self) {
-        let a = self.heartbeat();
-        std::thread::sleep(Duration::from_millis(300));
-        let b = self.heartbeat();
-        assert!(b > a, "guest not running: heartbeat {a} -> {b}");
-    }
-
-    /// Asserts the guest's own memcheck passes here.
-    fn assert_memcheck(&self) {
-        match control(&self.sock, Request::Verify) {
-            Reply::Verified { bad_pages } => assert_eq!(bad_pages, 0, "guest memory check failed"),
-            other => panic!("guest memory check failed: {other:?}"),
-        }
-    }
-
-    fn migrate(&self, to: &Vmm, policy: Value) -> Value {
-        let policy = if policy.is_null() { Policy::default() } else { serde_json::from_value(policy).expect("policy") };
-        migrate(&self.sock, &to.addr(), policy, true)
-    }
-
-    /// Waits for the process to exit; its code and stderr.
-    fn exit(mut self, limit: Duration) -> (Option<i32>, String) {
-        let child = self.child.take().expect("child");
-        let out = wait_with_limit(child, limit);
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
 
 fn assert_completed(stats: &Value) {
     assert_eq!(stats["outcome"], "completed", "{stats:#}");

@@ -100,6 +100,115 @@ pub fn migrate(sock: &std::path::Path, to: &str, policy: results::Policy, verify
     }
 }
 
+/// A VMM process with a control socket, killed on drop.
+pub struct VmmProcess {
+    /// The process.
+    pub child: Option<Child>,
+    /// Its control socket.
+    pub sock: PathBuf,
+    addr: Option<String>,
+}
+
+impl Drop for VmmProcess {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}
+
+impl VmmProcess {
+    pub fn source(args: &[&str]) -> VmmProcess {
+        let sock = temp_path("src.sock");
+        let child = migbench()
+            .args(["run", "--duration", "0", "--quiet", "--control"])
+            .arg(&sock)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn source");
+        wait_socket(&sock);
+        VmmProcess { child: Some(child), sock, addr: None }
+    }
+
+    pub fn destination(args: &[&str]) -> VmmProcess {
+        let sock = temp_path("dst.sock");
+        let child = migbench()
+            .args(["vmm", "--incoming", "127.0.0.1:0", "--quiet", "--control"])
+            .arg(&sock)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn destination");
+        let addr = incoming_addr(&sock);
+        VmmProcess { child: Some(child), sock, addr: Some(addr) }
+    }
+
+    pub fn addr(&self) -> String {
+        self.addr.clone().expect("a destination")
+    }
+
+    pub fn heartbeat(&self) -> u64 {
+        status(&self.sock).heartbeat
+    }
+
+    /// Asserts the guest makes progress here.
+    pub fn assert_alive(&self) {
+        let a = self.heartbeat();
+        std::thread::sleep(Duration::from_millis(300));
+        let b = self.heartbeat();
+        assert!(b > a, "guest not running: heartbeat {a} -> {b}");
+    }
+
+    /// Asserts the guest's own memcheck passes here.
+    pub fn assert_memcheck(&self) {
+        match control(&self.sock, vmm_min::control::Request::Verify) {
+            vmm_min::control::Reply::Verified { bad_pages } => assert_eq!(bad_pages, 0, "guest memory check failed"),
+            other => panic!("guest memory check failed: {other:?}"),
+        }
+    }
+
+    pub fn migrate(&self, to: &VmmProcess, policy: serde_json::Value) -> serde_json::Value {
+        self.migrate_to(&to.addr(), policy)
+    }
+
+    /// Migrates to `addr` (a destination, or a proxy in front of one).
+    pub fn migrate_to(&self, addr: &str, policy: serde_json::Value) -> serde_json::Value {
+        let policy =
+            if policy.is_null() { results::Policy::default() } else { serde_json::from_value(policy).expect("policy") };
+        migrate(&self.sock, addr, policy, true)
+    }
+
+    /// Waits for the process to exit; its code and stderr.
+    pub fn exit(mut self, limit: Duration) -> (Option<i32>, String) {
+        let child = self.child.take().expect("child");
+        let out = wait_with_limit(child, limit);
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl VmmProcess {
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Whether the guest makes progress here within `span`.
+    pub fn beating(&self, span: Duration) -> bool {
+        let a = status(&self.sock).heartbeat;
+        std::thread::sleep(span);
+        status(&self.sock).heartbeat > a
+    }
+}
+
 /// Whether the test may create network namespaces; says why it skips if not.
 pub fn root_or_skip(test: &str) -> bool {
     if scenarios::netns::is_root() {

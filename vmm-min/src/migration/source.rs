@@ -26,6 +26,8 @@ use std::time::Duration;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest wait for one read or write on the migration socket.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the destination may take to answer Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the destination may take to say Started after Commit.
 const STARTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default bound on the paused phase, until Ready.
@@ -225,9 +227,11 @@ impl Source<'_> {
             verify: self.opts.verify,
         };
         let send = |e| fail(Cause::Wire(WireError::Io(e)));
+        self.deadline.set_in(HELLO_TIMEOUT);
         link.tx.w.send_json(Kind::Hello, &hello).map_err(send)?;
         link.tx.w.flush().map_err(send)?;
         let reply: HelloReply = link.reader.recv_json(Kind::HelloReply).map_err(|e| fail(peer(e)))?;
+        self.deadline.clear();
         if !reply.ok {
             let why = reply.reason.as_deref().map_or_else(|| "no reason given".to_owned(), escape);
             return Err(fail(Cause::Refused(why)));
