@@ -590,3 +590,44 @@ fn a_keep_alive_download_survives_migration_on_the_same_connection() {
     topo.remove().expect("removing the topology");
     assert_gone(&names);
 }
+
+#[test]
+fn slowloris_clients_cannot_hold_every_socket() {
+    if !root_or_skip("slowloris_clients_cannot_hold_every_socket") {
+        return;
+    }
+    let g = Guest::start("slow");
+    // 16 clients (the server's every socket) each send a request head one
+    // byte at a time, every 500 ms: never idle, never complete.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held: Vec<_> = (0..16)
+        .map(|_| {
+            let mut s = g.connect();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for b in b"GET /health HTTP/1.1\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a')) {
+                    if stop.load(std::sync::atomic::Ordering::Acquire) || s.write_all(&[*b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })
+        })
+        .collect();
+    // Past the server's head timeout (10 s) the trickling clients are cut
+    // off and a fresh client is served again.
+    let t = Instant::now();
+    let served = loop {
+        let ok = g.probe(|c| c.map(|mut c| c.get("/health").status == 200).unwrap_or(false));
+        if ok || t.elapsed() > Duration::from_secs(40) {
+            break ok;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    for h in held {
+        let _ = h.join();
+    }
+    assert!(served, "no fresh client was served within 40 s while 16 slow clients trickled");
+    g.stop_and_check();
+}

@@ -168,7 +168,9 @@ impl Workload {
     /// Guest RAM the workload uses beyond the fixed layout.
     pub fn bytes_needed(&self) -> u64 {
         match self {
-            Workload::Stress { workers, bytes } => u64::from(*workers) * bytes,
+            // Saturating: a peer's Hello may announce any numbers, and an
+            // overflow must fail validation, not wrap past it.
+            Workload::Stress { workers, bytes } => u64::from(*workers).saturating_mul(*bytes),
             Workload::Memcheck { bytes, .. } => *bytes,
             Workload::Bench { .. } => 128 << 20,
             Workload::Idle | Workload::Fault => 0,
@@ -178,7 +180,7 @@ impl Workload {
     /// vCPUs the workload needs: the main one plus one per stress worker.
     pub fn vcpus_needed(&self) -> u32 {
         match self {
-            Workload::Stress { workers, .. } => workers + 1,
+            Workload::Stress { workers, .. } => workers.saturating_add(1),
             _ => 1,
         }
     }
@@ -251,13 +253,13 @@ impl VmConfig {
                 format_size(abi::MAX_RAM)
             )));
         }
-        let needed = abi::WORKLOAD_ADDR + self.workload.bytes_needed();
+        let needed = abi::WORKLOAD_ADDR.saturating_add(self.workload.bytes_needed());
         if self.memory < needed {
             return Err(Error::Config(format!(
                 "memory {} is too small for workload '{}': it needs at least {} (guest {} + workload {}); raise --memory or lower the workload's bytes",
                 format_size(self.memory),
                 self.workload,
-                format_size(needed.div_ceil(2 << 20) * (2 << 20)),
+                format_size(needed.div_ceil(2 << 20).saturating_mul(2 << 20)),
                 format_size(abi::WORKLOAD_ADDR),
                 format_size(self.workload.bytes_needed())
             )));
@@ -348,6 +350,21 @@ mod tests {
         assert!("stress:vm=x".parse::<Workload>().is_err());
         assert!("stress:bytes=12Q".parse::<Workload>().is_err());
         assert!("stress:color=red".parse::<Workload>().is_err());
+    }
+
+    #[test]
+    fn absurd_workloads_from_a_peer_fail_validation() {
+        let c = |workers, bytes| VmConfig {
+            memory: 512 << 20,
+            vcpus: 4,
+            workload: Workload::Stress { workers, bytes },
+            backend: MemoryBackend::Anon,
+            net: None,
+        };
+        let e = c(4_000_000_000, 128 << 20).validate(64).unwrap_err().to_string();
+        assert!(e.contains("too small"), "{e}");
+        assert!(c(u32::MAX, u64::MAX).validate(64).is_err());
+        assert!(c(3, u64::MAX).validate(64).is_err());
     }
 
     #[test]

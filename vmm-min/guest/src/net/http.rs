@@ -12,7 +12,10 @@
 //! - A request head may be at most [`REQ_MAX`] bytes; request bodies
 //!   (`Content-Length`) are read and discarded; chunked bodies are refused.
 //! - A connection that makes no progress for [`IDLE_TIMEOUT_MS`] is aborted,
-//!   so half-open clients cannot hold the sockets forever.
+//!   so half-open clients cannot hold the sockets forever; a request head
+//!   that is not complete [`HEAD_TIMEOUT_MS`] after its first byte is
+//!   aborted too, so a client trickling a byte at a time (slowloris) cannot
+//!   either.
 
 use core::hash::Hasher;
 use alloc::vec::Vec;
@@ -27,6 +30,8 @@ pub const PORT: u16 = 80;
 pub const REQ_MAX: usize = 4096;
 /// A connection idle for this long is aborted.
 pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+/// A request head must be complete this long after its first byte.
+pub const HEAD_TIMEOUT_MS: u64 = 10_000;
 const MAX_HEADERS: usize = 64;
 const HEALTH_BODY: &[u8] = b"ok\n";
 
@@ -246,6 +251,8 @@ struct Conn {
     /// We closed our side; wait for the socket to finish.
     closing: bool,
     last_progress: Instant,
+    /// When the request head being read began (its first byte).
+    head_since: Option<Instant>,
 }
 
 impl Conn {
@@ -255,6 +262,7 @@ impl Conn {
         self.resp = None;
         self.closing = false;
         self.last_progress = now;
+        self.head_since = None;
     }
 }
 
@@ -298,6 +306,7 @@ impl Server {
                 resp: None,
                 closing: false,
                 last_progress: now,
+                head_since: None,
             });
         }
         Server { conns, file_len, file_etag: file_hash(file_len), stats: Stats::default() }
@@ -410,9 +419,16 @@ fn service_conn(c: &mut Conn, s: &mut tcp::Socket, now: Instant, file_len: u64, 
         s.close();
         c.closing = true;
     }
-    if progress {
+    // A head still being read: when did it begin?
+    c.head_since = match (c.resp.is_none() && c.skip == 0 && c.req_len > 0, c.head_since) {
+        (true, None) => Some(now),
+        (true, since) => since,
+        (false, _) => None,
+    };
+    let slow_head = c.head_since.is_some_and(|t| now - t > Duration::from_millis(HEAD_TIMEOUT_MS));
+    if progress && !slow_head {
         c.last_progress = now;
-    } else if now - c.last_progress > Duration::from_millis(IDLE_TIMEOUT_MS) {
+    } else if slow_head || now - c.last_progress > Duration::from_millis(IDLE_TIMEOUT_MS) {
         st.timeouts += 1;
         s.abort();
         c.reset(now);
