@@ -186,3 +186,77 @@ fn killing_the_source_at_each_phase() {
         }
     }
 }
+
+#[test]
+fn the_control_socket_bounds_its_clients_and_guards_a_migrating_vm() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    let src = source();
+    let mode = std::fs::metadata(&src.sock).expect("socket").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode {mode:o}");
+
+    // A line over 64 KiB is refused and the connection closed; the VMM
+    // answers the next client.
+    let mut long = UnixStream::connect(&src.sock).expect("connect");
+    let mut refusal = String::new();
+    let writer = {
+        let mut w = long.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..8 {
+                if w.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    BufReader::new(&mut long).read_line(&mut refusal).expect("a refusal");
+    let _ = writer.join();
+    assert!(refusal.contains("longer than 65536 bytes"), "{refusal}");
+    assert_eq!(status(&src.sock).phase, Phase::Running);
+
+    // More than 16 connections: the 17th is refused, the VMM still answers.
+    let held: Vec<_> = (0..16).map(|_| UnixStream::connect(&src.sock).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = String::new();
+    BufReader::new(UnixStream::connect(&src.sock).expect("connect")).read_line(&mut extra).expect("refusal");
+    assert!(extra.contains("too many control connections"), "{extra}");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(status(&src.sock).phase, Phase::Running);
+
+    // While a stalled destination holds the migration in stop-and-copy,
+    // status reports the migration's pause and resume is refused.
+    let dst = Vmm::destination(&[]);
+    let proxy = Proxy::start(&dst.addr(), Fault { dir: Dir::ToDestination, kind: Kind::State, action: Action::Stall });
+    let sock = src.sock.clone();
+    let to = proxy.addr();
+    let migrating = std::thread::spawn(move || {
+        let req =
+            Request::Migrate { to, policy: results::Policy::default(), verify: false, stop_deadline_ms: Some(3000) };
+        vmm_min::control::Client::new(&sock).call(&req, Duration::from_secs(60))
+    });
+    let t = Instant::now();
+    let paused = loop {
+        let st = status(&src.sock);
+        if st.migration_paused || t.elapsed() > Duration::from_secs(10) {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(paused.migration_paused && paused.phase == Phase::Migrating, "{paused:?}");
+    assert!(matches!(control(&src.sock, Request::Resume), Reply::Error { .. }));
+    assert!(matches!(control(&src.sock, Request::Pause), Reply::Error { .. }));
+    // The stop-and-copy deadline (3 s here) ends it: the source runs again.
+    let reply = migrating.join().expect("thread").expect("reply");
+    match reply {
+        Reply::Migrated(s) => assert_eq!(s.outcome, results::Outcome::Failed, "{s:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(8), "the paused phase was not bounded: {:?}", t.elapsed());
+    assert!(src.beating(Duration::from_millis(300)));
+    src.assert_memcheck();
+    drop(proxy);
+    assert_never_ran(dst, "stalled destination");
+}

@@ -304,3 +304,36 @@ mod tests {
         assert!(parse_duration("999999999999999999m").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any text gives a scenario or an error naming the file, never a panic.
+        #[test]
+        fn any_text_parses_or_names_the_file(text in "(?s).{0,400}") {
+            if let Err(e) = Scenario::parse(&text, "p.toml") {
+                prop_assert!(e.to_string().starts_with("p.toml: "));
+            }
+        }
+
+        /// A built-in scenario with one value replaced by arbitrary text.
+        #[test]
+        fn mutated_scenarios_never_panic(line in 0usize..40, value in "[ -~]{0,30}") {
+            let base = include_str!("../files/loaded.toml");
+            let text: String = base
+                .lines()
+                .enumerate()
+                .map(|(i, l)| match l.split_once('=') {
+                    Some((k, _)) if i == line => format!("{k}= {value}\n"),
+                    _ => format!("{l}\n"),
+                })
+                .collect();
+            let _ = Scenario::parse(&text, "m.toml");
+        }
+    }
+}

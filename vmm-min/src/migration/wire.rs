@@ -6,7 +6,7 @@
 //! ```
 //!
 //! All integers are little-endian. `seq` counts the frames of one direction
-//! from 0, so a dropped or repeated frame is caught. The CRC covers kind,
+//! from 0, so a dropped or repeated frame is caught; `reserved` must be 0. The CRC covers kind,
 //! seq, length and payload. A reader rejects a bad magic, another version,
 //! an unknown kind, a frame out of sequence, a length over
 //! [`MAX_PAYLOAD`], a checksum mismatch and a truncated frame, each with
@@ -219,6 +219,9 @@ impl<R: Read> FrameReader<R> {
             return Err(WireError::BadVersion(version));
         }
         let kind = Kind::from_u8(hdr[6]).ok_or(WireError::UnknownKind(hdr[6]))?;
+        if hdr[7] != 0 {
+            return Err(WireError::Malformed(format!("reserved header byte is {:#04x}, not 0", hdr[7])));
+        }
         let seq = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
         let len = u32::from_le_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]);
         if len as usize > MAX_PAYLOAD {

@@ -14,6 +14,7 @@
 //! gratuitous ARPs for its address so that switches learn where it is.
 
 pub mod http;
+pub mod request;
 pub mod virtio;
 
 use crate::{cmdline, hw, println, result};
