@@ -3,21 +3,20 @@
 //! prints where the guest is, and removes the topology when the run ends,
 //! also on error, Ctrl-C or SIGTERM.
 //!
-//! Signals: while a topology exists, SIGINT, SIGTERM and SIGHUP are blocked
-//! in every thread and taken by one thread with `sigwait`, which removes the
-//! topology and exits with 130 (a signal handler could not run that safely).
+//! Signals: once a topology exists, SIGINT, SIGTERM and SIGHUP are blocked
+//! in every thread and taken by one thread with `sigwait`, which removes
+//! every namespace still alive and exits with 130 (`scenarios::netns`).
 
 use crate::cli::NetArgs;
 use anyhow::{Context, Result};
 use scenarios::netns::{self, Names, Topology};
-use std::sync::{Arc, Mutex};
 use vmm_min::{VmConfig, Vmm};
 
-/// A run's network: the topology, removed on drop.
+/// A run's network: the topology (if this run made it), removed on drop.
 pub struct NetRun {
     /// The topology's names and addresses.
     pub names: Names,
-    topo: Arc<Mutex<Option<Topology>>>,
+    _topo: Option<Topology>,
 }
 
 /// Creates the topology for `args` (if `--net`) and points `config` at its
@@ -39,12 +38,7 @@ pub fn prepare(args: &NetArgs, config: &mut VmConfig) -> Result<Option<NetRun>> 
         (topo.names().clone(), Some(topo))
     };
     config.net = Some(names.source_nic(file_bytes));
-    let owned = topo.is_some();
-    let topo = Arc::new(Mutex::new(topo));
-    if owned {
-        netns::remove_on_signal(topo.clone());
-    }
-    Ok(Some(NetRun { names, topo }))
+    Ok(Some(NetRun { names, _topo: topo }))
 }
 
 impl NetRun {
@@ -59,12 +53,5 @@ impl NetRun {
             n.guest_ip, n.guest_mac, n.tap_src, n.lan_ns, n.probe_ns, n.probe_ip, n.probe_ns, n.guest_ip
         );
         Ok(vmm)
-    }
-}
-
-impl Drop for NetRun {
-    fn drop(&mut self) {
-        let t = self.topo.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(t);
     }
 }

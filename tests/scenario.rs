@@ -157,3 +157,48 @@ fn a_malformed_scenario_file_names_file_key_and_expectation() {
     assert!(!err.contains("panicked"), "{err}");
     let _ = std::fs::remove_file(&file);
 }
+
+#[test]
+fn ctrl_c_in_the_second_scenario_of_reproduce_leaves_no_namespace() {
+    use std::io::BufRead;
+    if !root_or_skip("ctrl_c_in_the_second_scenario_of_reproduce_leaves_no_namespace") {
+        return;
+    }
+    let dir = temp_path("reproduce-interrupted");
+    let mut child = migbench()
+        .args(["reproduce", "--quick", "--no-bench", "--out", dir.to_str().expect("utf8")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn reproduce");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut runs = Vec::new();
+    // Wait for the loaded scenario's network, then its probe.
+    let t = std::time::Instant::now();
+    for line in lines.by_ref() {
+        let line = line.expect("stderr line");
+        if let Some(rest) = line.split("network: run ").nth(1) {
+            runs.push(rest.split(':').next().expect("run id").to_owned());
+        }
+        if line.contains("loaded: probe:") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "reproduce did not reach the loaded scenario");
+    }
+    assert_eq!(runs.len(), 2, "runs seen: {runs:?}");
+    let loaded = scenarios::netns::Names::for_run(&runs[1]).expect("run id");
+    assert!(scenarios::netns::namespace_exists(&loaded.lan_ns), "the loaded scenario's namespace is up");
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let drain = std::thread::spawn(move || lines.count());
+    let out = wait_with_limit(child, Duration::from_secs(30));
+    let _ = drain.join();
+    assert_eq!(out.status.code(), Some(130), "exit after Ctrl-C");
+    for id in &runs {
+        let n = scenarios::netns::Names::for_run(id).expect("run id");
+        assert!(!scenarios::netns::namespace_exists(&n.lan_ns), "{} left behind", n.lan_ns);
+        assert!(!scenarios::netns::namespace_exists(&n.probe_ns), "{} left behind", n.probe_ns);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

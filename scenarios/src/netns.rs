@@ -34,7 +34,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Errors from building or entering the topology.
@@ -238,8 +238,14 @@ impl Topology {
 
     fn build(&mut self, mtu: u32) -> Result<(), NetnsError> {
         let n = self.names.clone();
+        remove_on_signal();
         for ns in [&n.lan_ns, &n.probe_ns] {
-            ip(&["netns", "add", ns])?;
+            // Registered first: a signal between the two steps removes it.
+            live().push(ns.clone());
+            if let Err(e) = ip(&["netns", "add", ns]) {
+                live().retain(|l| l != ns);
+                return Err(e);
+            }
             self.created.push(ns.clone());
         }
         let mtu = mtu.to_string();
@@ -293,6 +299,7 @@ impl Topology {
                     first = Err(e);
                 }
             }
+            live().retain(|l| *l != ns);
         }
         first
     }
@@ -306,28 +313,44 @@ impl Drop for Topology {
     }
 }
 
-/// Blocks the termination signals in this and all later threads, and starts
-/// a thread that removes the topology and exits when one arrives.
-pub fn remove_on_signal(topo: Arc<Mutex<Option<Topology>>>) {
-    // SAFETY: sigset_t is plain data; the calls only read/write `set`.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    let _ = std::thread::Builder::new().name("net-signals".into()).spawn(move || {
-        let mut sig = 0;
-        // SAFETY: `set` and `sig` are valid for the call.
-        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            eprintln!("migbench: signal {sig}: removing the network topology");
-            let t = topo.lock().unwrap_or_else(|e| e.into_inner()).take();
-            drop(t);
-            std::process::exit(130);
-        }
+/// The namespaces this process created and has not removed yet: what the
+/// signal thread removes on Ctrl-C, whichever topology (of several made one
+/// after another, as `reproduce` does) is alive then.
+static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<String>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Blocks the termination signals in this and all later threads, once, and
+/// starts one thread that removes every live namespace and exits with 130
+/// when one arrives (a signal handler could not run `ip` safely). Called
+/// before the first namespace is created.
+fn remove_on_signal() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sigset_t is plain data; the calls only read/write `set`.
+        let set = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            set
+        };
+        let _ = std::thread::Builder::new().name("net-signals".into()).spawn(move || {
+            let mut sig = 0;
+            // SAFETY: `set` and `sig` are valid for the call.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                eprintln!("migbench: signal {sig}: removing the network topology");
+                let namespaces: Vec<String> = live().drain(..).collect();
+                for ns in namespaces.iter().rev() {
+                    let _ = ip(&["netns", "del", ns]);
+                }
+                std::process::exit(130);
+            }
+        });
     });
 }
 

@@ -20,7 +20,6 @@ use serde_json::{json, Map, Value};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The guest's network in an experiment.
@@ -138,15 +137,16 @@ pub fn run(
     std::fs::create_dir_all(&dir).map_err(RunnerError::io(format!("creating {}", dir.display())))?;
     let scratch = ScratchDir(dir);
 
-    // 1. The network. Removed when `topo` is dropped, or on a signal.
-    let topo = Arc::new(Mutex::new(None::<Topology>));
-    let names = match &exp.net {
-        Some(net) => {
-            let id = netns::new_run_id();
-            let t = Topology::create(&id, net.mtu)?;
+    // 1. The network. Removed when `topo` is dropped (also on a panic), or
+    // on a signal.
+    let topo = match &exp.net {
+        Some(net) => Some(Topology::create(&netns::new_run_id(), net.mtu)?),
+        None => None,
+    };
+    let names = match &topo {
+        Some(t) => {
             let names = t.names().clone();
-            *topo.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
-            netns::remove_on_signal(topo.clone());
+            let id = &names.run_id;
             events(Event::Phase(&format!(
                 "network: run {id}: guest {} in {}, probe in {}",
                 names.guest_ip, names.lan_ns, names.probe_ns
@@ -159,7 +159,7 @@ pub fn run(
     let result = run_in(exp, sut, &ctx, events);
     sut.teardown();
     drop(scratch);
-    if let Some(t) = topo.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    if let Some(t) = topo {
         t.remove()?;
     }
     result
