@@ -33,6 +33,8 @@ pub enum Command {
     Reproduce(ReproduceArgs),
     /// Gate CI on a result file: fixed limits, or a baseline with a tolerance.
     Check(CheckArgs),
+    /// Make a CA and a certificate for mutual-TLS migration (ca.pem, cert.pem, key.pem).
+    TlsInit(TlsInitArgs),
 }
 
 pub use scenarios::scenario::parse_duration;
@@ -88,6 +90,10 @@ pub struct RunArgs {
     /// Open the VM's TAP inside this existing network namespace (for a configuration with a NIC).
     #[arg(long, conflicts_with = "net")]
     pub netns: Option<String>,
+    /// Migrate over mutual TLS with the credentials in this directory (ca.pem, cert.pem, key.pem;
+    /// `migbench tls-init` makes them).
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
     /// Stop the VM after this long (e.g. 5s, 500ms, 2m); 0 runs until the guest exits or `quit`.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -150,6 +156,14 @@ pub struct VmmArgs {
     /// Give up if the source sends nothing for this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Accept the migration over mutual TLS only, with the credentials in this directory (ca.pem,
+    /// cert.pem, key.pem; `migbench tls-init` makes them).
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// Listen on a non-loopback address without TLS anyway (the stream is then neither
+    /// authenticated nor encrypted).
+    #[arg(long, conflicts_with = "tls_dir")]
+    pub insecure: bool,
     /// Give up if the whole incoming migration takes longer than this, from the source's Hello.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub deadline: Duration,
@@ -212,6 +226,9 @@ pub struct MigrateArgs {
     /// Write the statistics as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Migrate over mutual TLS with the credentials in this directory (see `migbench tls-init`).
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
     /// Give the guest a NIC in fresh network namespaces and download its /file over HTTP
     /// from the probe namespace through the migration; the connections must survive. Needs root.
     #[arg(long)]
@@ -283,6 +300,17 @@ pub struct ReproduceArgs {
     /// Leave out the microbenchmarks.
     #[arg(long)]
     pub no_bench: bool,
+}
+
+/// `migbench tls-init`.
+#[derive(Args, Debug)]
+pub struct TlsInitArgs {
+    /// The directory to write (created; existing files are not overwritten).
+    pub dir: PathBuf,
+    /// Names and addresses the certificate is valid for, besides localhost and 127.0.0.1
+    /// (comma-separated), e.g. the destination host's address.
+    #[arg(long, value_delimiter = ',')]
+    pub host: Vec<String>,
 }
 
 /// `migbench check`.

@@ -8,6 +8,7 @@ mod net_cmd;
 mod probe_cmd;
 mod scenario_cmd;
 mod serve;
+mod tls_cmd;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         cli::Command::Scenario(a) => scenario_cmd::scenario(a),
         cli::Command::Reproduce(a) => scenario_cmd::reproduce(a),
         cli::Command::Check(a) => scenario_cmd::check(a),
+        cli::Command::TlsInit(a) => tls_cmd::init(a),
     };
     match result {
         Ok(code) => code,

@@ -39,7 +39,8 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
             })
             .transpose()?,
     };
-    let mut sut = VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, config.backend);
+    let mut sut = VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, config.backend)
+        .with_tls_dir(args.tls_dir.clone());
     let mut r = runner::run(&exp, &mut sut, &mut crate::scenario_cmd::log_events(""))?;
     let s = &r.migration;
     if let (Some(max), Some(d)) = (args.max_downtime_ms, s.downtime_ms) {

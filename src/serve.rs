@@ -8,12 +8,14 @@ use crate::cli::{vm_config, RunArgs, VmmArgs};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vmm_min::control::ControlServer;
 use vmm_min::migration;
+use vmm_min::migration::tls::TlsCredentials;
 use vmm_min::service::VmService;
 use vmm_min::{VmConfig, Vmm, Workload};
 
@@ -96,7 +98,8 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode> {
     let measure_dirty_rate = matches!(config.workload, Workload::Stress { .. })
         && boot_ms.is_some()
         && (args.duration.is_zero() || args.duration >= Duration::from_millis(1500));
-    let service = VmService::running(vmm.clone(), Box::new(print_round));
+    let tls = args.tls_dir.as_deref().map(TlsCredentials::load).transpose()?;
+    let service = VmService::running(vmm.clone(), Box::new(print_round), tls);
     let _control = bind(&args.control, &service)?;
     let opts = ServeOptions { duration: args.duration, json: args.json, measure_dirty_rate };
     serve(&vmm, &service, opts, Start { boot_ms, incoming: None }, boot_ms.is_some())
@@ -111,6 +114,15 @@ fn bind(path: &Option<PathBuf>, service: &Arc<VmService>) -> Result<Option<Contr
 
 /// `migbench vmm --incoming`.
 pub fn incoming(args: VmmArgs) -> Result<ExitCode> {
+    let tls = args.tls_dir.as_deref().map(TlsCredentials::load).transpose()?;
+    let loopback = args.incoming.to_socket_addrs().is_ok_and(|mut a| a.all(|a| a.ip().is_loopback()));
+    if !loopback && tls.is_none() && !args.insecure {
+        anyhow::bail!(
+            "{} is not a loopback address: give --tls-dir DIR for an authenticated, encrypted migration \
+             (make one with `migbench tls-init DIR --host HOST`), or --insecure to accept it in the clear",
+            args.incoming
+        );
+    }
     let listener = std::net::TcpListener::bind(&args.incoming)
         .with_context(|| format!("cannot listen on {} for the incoming migration", args.incoming))?;
     let addr = listener.local_addr().context("reading the bound address")?;
@@ -124,6 +136,7 @@ pub fn incoming(args: VmmArgs) -> Result<ExitCode> {
         frame_timeout: args.timeout,
         deadline: args.deadline,
         tap: None,
+        tls,
     };
     let (vmm, report) = match &args.net_run_id {
         // The TAP is opened when the VM is built: do that inside the lan namespace.

@@ -6,6 +6,7 @@
 use crate::control::protocol::{MigrationProgress, Phase, Reply, Request, Resolution, Status};
 use crate::control::Handler;
 use crate::machine::lock;
+use crate::migration::tls::TlsCredentials;
 use crate::migration::{self, SourceEvent, SourceOptions};
 use crate::vmm::Vmm;
 use results::{MigrationStats, Outcome, RoundStats};
@@ -38,10 +39,12 @@ pub struct VmService {
     migrated: Mutex<Option<MigrationStats>>,
     /// Called after each pre-copy round (the CLI prints a line).
     on_round: Box<dyn Fn(&RoundStats) + Send + Sync>,
+    /// Credentials for migrating over mutual TLS.
+    tls: Option<TlsCredentials>,
 }
 
 impl VmService {
-    fn new(served: Served, on_round: Box<dyn Fn(&RoundStats) + Send + Sync>) -> Arc<Self> {
+    fn new(served: Served, on_round: Box<dyn Fn(&RoundStats) + Send + Sync>, tls: Option<TlsCredentials>) -> Arc<Self> {
         Arc::new(Self {
             served: Mutex::new(served),
             quit: AtomicBool::new(false),
@@ -53,17 +56,22 @@ impl VmService {
             progress: Mutex::new(None),
             migrated: Mutex::new(None),
             on_round,
+            tls,
         })
     }
 
-    /// Serves a running VM.
-    pub fn running(vmm: Arc<Vmm>, on_round: Box<dyn Fn(&RoundStats) + Send + Sync>) -> Arc<Self> {
-        Self::new(Served::Running(vmm), on_round)
+    /// Serves a running VM, which migrates over TLS when `tls` is given.
+    pub fn running(
+        vmm: Arc<Vmm>,
+        on_round: Box<dyn Fn(&RoundStats) + Send + Sync>,
+        tls: Option<TlsCredentials>,
+    ) -> Arc<Self> {
+        Self::new(Served::Running(vmm), on_round, tls)
     }
 
     /// Serves a destination that listens on `listen` for a source.
     pub fn incoming(listen: String) -> Arc<Self> {
-        Self::new(Served::Incoming { listen }, Box::new(|_| {}))
+        Self::new(Served::Incoming { listen }, Box::new(|_| {}), None)
     }
 
     /// A source connected: the VM is on its way.
@@ -128,7 +136,7 @@ impl VmService {
             Request::Resume => self.resume(&vmm),
             Request::Verify => verify(&vmm),
             Request::Migrate { to, policy, verify, stop_deadline_ms } => {
-                let mut opts = SourceOptions { verify, ..SourceOptions::default() };
+                let mut opts = SourceOptions { verify, tls: self.tls.clone(), ..SourceOptions::default() };
                 if let Some(ms) = stop_deadline_ms {
                     if !(1..=3_600_000).contains(&ms) {
                         return Reply::error(format!("stop_deadline_ms {ms} is out of range: 1 to 3600000"));

@@ -32,6 +32,7 @@ struct VmmProcess {
 pub struct VmmMin {
     exe: PathBuf,
     backend: MemoryBackend,
+    tls_dir: Option<PathBuf>,
     quiet: bool,
     source: Option<VmmProcess>,
     destination: Option<VmmProcess>,
@@ -42,7 +43,13 @@ pub struct VmmMin {
 impl VmmMin {
     /// The system, with `exe` the `migbench` binary that plays both VMMs.
     pub fn new(exe: PathBuf, backend: MemoryBackend) -> Self {
-        Self { exe, backend, quiet: true, source: None, destination: None, to: None }
+        Self { exe, backend, tls_dir: None, quiet: true, source: None, destination: None, to: None }
+    }
+
+    /// Migrates over mutual TLS with the credentials in `dir`.
+    pub fn with_tls_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.tls_dir = dir;
+        self
     }
 
     /// The VM configuration of `guest` on this system.
@@ -78,6 +85,9 @@ impl VmmMin {
         if let Some(n) = ctx.names {
             cmd.args(["--net-run-id", &n.run_id]);
         }
+        if let Some(d) = &self.tls_dir {
+            cmd.arg("--tls-dir").arg(d);
+        }
         let mut process = ChildProcess::spawn("destination VMM", cmd)?;
         let client = Client::new(&sock);
         let status = client.wait_ready(READY_TIMEOUT, || process.exited())?;
@@ -110,6 +120,9 @@ impl VmmMin {
         }
         if let (Some(n), Some(_)) = (ctx.names, &config.net) {
             cmd.args(["--netns", &n.lan_ns]);
+        }
+        if let Some(d) = &self.tls_dir {
+            cmd.arg("--tls-dir").arg(d);
         }
         let mut process = ChildProcess::spawn("source VMM", cmd)?;
         let client = Client::new(&sock);

@@ -11,6 +11,7 @@ use super::error::{Cause, MigrationError};
 use super::protocol::{escape, Abort, Commit, Complete, Hello, HelloReply, Ready, Started};
 use super::state::{self, MachineState};
 use super::timed::{Deadline, TimedStream};
+use super::tls::{Shared, TlsCredentials};
 use super::wire::{pages, parse_json, FrameReader, FrameWriter, Kind, WireError};
 use crate::abi::PAGE_SIZE;
 use crate::config::VmConfig;
@@ -19,7 +20,7 @@ use crate::machine::Machine;
 use crate::memory;
 use crate::vmm::{new_machine, Vmm};
 use results::clock::mono_ns;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ pub struct IncomingOptions {
     pub deadline: Duration,
     /// The TAP this side gives an incoming VM's NIC.
     pub tap: Option<String>,
+    /// Mutual TLS on the migration stream.
+    pub tls: Option<TlsCredentials>,
 }
 
 /// What an incoming migration did.
@@ -62,8 +65,8 @@ pub struct IncomingReport {
 
 /// The connection to the source.
 pub struct Conn {
-    reader: FrameReader<BufReader<TimedStream>>,
-    out: FrameWriter<TimedStream>,
+    reader: FrameReader<BufReader<Box<dyn Read>>>,
+    out: FrameWriter<Box<dyn Write>>,
     deadline: Deadline,
 }
 
@@ -104,12 +107,22 @@ pub fn accept(listener: &TcpListener, opts: &IncomingOptions) -> Result<(Conn, H
         let _ = stream.set_nodelay(true);
         let deadline = Deadline::none();
         deadline.set_in(HELLO_TIMEOUT);
-        let half = stream.try_clone().map_err(fail("cloning the socket"))?;
-        let out = FrameWriter::new(TimedStream::new(half, opts.frame_timeout, deadline.clone()));
+        let timed = |s| TimedStream::new(s, opts.frame_timeout, deadline.clone());
+        let (read_half, write_half): (Box<dyn Read>, Box<dyn Write>) = match &opts.tls {
+            None => {
+                let half = stream.try_clone().map_err(fail("cloning the socket"))?;
+                (Box::new(timed(stream)), Box::new(timed(half)))
+            }
+            Some(creds) => {
+                let session = creds.server().map_err(|e| MigrationError::Setup(e.into()))?;
+                let (r, w) = Shared::new(rustls::StreamOwned::new(session, timed(stream)));
+                (Box::new(r), Box::new(w))
+            }
+        };
+        let out = FrameWriter::new(write_half);
         // Small enough that page batches (about 1 MiB) bypass it and are
         // read straight into the frame buffer.
-        let timed = TimedStream::new(stream, opts.frame_timeout, deadline.clone());
-        let mut reader = FrameReader::new(BufReader::with_capacity(64 << 10, timed));
+        let mut reader = FrameReader::new(BufReader::with_capacity(64 << 10, read_half));
         match reader.recv_json::<Hello>(Kind::Hello) {
             Ok(hello) => {
                 tracing::info!(%peer, "incoming migration");

@@ -40,6 +40,9 @@ pub enum Cause {
         #[source]
         source: io::Error,
     },
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
     /// The VMM failed (KVM, memory, pausing).
     #[error(transparent)]
     Vmm(#[from] crate::Error),

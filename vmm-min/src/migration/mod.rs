@@ -13,6 +13,7 @@
 //! - [`state`]: the versioned migration state (vCPUs, VM, devices);
 //! - [`digest`]: RAM verification;
 //! - [`timed`]: bounded waits on the socket, per call and per phase;
+//! - [`tls`]: mutual TLS on the stream (rustls);
 //! - what a migration reports is [`results::migration`].
 
 pub mod destination;
@@ -24,6 +25,7 @@ pub mod protocol;
 pub mod source;
 pub mod state;
 pub mod timed;
+pub mod tls;
 pub mod wire;
 
 pub use error::{Cause, MigrationError};

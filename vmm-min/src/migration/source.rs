@@ -11,6 +11,7 @@ use super::policy::{self, Decision, Progress};
 use super::protocol::{escape, Abort, Commit, Complete, Hello, HelloReply, Ready, Started};
 use super::state;
 use super::timed::{Deadline, TimedStream};
+use super::tls::{Shared, TlsCredentials};
 use super::wire::{FrameReader, FrameWriter, Kind, WireError};
 use crate::abi::PAGE_SIZE;
 use crate::guest_image;
@@ -19,7 +20,7 @@ use crate::vmm::Vmm;
 use results::clock::{mono_ns, ms_between};
 use results::migration::{DowntimeBreakdown, MigrationStats, Outcome, RoundStats, VerifyStats};
 use results::Policy;
-use std::io::BufWriter;
+use std::io::{BufWriter, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -38,6 +39,8 @@ pub const DEFAULT_STOP_DEADLINE: Duration = Duration::from_secs(5);
 pub struct SourceOptions {
     /// Send a RAM digest for the destination to check.
     pub verify: bool,
+    /// Mutual TLS on the migration stream.
+    pub tls: Option<TlsCredentials>,
     /// The longest the guest may stay paused before the destination is
     /// Ready; past it the source aborts and resumes.
     pub stop_deadline: Duration,
@@ -45,7 +48,7 @@ pub struct SourceOptions {
 
 impl Default for SourceOptions {
     fn default() -> Self {
-        Self { verify: false, stop_deadline: DEFAULT_STOP_DEADLINE }
+        Self { verify: false, tls: None, stop_deadline: DEFAULT_STOP_DEADLINE }
     }
 }
 
@@ -135,8 +138,8 @@ struct Source<'a> {
 
 /// The connection to the destination.
 struct Link {
-    reader: FrameReader<TimedStream>,
-    tx: PageSender<BufWriter<TimedStream>>,
+    reader: FrameReader<Box<dyn Read>>,
+    tx: PageSender<BufWriter<Box<dyn Write>>>,
 }
 
 impl Link {
@@ -195,6 +198,24 @@ impl Source<'_> {
         Ok(map)
     }
 
+    /// The socket's reading and writing halves, each with bounded waits;
+    /// inside a TLS session when the source has credentials.
+    fn halves(&self, stream: TcpStream, to: &str) -> Result<(Box<dyn Read>, Box<dyn Write>), Cause> {
+        let timed = |s| TimedStream::new(s, IO_TIMEOUT, self.deadline.clone());
+        match &self.opts.tls {
+            None => {
+                let half = stream.try_clone().map_err(Cause::io("cloning the socket"))?;
+                Ok((Box::new(timed(half)), Box::new(timed(stream))))
+            }
+            Some(creds) => {
+                let host = to.rsplit_once(':').map_or(to, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+                let session = creds.client(host)?;
+                let (r, w) = Shared::new(rustls::StreamOwned::new(session, timed(stream)));
+                Ok((Box::new(r), Box::new(w)))
+            }
+        }
+    }
+
     /// Phase 1: connect, offer the VM, and arm dirty tracking once the
     /// destination accepted it.
     fn setup(&mut self, to: &str) -> Result<Link, MigrationError> {
@@ -208,16 +229,16 @@ impl Source<'_> {
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
             .map_err(|e| fail(Cause::io("connecting to the destination")(e)))?;
         let _ = stream.set_nodelay(true);
-        let half = stream.try_clone().map_err(|e| fail(Cause::io("cloning the socket")(e)))?;
-        let reader = FrameReader::new(TimedStream::new(half, IO_TIMEOUT, self.deadline.clone()));
-        let stream = TimedStream::new(stream, IO_TIMEOUT, self.deadline.clone());
+        let (read_half, write_half) = self.halves(stream, to).map_err(fail)?;
+        let reader = FrameReader::new(read_half);
         let m = self.vmm.machine();
         let base = memory::host_base(&m.vm.mem).map_err(|e| fail(e.into()))? as *const u8;
         let ram_pages = self.stats.ram_bytes / PAGE_SIZE;
         // SAFETY: `base` maps the VM's `ram_pages` pages, which live as long
         // as `vmm`, and so longer than this sender.
-        let tx =
-            unsafe { PageSender::new(FrameWriter::new(BufWriter::with_capacity(1 << 20, stream)), base, ram_pages) };
+        let tx = unsafe {
+            PageSender::new(FrameWriter::new(BufWriter::with_capacity(1 << 20, write_half)), base, ram_pages)
+        };
         let mut link = Link { reader, tx };
         let hello = Hello {
             wire_version: super::wire::VERSION,
