@@ -11,7 +11,7 @@ use super::error::{Cause, MigrationError};
 use super::protocol::{escape, Abort, Commit, Complete, Hello, HelloReply, Ready, Started};
 use super::state::{self, MachineState};
 use super::timed::{Deadline, TimedStream};
-use super::tls::{Shared, TlsCredentials};
+use super::tls::{Halves, Shared, TlsCredentials};
 use super::wire::{pages, parse_json, FrameReader, FrameWriter, Kind, WireError};
 use crate::abi::PAGE_SIZE;
 use crate::config::VmConfig;
@@ -108,7 +108,7 @@ pub fn accept(listener: &TcpListener, opts: &IncomingOptions) -> Result<(Conn, H
         let deadline = Deadline::none();
         deadline.set_in(HELLO_TIMEOUT);
         let timed = |s| TimedStream::new(s, opts.frame_timeout, deadline.clone());
-        let (read_half, write_half): (Box<dyn Read>, Box<dyn Write>) = match &opts.tls {
+        let (read_half, write_half): Halves = match &opts.tls {
             None => {
                 let half = stream.try_clone().map_err(fail("cloning the socket"))?;
                 (Box::new(timed(stream)), Box::new(timed(half)))

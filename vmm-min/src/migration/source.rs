@@ -11,7 +11,7 @@ use super::policy::{self, Decision, Progress};
 use super::protocol::{escape, Abort, Commit, Complete, Hello, HelloReply, Ready, Started};
 use super::state;
 use super::timed::{Deadline, TimedStream};
-use super::tls::{Shared, TlsCredentials};
+use super::tls::{Halves, Shared, TlsCredentials};
 use super::wire::{FrameReader, FrameWriter, Kind, WireError};
 use crate::abi::PAGE_SIZE;
 use crate::guest_image;
@@ -200,7 +200,7 @@ impl Source<'_> {
 
     /// The socket's reading and writing halves, each with bounded waits;
     /// inside a TLS session when the source has credentials.
-    fn halves(&self, stream: TcpStream, to: &str) -> Result<(Box<dyn Read>, Box<dyn Write>), Cause> {
+    fn halves(&self, stream: TcpStream, to: &str) -> Result<Halves, Cause> {
         let timed = |s| TimedStream::new(s, IO_TIMEOUT, self.deadline.clone());
         match &self.opts.tls {
             None => {

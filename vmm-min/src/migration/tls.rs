@@ -111,6 +111,9 @@ impl TlsCredentials {
     }
 }
 
+/// The reading and writing halves of a migration connection.
+pub type Halves = (Box<dyn Read>, Box<dyn Write>);
+
 /// One TLS session over `S`, shared by a reader and a writer half.
 pub struct Shared<C, S: Read + Write>(Rc<RefCell<rustls::StreamOwned<C, S>>>);
 
