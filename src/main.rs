@@ -6,6 +6,8 @@ mod cli;
 mod migrate_cmd;
 mod net_cmd;
 mod probe_cmd;
+mod progress;
+mod report_cmd;
 mod scenario_cmd;
 mod serve;
 
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         cli::Command::Scenario(a) => scenario_cmd::scenario(a),
         cli::Command::Reproduce(a) => scenario_cmd::reproduce(a),
         cli::Command::Check(a) => scenario_cmd::check(a),
+        cli::Command::Report(a) => report_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -34,7 +34,10 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
             })
             .transpose()?,
     };
-    let mut r = runner::run(&exp, &mut |line| eprintln!("migbench: {line}"))?;
+    let progress = crate::progress::Progress::new(&[]);
+    let run = runner::run(&exp, &mut |line| progress.update(crate::progress::Update::Phase(line)));
+    progress.finish();
+    let mut r = run?;
     let s = &r.migration;
     if let (Some(max), Some(d)) = (args.max_downtime_ms, s.downtime_ms) {
         if d > max {
@@ -62,6 +65,7 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
     }
     if let Some(path) = &args.json {
         let out = json!({
+            "schema_version": reports::schema::SCHEMA_VERSION,
             "config": config,
             "migration": r.migration,
             "baseline": {

@@ -23,13 +23,15 @@
 pub mod charts;
 pub mod check;
 pub mod error;
+pub mod regression;
 pub mod report;
 pub mod scenario;
+pub mod schema;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::ReportError;
-pub use report::{write_report, ChartKind, ChartPaths, ReportPaths};
+pub use report::{write_report, write_report_from_dir, ChartKind, ChartPaths, ReportPaths};
 pub use scenario::{ScenarioResult, SummaryRow, Timeline};
 
 /// `t` as RFC 3339 in UTC with whole seconds, e.g. `2026-11-26T07:41:23Z`.
