@@ -50,7 +50,7 @@ pub const RATE_TITLE: &str = "Live migration – transmission rate progress";
 /// Title of the pre-copy chart.
 pub const ROUNDS_TITLE: &str = "Iterative pre-copy rounds";
 /// Title of the regression view.
-pub const OVERLAY_TITLE: &str = "Regression view: baseline against new run";
+pub const OVERLAY_TITLE: &str = "Regression view";
 
 const RATE_COLOR: RGBColor = RGBColor(20, 70, 160);
 const ROUND_A: RGBColor = RGBColor(140, 190, 240);

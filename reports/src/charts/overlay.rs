@@ -160,7 +160,8 @@ impl Figure for OverlayFigure<'_> {
             y_top,
             1.0,
             &format!(
-                "Zoom: ±{ZOOM_HALF_WIDTH_MS:.0} ms around each run's pause — application-visible gap {}",
+                "Zoom: ±{ZOOM_HALF_WIDTH_MS:.0} ms around each run's pause, samples as steps — grey: baseline, \
+                 blue line, red band, orange bar: new — application-visible gap {}",
                 change(app_gap(b).map(|g| g.duration_ms()), app_gap(n).map(|g| g.duration_ms()))
             ),
         )

@@ -135,7 +135,9 @@ impl<'a> Trace<'a> {
 
 /// The zoom panel: the rate of each trace as 10 ms steps over ±250 ms
 /// around its own pause (0 on the x axis), the VMM pause band (pause to
-/// resume) and the application-visible gap, each annotated with its value.
+/// resume) and the application-visible gap, each annotated with its value
+/// on the chart (so the panel needs no legend; `title` says what the
+/// colours are).
 pub(super) fn draw_zoom_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     traces: &[Trace],
@@ -180,7 +182,6 @@ pub(super) fn draw_zoom_panel<DB: DrawingBackend>(
     };
     for (k, tr) in traces.iter().enumerate() {
         let tl = tr.s.timeline();
-        let interval_ms = tr.s.probe.as_ref().map_or(10.0, |p| p.interval_ns as f64 / 1e6);
         let Some(p) = tl.paused_s else {
             let y = y_top * (0.9 - 0.1 * k as f64);
             chart
@@ -197,16 +198,11 @@ pub(super) fn draw_zoom_panel<DB: DrawingBackend>(
             let b = ((r - p) * 1e3).max(span * 0.003);
             chart
                 .draw_series(std::iter::once(Rectangle::new([(0.0, 0.0), (b, y_top)], tr.band.mix(0.3).filled())))
-                .map_err(msg)?
-                .label(format!("{}VMM pause (stop-and-copy to resume)", tr.prefix()))
-                .legend({
-                    let c = tr.band;
-                    move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], c.mix(0.3).filled())
-                });
+                .map_err(msg)?;
             let value = format!("{}VMM pause {}", tr.prefix(), ms(tr.s.migration.downtime_ms.or(Some((r - p) * 1e3))));
             let y = y_top * (0.93 - 0.09 * k as f64);
             let (x, h) =
-                if b < win.end - span * 0.45 { (b + span * 0.01, HPos::Left) } else { (-span * 0.01, HPos::Right) };
+                if (b - win.start) / span < 0.72 { (b + span * 0.01, HPos::Left) } else { (-span * 0.01, HPos::Right) };
             chart
                 .draw_series([
                     PathElement::new(vec![(0.0, y), (b, y)], tr.band.stroke_width(2)),
@@ -217,14 +213,7 @@ pub(super) fn draw_zoom_panel<DB: DrawingBackend>(
             chart.draw_series(std::iter::once(Text::new(value, (x, y), text(14.0, &tr.band, h)))).map_err(msg)?;
         }
         // The samples as steps.
-        chart
-            .draw_series(LineSeries::new(step_points(tr.s, p, &win), tr.line.stroke_width(2)))
-            .map_err(msg)?
-            .label(format!("{}HTTP transfer rate, {interval_ms:.0} ms samples as steps", tr.prefix()))
-            .legend({
-                let c = tr.line;
-                move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-            });
+        chart.draw_series(LineSeries::new(step_points(tr.s, p, &win), tr.line.stroke_width(2))).map_err(msg)?;
         // The application-visible gap: a thick bar just above the axis.
         if let Some(g) = app_gap(tr.s) {
             let a = g.last_byte_before_ns as f64 / 1e6 - p * 1e3;
@@ -236,30 +225,18 @@ pub(super) fn draw_zoom_panel<DB: DrawingBackend>(
                     vec![(a, y), (b, y)],
                     tr.gap.stroke_width((6.0 * scale).max(3.0) as u32),
                 )))
-                .map_err(msg)?
-                .label(format!("{}application-visible gap (last byte before to first byte after)", tr.prefix()))
-                .legend({
-                    let c = tr.gap;
-                    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(6))
-                });
+                .map_err(msg)?;
             let value = format!("{}application-visible gap {:.1} ms", tr.prefix(), g.duration_ms());
-            let (x, h) =
-                if b < win.end - span * 0.45 { (b + span * 0.01, HPos::Left) } else { (a - span * 0.01, HPos::Right) };
+            let (x, h) = if (b - win.start) / span < 0.72 {
+                (b + span * 0.01, HPos::Left)
+            } else {
+                (a - span * 0.01, HPos::Right)
+            };
             chart
                 .draw_series(std::iter::once(Text::new(value, (x, y + y_top * 0.045), text(14.0, &tr.gap, h))))
                 .map_err(msg)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .margin((8.0 * scale) as u32)
-        .legend_area_size((28.0 * scale) as u32)
-        .label_font(font(12.5))
-        .background_style(WHITE.mix(0.88))
-        .border_style(RGBColor(120, 120, 120))
-        .draw()
-        .map_err(msg)?;
     Ok(())
 }
 
@@ -429,7 +406,9 @@ fn draw_rate_cell<DB: DrawingBackend>(
         y_top,
         scale,
         &format!(
-            "Zoom: ±{ZOOM_HALF_WIDTH_MS:.0} ms around the pause — VMM pause {}, application-visible gap {}",
+            "Zoom: ±{ZOOM_HALF_WIDTH_MS:.0} ms around the pause — {:.0} ms samples as steps · red band: VMM pause {} · \
+             orange bar: application-visible gap {}",
+            s.probe.as_ref().map_or(10.0, |p| p.interval_ns as f64 / 1e6),
             ms(s.migration.downtime_ms),
             ms(app_gap(s).map(|g| g.duration_ms()))
         ),
