@@ -91,7 +91,7 @@ impl Figure for RoundsFigure<'_> {
         // Upper panel: MB sent and MB dirtied per round.
         let mut c = ChartBuilder::on(&upper)
             .margin(12)
-            .caption("memory per round", font(20.0).style(FontStyle::Bold))
+            .caption("memory per round", (FONT, 20.0, FontStyle::Bold).into_font())
             .x_label_area_size(50)
             .y_label_area_size(80)
             .build_cartesian_2d(xr.clone(), 0.0..mb_top)
@@ -174,7 +174,7 @@ impl Figure for RoundsFigure<'_> {
             rate.iter().chain(dirty_rate.iter()).chain(limit.iter()).map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.35;
         let mut c = ChartBuilder::on(&lower)
             .margin(12)
-            .caption("rate per round", font(20.0).style(FontStyle::Bold))
+            .caption("rate per round", (FONT, 20.0, FontStyle::Bold).into_font())
             .x_label_area_size(50)
             .y_label_area_size(80)
             .build_cartesian_2d(xr, 0.0..r_top)

@@ -20,8 +20,9 @@ const SIDE_MARGIN: u32 = 16;
 const MIN_SCALE: f64 = 0.55;
 
 fn style(px: f64, bold: bool) -> TextStyle<'static> {
-    let f = (FONT, px).into_font();
-    TextStyle::from(if bold { f.style(FontStyle::Bold) } else { f })
+    // `FontDesc::style` keeps the regular face's glyphs; asking for the
+    // style up front loads the bold face, so widths match what is drawn.
+    TextStyle::from((FONT, px, if bold { FontStyle::Bold } else { FontStyle::Normal }).into_font())
 }
 
 /// Text wrapped and sized to fit a width.
