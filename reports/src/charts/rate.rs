@@ -12,7 +12,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use probes::http::Gap;
 
-use super::text::{caption, Heading};
+use super::text::{caption, draw_caption, fit_caption, Heading};
 use super::*;
 use crate::scenario::{finite, ScenarioResult};
 
@@ -406,8 +406,8 @@ fn draw_rate_cell<DB: DrawingBackend>(
         y_top,
         scale,
         &format!(
-            "Zoom: ±{ZOOM_HALF_WIDTH_MS:.0} ms around the pause — {:.0} ms samples as steps · red band: VMM pause {} · \
-             orange bar: application-visible gap {}",
+            "Zoom ±{ZOOM_HALF_WIDTH_MS:.0} ms around the pause, {:.0} ms steps — red: VMM pause {} · \
+             orange: application-visible gap {}",
             s.probe.as_ref().map_or(10.0, |p| p.interval_ns as f64 / 1e6),
             ms(s.migration.downtime_ms),
             ms(app_gap(s).map(|g| g.duration_ms()))
@@ -477,6 +477,7 @@ impl Figure for ComparisonFigure<'_> {
         let rest = heading.draw(area)?;
         let y_top = rate_y_top(self.panels.iter().map(|s| max_rate(s)).fold(0.0, f64::max));
         let cells = rest.split_evenly((1, self.panels.len().max(1)));
+        let mut captions = Vec::new();
         for (cell, s) in cells.iter().zip(self.panels.iter()) {
             let text = format!(
                 "{} — VMM downtime {}, app-visible {}",
@@ -484,7 +485,12 @@ impl Figure for ComparisonFigure<'_> {
                 ms(s.migration.downtime_ms),
                 ms(s.app_downtime_ms)
             );
-            let below = caption(cell, &text, 19.0)?;
+            captions.push(fit_caption(cell, &text, 19.0)?);
+        }
+        // One caption height for all, so the panels line up.
+        let height = captions.iter().map(|c| c.height()).max().unwrap_or(0);
+        for ((cell, s), c) in cells.iter().zip(self.panels.iter()).zip(&captions) {
+            let below = draw_caption(cell, c, height)?;
             draw_rate_cell(&below, s, y_top, 0.95)?;
         }
         Ok(())

@@ -172,9 +172,29 @@ pub(super) fn caption<DB: DrawingBackend>(
     text: &str,
     px: f64,
 ) -> Result<DrawingArea<DB, Shift>, String> {
+    let f = fit_caption(area, text, px)?;
+    draw_caption(area, &f, f.height())
+}
+
+/// [`caption`]'s layout, for panels side by side that share one caption
+/// height.
+pub(super) fn fit_caption<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    text: &str,
+    px: f64,
+) -> Result<Fitted, String> {
     let max_w = area.dim_in_pixel().0.saturating_sub(2 * SIDE_MARGIN).max(1);
-    let f = Fitted::fit(area, text, px, true, max_w, 2)?;
-    let (top, rest) = area.split_vertically(f.height() + 10);
+    Fitted::fit(area, text, px, true, max_w, 2)
+}
+
+/// Draw a fitted caption in a strip `height` px high (at least its own) at
+/// the top of `area`; returns the area below it.
+pub(super) fn draw_caption<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    f: &Fitted,
+    height: u32,
+) -> Result<DrawingArea<DB, Shift>, String> {
+    let (top, rest) = area.split_vertically(height.max(f.height()) + 10);
     f.draw_centred(&top, area.dim_in_pixel().0 as i32 / 2, 6, &BLACK)?;
     Ok(rest)
 }
