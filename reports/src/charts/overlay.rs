@@ -6,7 +6,9 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::rate::{app_gap, draw_zoom_panel, max_rate, rate_points, rate_y_top, scenario_label, Trace};
+use super::rate::{
+    app_gap, draw_zoom_panel, max_rate, rate_points, rate_y_top, scenario_label, window_words, zoom_window, Trace,
+};
 use super::text::Heading;
 use super::*;
 use crate::scenario::ScenarioResult;
@@ -160,8 +162,12 @@ impl Figure for OverlayFigure<'_> {
             y_top,
             1.0,
             &format!(
-                "Zoom: ±{ZOOM_HALF_WIDTH_MS:.0} ms around each run's pause, samples as steps — grey: baseline, \
-                 blue line, red band, orange bar: new — application-visible gap {}",
+                "Zoom {} around each run's pause, samples as steps — grey: baseline, blue line, red band, \
+                 orange bar: new — application-visible gap {}",
+                window_words(&{
+                    let (a, b) = (zoom_window(self.base), zoom_window(self.new));
+                    a.start.min(b.start)..a.end.max(b.end)
+                }),
                 change(app_gap(b).map(|g| g.duration_ms()), app_gap(n).map(|g| g.duration_ms()))
             ),
         )

@@ -16,6 +16,15 @@ use super::text::{caption, draw_caption, fit_caption, Heading};
 use super::*;
 use crate::scenario::{finite, ScenarioResult};
 
+/// "±250 ms", or "−250 ms to +384 ms" for a window widened to the resume.
+pub(super) fn window_words(w: &Range<f64>) -> String {
+    if w.end > ZOOM_HALF_WIDTH_MS {
+        format!("−{ZOOM_HALF_WIDTH_MS:.0} ms to +{:.0} ms", w.end)
+    } else {
+        format!("±{ZOOM_HALF_WIDTH_MS:.0} ms")
+    }
+}
+
 /// Half the width of the zoom panel's window around the pause, ms. The
 /// window reaches further right when the resume is later than that.
 pub const ZOOM_HALF_WIDTH_MS: f64 = 250.0;
@@ -103,7 +112,7 @@ pub(super) fn max_rate(s: &ScenarioResult) -> f64 {
 }
 
 /// The zoom window of one run, ms relative to its pause.
-fn zoom_window(s: &ScenarioResult) -> Range<f64> {
+pub(super) fn zoom_window(s: &ScenarioResult) -> Range<f64> {
     let tl = s.timeline();
     let hi = match (tl.paused_s, tl.resumed_s) {
         (Some(p), Some(r)) => ((r - p) * 1e3 + 50.0).max(ZOOM_HALF_WIDTH_MS),
@@ -406,8 +415,8 @@ fn draw_rate_cell<DB: DrawingBackend>(
         y_top,
         scale,
         &format!(
-            "Zoom ±{ZOOM_HALF_WIDTH_MS:.0} ms around the pause, {:.0} ms steps — red: VMM pause {} · \
-             orange: application-visible gap {}",
+            "Zoom {} around the pause, {:.0} ms steps — red: VMM pause {} · orange: application-visible gap {}",
+            window_words(&zoom_window(s)),
             s.probe.as_ref().map_or(10.0, |p| p.interval_ns as f64 / 1e6),
             ms(s.migration.downtime_ms),
             ms(app_gap(s).map(|g| g.duration_ms()))
