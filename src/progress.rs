@@ -4,11 +4,12 @@
 //! One [`Progress`] per command. It knows the command's steps (e.g. idle,
 //! loaded, bench) and takes typed [`Update`]s: the phase within a step (a
 //! line such as the runner's "migrating to …"), a pre-copy round (number,
-//! pages remaining, rate), a finished benchmark row.
+//! pages remaining, rate), the benchmark row that starts.
 //!
 //! * On a terminal: indicatif bars: the steps, a spinner with the phase and
 //!   the time in the step, a rounds bar (pages sent of those that remained
-//!   when the first round was reported) and a rows bar.
+//!   when the first round was reported) and a rows bar (rows done, and the
+//!   one running).
 //! * Otherwise (CI logs): the same information as plain lines, at most one
 //!   a second; an update that is superseded within the second is dropped,
 //!   the latest one is printed when the second is up.
@@ -47,7 +48,7 @@ pub enum Update<'a> {
     /// lines today, and will send rounds once its log becomes typed events.
     #[allow(dead_code)]
     Round(RoundProgress),
-    /// A benchmark row finished (its id); advances the rows bar.
+    /// A benchmark row starts (its id): the rows before it are done.
     Row(&'a str),
 }
 
@@ -245,11 +246,11 @@ impl Progress {
                 match &mut s.mode {
                     Mode::Bars(b) => {
                         if let Some(bar) = &b.rows {
-                            bar.inc(1);
-                            bar.set_message(id.to_string());
+                            bar.set_position(done - 1);
+                            bar.set_message(format!("running {id}"));
                         }
                     }
-                    Mode::Plain(_) => s.plain(format!("row {done}/{total}: {id}")),
+                    Mode::Plain(_) => s.plain(format!("row {done}/{total}: running {id}")),
                 }
             }
         }
