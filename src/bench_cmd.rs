@@ -3,6 +3,7 @@
 //! the native-against-virtualized table in the Xen paper's shape.
 
 use crate::cli::BenchArgs;
+use crate::progress::{Progress, Update};
 use anyhow::{bail, Context, Result};
 use bench_suites::env::Environment;
 use bench_suites::native::{self, NativeOptions};
@@ -186,23 +187,24 @@ pub fn run_guest(quick: bool, only: &[String], ids: &[String], progress: &mut dy
     Ok(GuestRun { rows, ring0_ratio })
 }
 
-/// Runs what `which` names and returns the report.
-pub fn collect(which: &str, quick: bool, only: &[String]) -> Result<BenchReport> {
+/// Runs what `which` names and returns the report; rows are reported to
+/// `progress`.
+pub fn collect(which: &str, quick: bool, only: &[String], progress: &Progress) -> Result<BenchReport> {
     let opts = NativeOptions { quick, only: only.to_vec(), ..Default::default() };
     let mut env = Environment::collect();
     let ids = native::row_ids(&opts);
     let native_rows = if which != "guest" {
-        eprintln!("migbench: native rows ({} of them)", ids.len());
-        native::run(&opts, &mut |id| eprintln!("migbench: native {id}"))
+        progress.rows("native rows", ids.len() as u64);
+        native::run(&opts, &mut |id| progress.update(Update::Row(id)))
     } else {
         Vec::new()
     };
     let guest_rows = if which != "native" {
-        eprintln!("migbench: guest rows, in a fresh VM");
-        let g = run_guest(quick, only, &ids, &mut |id| eprintln!("migbench: guest {id}"))?;
+        progress.update(Update::Phase("guest rows, in a fresh VM"));
+        let g = run_guest(quick, only, &ids, &mut |id| progress.update(Update::Phase(&format!("guest row {id}"))))?;
         env.guest_ring0_emulated = g.ring0_ratio.map(|r| r > EMULATION_RATIO);
         if let Some(r) = g.ring0_ratio {
-            eprintln!("migbench: a ring-0 loop runs {r:.0}x slower than the same loop in ring 3");
+            progress.println(&format!("migbench: a ring-0 loop runs {r:.0}x slower than the same loop in ring 3"));
         }
         g.rows
     } else {
@@ -215,7 +217,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if !matches!(args.which.as_str(), "native" | "guest" | "compare") {
         bail!("unknown bench '{}': expected native, guest or compare", args.which);
     }
-    let report = collect(&args.which, args.quick, &args.only)?;
+    let progress = Progress::new(&[]);
+    let report = collect(&args.which, args.quick, &args.only, &progress)?;
+    progress.finish();
     let table = bench_suites::table::markdown(&report);
     println!("{table}");
     if let Some(p) = &args.json {

@@ -35,6 +35,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Make a CA and a certificate for mutual-TLS migration (ca.pem, cert.pem, key.pem).
     TlsInit(TlsInitArgs),
+    /// Regenerate report.md, report.html and the charts of a results folder from its raw JSON
+    /// (runs nothing); with --baseline, also the regression view against another folder.
+    Report(ReportArgs),
 }
 
 pub use scenarios::scenario::parse_duration;
@@ -330,6 +333,21 @@ pub struct CheckArgs {
     /// How much worse than the baseline is still a pass, e.g. 25%.
     #[arg(long, default_value = "25%", requires = "baseline")]
     pub tolerance: String,
+    /// Also write the regression view (baseline and result overlaid, the table of both with the deltas,
+    /// and the verdict) as one self-contained HTML file, e.g. for a CI artifact.
+    #[arg(long, requires = "baseline", value_name = "OUT")]
+    pub html: Option<PathBuf>,
+}
+
+/// `migbench report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A results folder written by `reproduce` or `scenario` (its `*.result.json`, `bench.json`).
+    pub dir: PathBuf,
+    /// A baseline results folder: also write `regression.md` and `regression.html` into DIR, with each
+    /// scenario found in both drawn overlaid on the same axes and the table of both with the deltas.
+    #[arg(long, value_name = "BASE_DIR")]
+    pub baseline: Option<PathBuf>,
 }
 
 /// `migbench bench`.

@@ -6,6 +6,8 @@ mod cli;
 mod migrate_cmd;
 mod net_cmd;
 mod probe_cmd;
+mod progress;
+mod report_cmd;
 mod scenario_cmd;
 mod serve;
 mod tls_cmd;
@@ -15,6 +17,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
+    // Before any thread exists: Ctrl-C and SIGTERM are taken by one thread
+    // that removes this run's network namespaces, then exits with 130.
+    scenarios::netns::remove_on_signal();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MIGBENCH_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -30,6 +35,7 @@ fn main() -> ExitCode {
         cli::Command::Reproduce(a) => scenario_cmd::reproduce(a),
         cli::Command::Check(a) => scenario_cmd::check(a),
         cli::Command::TlsInit(a) => tls_cmd::init(a),
+        cli::Command::Report(a) => report_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -41,7 +41,10 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
     };
     let mut sut = VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, config.backend)
         .with_tls_dir(args.tls_dir.clone());
-    let mut r = runner::run(&exp, &mut sut, &mut crate::scenario_cmd::log_events(""))?;
+    let progress = crate::progress::Progress::new(&[]);
+    let run = runner::run(&exp, &mut sut, &mut progress.runner_events());
+    progress.finish();
+    let mut r = run?;
     let s = &r.migration;
     if let (Some(max), Some(d)) = (args.max_downtime_ms, s.downtime_ms) {
         if d > max {
@@ -69,6 +72,7 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
     }
     if let Some(path) = &args.json {
         let out = json!({
+            "schema_version": reports::schema::SCHEMA_VERSION,
             "config": config,
             "migration": r.migration,
             "baseline": {

@@ -3,10 +3,11 @@
 //! report (`reports`), and gate CI on downtime.
 
 use crate::cli::{CheckArgs, ReproduceArgs, ScenarioArgs};
+use crate::progress::{Progress, Update};
 use anyhow::{bail, Context, Result};
 use reports::check::{self, Measured};
 use reports::ScenarioResult;
-use scenarios::runner::{self, Event, Experiment, NetSpec, ProbeSpec};
+use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
 use scenarios::scenario::Scenario;
 use scenarios::system::vmm_min::VmmMin;
 use scenarios::system::GuestSpec;
@@ -52,14 +53,6 @@ pub fn vmm_min_system() -> Result<VmmMin> {
     Ok(VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, vmm_min::MemoryBackend::Anon))
 }
 
-/// Prints the runner's events as log lines, prefixed with `what`.
-pub fn log_events(what: &str) -> impl FnMut(Event) + '_ {
-    move |e| match e {
-        Event::Phase(line) => eprintln!("migbench: {what}{line}"),
-        Event::Migration(_) => {}
-    }
-}
-
 /// A results folder name: `results/<UTC timestamp>-<what>`.
 fn results_dir(out: Option<&Path>, what: &str) -> PathBuf {
     let stamp: String = reports::now_rfc3339().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
@@ -67,19 +60,18 @@ fn results_dir(out: Option<&Path>, what: &str) -> PathBuf {
 }
 
 /// Runs one scenario; returns its result and the failed checks.
-fn run_scenario(s: &Scenario, o: Overrides, dir: &Path) -> Result<(ScenarioResult, Vec<String>)> {
-    eprintln!("migbench: scenario {}: {}", s.name, s.description);
+fn run_scenario(s: &Scenario, o: Overrides, dir: &Path, progress: &Progress) -> Result<(ScenarioResult, Vec<String>)> {
+    progress.println(&format!("migbench: scenario {}: {}", s.name, s.description));
     let exp = experiment(s, o)?;
     let mut sut = vmm_min_system()?;
-    let prefix = format!("{}: ", s.name);
-    let r = runner::run(&exp, &mut sut, &mut log_events(&prefix))?;
+    let r = runner::run(&exp, &mut sut, &mut progress.runner_events())?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if let Some(p) = &r.probe {
         let csv = dir.join(format!("{}.probe.csv", reports::report::slug(&s.name)));
         p.save_csv(&csv).with_context(|| format!("writing {}", csv.display()))?;
     }
     let checks = dir.join(format!("{}.checks.json", reports::report::slug(&s.name)));
-    let raw = serde_json::json!({"scenario": s, "checks": r.checks, "failures": r.failures, "loopback_tcp_ms": r.loopback_tcp_ms});
+    let raw = serde_json::json!({"schema_version": reports::schema::SCHEMA_VERSION, "scenario": s, "checks": r.checks, "failures": r.failures, "loopback_tcp_ms": r.loopback_tcp_ms});
     std::fs::write(&checks, serde_json::to_string_pretty(&raw)?)
         .with_context(|| format!("writing {}", checks.display()))?;
     let env = bench_suites::env::Environment::collect();
@@ -88,14 +80,14 @@ fn run_scenario(s: &Scenario, o: Overrides, dir: &Path) -> Result<(ScenarioResul
     let mut failures = r.failures;
     let m = Measured::from_stats(s.name.clone(), &result.migration, result.app_downtime_ms);
     failures.extend(check::limits(&m, s.limits.max_downtime_ms, s.limits.max_app_downtime_ms));
-    eprintln!(
+    progress.println(&format!(
         "migbench: {}: {:?}, total {:.0} ms, VMM downtime {}, application-visible downtime {}",
         s.name,
         result.migration.outcome,
         result.migration.total_ms,
         result.migration.downtime_ms.map_or("n/a".into(), |d| format!("{d:.1} ms")),
         result.app_downtime_ms.map_or("n/a".into(), |d| format!("{d:.1} ms")),
-    );
+    ));
     Ok((result, failures))
 }
 
@@ -122,8 +114,13 @@ pub fn scenario(args: ScenarioArgs) -> Result<ExitCode> {
     let s = Scenario::load(&args.scenario)?;
     need_root()?;
     let dir = results_dir(args.out.as_deref(), &s.name);
-    let (result, failures) = run_scenario(&s, Overrides { warmup: args.warmup, after: args.after }, &dir)?;
+    let progress = Progress::new(&[&s.name, "report"]);
+    progress.step(0);
+    let (result, failures) = run_scenario(&s, Overrides { warmup: args.warmup, after: args.after }, &dir, &progress)?;
+    progress.step(1);
+    progress.update(Update::Phase("drawing the charts, writing report.md and report.html"));
     let paths = reports::write_report(&dir, &[result], None)?;
+    progress.finish();
     eprintln!("migbench: report: {}", paths.markdown.display());
     println!("{}", paths.html.display());
     Ok(finish(&failures))
@@ -140,24 +137,34 @@ pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     };
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    for name in ["idle", "loaded"] {
+    let mut steps = vec!["idle", "loaded"];
+    if !args.no_bench {
+        steps.push("bench");
+    }
+    steps.push("report");
+    let progress = Progress::new(&steps);
+    for (i, name) in ["idle", "loaded"].into_iter().enumerate() {
+        progress.step(i);
         let s = Scenario::load(name)?;
-        let (r, f) = run_scenario(&s, o, &dir)?;
+        let (r, f) = run_scenario(&s, o, &dir, &progress)?;
         results.push(r);
         failures.extend(f.into_iter().map(|f| format!("{name}: {f}")));
     }
     let bench = if args.no_bench {
         None
     } else {
-        eprintln!("migbench: microbenchmarks, native and in the guest");
-        let b = crate::bench_cmd::collect("compare", args.quick, &[])?;
-        std::fs::write(dir.join("bench.json"), b.to_json()?).context("writing bench.json")?;
+        progress.step(2);
+        let b = crate::bench_cmd::collect("compare", args.quick, &[], &progress)?;
+        reports::report::save_bench(&dir.join(reports::report::BENCH_FILE), &b)?;
         for r in &mut results {
             r.environment.guest_ring0_emulated = b.env.guest_ring0_emulated;
         }
         Some(b)
     };
+    progress.step(steps.len() - 1);
+    progress.update(Update::Phase("drawing the charts, writing report.md and report.html"));
     let paths = reports::write_report(&dir, &results, bench.as_ref())?;
+    progress.finish();
     eprintln!("migbench: report written: {} and {}", paths.markdown.display(), paths.html.display());
     println!("{}", paths.html.display());
     Ok(finish(&failures))
@@ -171,6 +178,9 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
         let b = Measured::load(base)?;
         let tol = check::parse_tolerance(&args.tolerance)?;
         failures.extend(check::against_baseline(&r, &b, tol));
+        if let Some(out) = &args.html {
+            write_check_html(out, (base, b), (&args.result, r.clone()), &failures)?;
+        }
     } else if args.max_downtime_ms.is_none() && args.max_app_downtime_ms.is_none() {
         bail!("nothing to check: give --max-downtime-ms, --max-app-downtime-ms or --baseline");
     }
@@ -183,4 +193,38 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
         );
     }
     Ok(finish(&failures))
+}
+
+/// `check --html OUT`: the regression view of the result against its
+/// baseline, with the gate's verdict, as one self-contained HTML file (and
+/// its Markdown and overlay charts beside it).
+fn write_check_html(
+    out: &Path,
+    (base_path, base): (&Path, Measured),
+    (new_path, new): (&Path, Measured),
+    failures: &[String],
+) -> Result<()> {
+    use reports::regression::{self, Pair, Side};
+    // A scenario result gives the overlay; any other accepted file, its numbers.
+    let side = |path: &Path, m: Measured| match ScenarioResult::load_json(path) {
+        Ok(s) => Side::Scenario(Box::new(s)),
+        Err(_) => Side::Measured(m),
+    };
+    let name = new.scenario.clone().or_else(|| base.scenario.clone()).unwrap_or_else(|| "result".into());
+    let pair = Pair { name, base: side(base_path, base), new: side(new_path, new) };
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let stem = out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .with_context(|| format!("--html {}: expected a file name such as regression.html", out.display()))?;
+    let paths = regression::write_regression_as(&dir, stem, &[pair], Some(failures))?;
+    if paths.html != out {
+        std::fs::rename(&paths.html, out).with_context(|| format!("moving the page to {}", out.display()))?;
+    }
+    eprintln!("migbench: regression view written to {}", out.display());
+    Ok(())
 }

@@ -143,14 +143,14 @@ pub fn incoming(args: VmmArgs) -> Result<ExitCode> {
         Some(id) => {
             let names = scenarios::netns::Names::for_run(id)?;
             let opts = migration::destination::IncomingOptions { tap: Some(names.tap_dst.clone()), ..opts };
-            scenarios::netns::run_in_netns(&names.lan_ns, || migration::destination::receive(&listener, &opts))
-                .with_context(|| format!("entering namespace {}", names.lan_ns))??
+            scenarios::netns::run_in_netns(&names.lan_ns, || {
+                migration::destination::receive(&listener, &opts, &*service)
+            })
+            .with_context(|| format!("entering namespace {}", names.lan_ns))??
         }
-        None => migration::destination::receive(&listener, &opts)?,
+        None => migration::destination::receive(&listener, &opts, &*service)?,
     };
     eprintln!("migbench: incoming migration complete: {} pages, verified: {}", report.pages, report.verified);
-    let vmm = Arc::new(vmm);
-    service.set_running(vmm.clone());
     let opts = ServeOptions { duration: args.duration, json: args.json, measure_dirty_rate: false };
     serve(&vmm, &service, opts, Start { boot_ms: None, incoming: Some(report) }, true)
 }

@@ -174,18 +174,20 @@ fn ctrl_c_in_the_second_scenario_of_reproduce_leaves_no_namespace() {
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = std::io::BufReader::new(stderr).lines();
     let mut runs = Vec::new();
-    // Wait for the loaded scenario's network, then its probe.
+    // Wait for the loaded scenario's network, then give it time to start
+    // its VMMs and probe.
     let t = std::time::Instant::now();
     for line in lines.by_ref() {
         let line = line.expect("stderr line");
         if let Some(rest) = line.split("network: run ").nth(1) {
             runs.push(rest.split(':').next().expect("run id").to_owned());
-        }
-        if line.contains("loaded: probe:") {
-            break;
+            if runs.len() == 2 {
+                break;
+            }
         }
         assert!(t.elapsed() < Duration::from_secs(120), "reproduce did not reach the loaded scenario");
     }
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(runs.len(), 2, "runs seen: {runs:?}");
     let loaded = scenarios::netns::Names::for_run(&runs[1]).expect("run id");
     assert!(scenarios::netns::namespace_exists(&loaded.lan_ns), "the loaded scenario's namespace is up");

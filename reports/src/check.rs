@@ -8,6 +8,9 @@
 //!   `migration`, `checks`, `failures` (no application-visible downtime);
 //! * bare migration statistics (the control socket's `stats`).
 //!
+//! Every shape may carry `schema_version` ([`crate::schema`]); a version
+//! this build does not read is refused ([`CheckError::Schema`]).
+//!
 //! Each check returns one human-readable line per violated limit; an empty
 //! list means the gate passes. The caller prints the lines and exits
 //! non-zero when there are any.
@@ -53,6 +56,9 @@ pub enum CheckError {
         /// What was wrong and what was expected.
         what: String,
     },
+    /// The file's results schema version is not one this build reads.
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
     /// A tolerance string could not be parsed.
     #[error("invalid tolerance `{0}`: expected a percentage such as `25%` or a fraction such as `0.25`")]
     Tolerance(String),
@@ -95,6 +101,7 @@ impl Measured {
     /// `source` names it in errors.
     pub fn from_value(v: &Value, source: &str) -> Result<Self, CheckError> {
         let shape = |what: String| CheckError::Shape { source_name: source.to_string(), what };
+        crate::schema::check(v, source)?;
         let obj =
             v.as_object().ok_or_else(|| shape(format!("the top level is {}, not an object; {EXPECTED}", kind(v))))?;
         let (stats_v, top_level) = match obj.get("migration") {

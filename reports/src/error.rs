@@ -52,4 +52,15 @@ pub enum ReportError {
         #[source]
         source: serde_json::Error,
     },
+    /// A result file's schema version is not one this build reads.
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
+    /// A results folder holds nothing to report on.
+    #[error("{}: {what}", dir.display())]
+    NoResults {
+        /// The folder.
+        dir: PathBuf,
+        /// What is missing and what to do.
+        what: String,
+    },
 }

@@ -5,13 +5,19 @@
 //!   and probe series on one timeline, with the derived numbers
 //!   (application-visible downtime, throughput before/during/after) and its
 //!   [`SummaryRow`].
-//! * [`charts`]: "Live migration – transmission rate progress" per scenario,
-//!   the side-by-side comparison (idle vs loaded), and the pre-copy rounds
-//!   chart; each as SVG and PNG (text drawn with an embedded font, so no
-//!   system fonts are needed).
+//! * [`charts`]: "Live migration – transmission rate progress" per scenario
+//!   (with a zoom panel of ±250 ms around the pause), the side-by-side
+//!   comparison (idle vs loaded), the pre-copy rounds chart and the
+//!   regression overlay; each as SVG and PNG (text drawn with an embedded
+//!   font, so no system fonts are needed).
 //! * [`report`]: [`write_report`], which writes the charts, `report.md` and
-//!   a self-contained `report.html`.
+//!   a self-contained `report.html`, and [`write_report_from_dir`], which
+//!   regenerates them from a results folder's JSON.
+//! * [`regression`]: a baseline and a new run overlaid, with the table of
+//!   both and the deltas (`regression.md`, `regression.html`).
 //! * [`check`]: limits and baseline comparison for `migbench check`.
+//! * [`schema`]: the results schema's version, carried by every result JSON
+//!   and checked on reading.
 //!
 //! ```no_run
 //! # fn f(results: Vec<reports::ScenarioResult>) -> Result<(), reports::ReportError> {
@@ -23,13 +29,15 @@
 pub mod charts;
 pub mod check;
 pub mod error;
+pub mod regression;
 pub mod report;
 pub mod scenario;
+pub mod schema;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::ReportError;
-pub use report::{write_report, ChartKind, ChartPaths, ReportPaths};
+pub use report::{write_report, write_report_from_dir, ChartKind, ChartPaths, ReportPaths};
 pub use scenario::{ScenarioResult, SummaryRow, Timeline};
 
 /// `t` as RFC 3339 in UTC with whole seconds, e.g. `2026-11-26T07:41:23Z`.

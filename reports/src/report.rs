@@ -9,6 +9,10 @@
 //!   (pulldown-cmark), with the PNG charts embedded as `data:` URIs, so the
 //!   one file can be mailed or attached to a CI run. Raw HTML coming from
 //!   the inputs is escaped, never passed through.
+//!
+//! The documents depend only on the results (no clock is read), so
+//! [`write_report_from_dir`] (`migbench report DIR`) regenerates the same
+//! `report.md` from the raw JSON in a results folder, without rewriting it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -111,15 +115,89 @@ pub fn comparison_panels(scenarios: &[ScenarioResult]) -> Vec<&ScenarioResult> {
 
 /// Write the whole report into `dir` (created if missing): charts, result
 /// JSON files, `report.md` and `report.html`. `bench` adds the
-/// microbenchmark table.
+/// microbenchmark table (save it with [`save_bench`] beside the results so
+/// that [`write_report_from_dir`] finds it).
 pub fn write_report(
     dir: &Path,
     scenarios: &[ScenarioResult],
     bench: Option<&BenchReport>,
 ) -> Result<ReportPaths, ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Io { path: dir.to_path_buf(), source })?;
+    let slugs = unique_slugs(scenarios);
+    let mut results = Vec::new();
+    for (s, sl) in scenarios.iter().zip(&slugs) {
+        let p = dir.join(format!("{sl}.result.json"));
+        s.save_json(&p)?;
+        results.push(p);
+    }
+    write_documents(dir, scenarios, &slugs, bench, results)
+}
 
-    // Unique slugs, even for scenarios with equal (or equally sanitized) names.
+/// The file a results folder keeps the microbenchmarks in.
+pub const BENCH_FILE: &str = "bench.json";
+/// The suffix of a scenario result's file name.
+pub const RESULT_SUFFIX: &str = ".result.json";
+
+/// Write `bench` as JSON (with `schema_version`) to `path`.
+pub fn save_bench(path: &Path, bench: &BenchReport) -> Result<(), ReportError> {
+    let json = serde_json::to_value(bench)
+        .and_then(|v| serde_json::to_string_pretty(&crate::schema::stamp(v)))
+        .map_err(|source| ReportError::Json { what: "the microbenchmark report".into(), source })?;
+    write_file(path, json.as_bytes())
+}
+
+/// Read microbenchmarks written by [`save_bench`] (or by `migbench bench
+/// --json`); a schema version this build does not read is refused.
+pub fn load_bench(path: &Path) -> Result<BenchReport, ReportError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })?;
+    let what = || format!("{} (expected microbenchmark results)", path.display());
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| ReportError::Json { what: what(), source })?;
+    crate::schema::check(&v, &path.display().to_string())?;
+    serde_json::from_value(v).map_err(|source| ReportError::Json { what: what(), source })
+}
+
+/// The scenario results in a results folder (`*.result.json`), ordered by
+/// when they ran (then by name), each with its file's slug.
+pub fn load_results_dir(dir: &Path) -> Result<Vec<(String, ScenarioResult)>, ReportError> {
+    let io = |source| ReportError::Io { path: dir.to_path_buf(), source };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let Some(slug) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(RESULT_SUFFIX)) else {
+            continue;
+        };
+        let slug = slug.to_string();
+        out.push((slug, ScenarioResult::load_json(&path)?));
+    }
+    out.sort_by(|a, b| (&a.1.date, &a.1.scenario, &a.0).cmp(&(&b.1.date, &b.1.scenario, &b.0)));
+    Ok(out)
+}
+
+/// `migbench report DIR`: regenerate `report.md`, `report.html` and the
+/// charts in `dir` from the raw JSON there (`*.result.json` and, if present,
+/// `bench.json`), without running anything and without rewriting the JSON.
+pub fn write_report_from_dir(dir: &Path) -> Result<ReportPaths, ReportError> {
+    let loaded = load_results_dir(dir)?;
+    let bench_path = dir.join(BENCH_FILE);
+    let bench = bench_path.exists().then(|| load_bench(&bench_path)).transpose()?;
+    if loaded.is_empty() && bench.is_none() {
+        return Err(ReportError::NoResults {
+            dir: dir.to_path_buf(),
+            what: format!(
+                "no `*{RESULT_SUFFIX}` and no `{BENCH_FILE}` here: give the folder a `migbench reproduce` or \
+                 `migbench scenario` run wrote"
+            ),
+        });
+    }
+    let results = loaded.iter().map(|(sl, _)| dir.join(format!("{sl}{RESULT_SUFFIX}"))).collect();
+    let (slugs, scenarios): (Vec<String>, Vec<ScenarioResult>) = loaded.into_iter().unzip();
+    write_documents(dir, &scenarios, &slugs, bench.as_ref(), results)
+}
+
+/// File-name-safe, unique slugs for `scenarios`, even for equal (or equally
+/// sanitized) names.
+fn unique_slugs(scenarios: &[ScenarioResult]) -> Vec<String> {
     let mut slugs: Vec<String> = Vec::new();
     for s in scenarios {
         let base = slug(&s.scenario);
@@ -131,14 +209,23 @@ pub fn write_report(
         }
         slugs.push(cand);
     }
+    slugs
+}
 
-    let mut results = Vec::new();
-    for (s, sl) in scenarios.iter().zip(&slugs) {
-        let p = dir.join(format!("{sl}.result.json"));
-        s.save_json(&p)?;
-        results.push(p);
-    }
+/// The data URI of a PNG.
+pub(crate) fn png_data_uri(png: &[u8]) -> String {
+    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
+}
 
+/// Charts, `report.md` and `report.html` for `scenarios` (files named by
+/// `slugs`) into `dir`.
+fn write_documents(
+    dir: &Path,
+    scenarios: &[ScenarioResult],
+    slugs: &[String],
+    bench: Option<&BenchReport>,
+    results: Vec<PathBuf>,
+) -> Result<ReportPaths, ReportError> {
     let mut rendered: Vec<Rendered> = Vec::new();
     let panels = comparison_panels(scenarios);
     if !panels.is_empty() {
@@ -154,7 +241,7 @@ pub fn write_report(
             chart: charts::comparison(&panels)?,
         });
     }
-    for (s, sl) in scenarios.iter().zip(&slugs) {
+    for (s, sl) in scenarios.iter().zip(slugs) {
         if s.probe.is_some() {
             rendered.push(Rendered {
                 kind: ChartKind::RateProgress,
@@ -179,21 +266,11 @@ pub fn write_report(
         chart_paths.push(ChartPaths { kind: r.kind, scenario: r.scenario.clone(), svg, png });
     }
 
-    let generated = crate::now_rfc3339();
-    let md = markdown(scenarios, bench, &rendered, &generated, &|r: &Rendered| format!("{}.png", r.stem), true);
+    let md = markdown(scenarios, bench, &rendered, &|r: &Rendered| format!("{}.png", r.stem), true);
     let md_path = dir.join("report.md");
     write_file(&md_path, md.as_bytes())?;
 
-    let md_inline = markdown(
-        scenarios,
-        bench,
-        &rendered,
-        &generated,
-        &|r: &Rendered| {
-            format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&r.chart.png))
-        },
-        false,
-    );
+    let md_inline = markdown(scenarios, bench, &rendered, &|r: &Rendered| png_data_uri(&r.chart.png), false);
     let html = html_page("migbench report", &md_inline);
     let html_path = dir.join("report.html");
     write_file(&html_path, html.as_bytes())?;
@@ -201,7 +278,7 @@ pub fn write_report(
     Ok(ReportPaths { dir: dir.to_path_buf(), markdown: md_path, html: html_path, charts: chart_paths, results })
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     std::fs::write(path, bytes).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })
 }
 
@@ -453,7 +530,6 @@ fn markdown(
     scenarios: &[ScenarioResult],
     bench: Option<&BenchReport>,
     rendered: &[Rendered],
-    generated: &str,
     src: &dyn Fn(&Rendered) -> String,
     svg_links: bool,
 ) -> String {
@@ -461,13 +537,18 @@ fn markdown(
     out.push_str("# migbench report\n\n");
     let _ = writeln!(
         out,
-        "Generated {}. Scenarios: {}.\n",
-        md_escape(generated),
+        "Scenarios: {}. `migbench report DIR` regenerates this report from the raw JSON beside it \
+         (`*{RESULT_SUFFIX}`, `{BENCH_FILE}`; results schema version {}).\n",
         if scenarios.is_empty() {
             "none".to_string()
         } else {
-            scenarios.iter().map(|s| md_escape(&s.scenario)).collect::<Vec<_>>().join(", ")
-        }
+            scenarios
+                .iter()
+                .map(|s| format!("{} (ran {})", md_escape(&s.scenario), md_escape(&s.date)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        crate::schema::SCHEMA_VERSION
     );
     let image = |out: &mut String, r: &Rendered| {
         let _ = writeln!(out, "![{}]({})\n", md_escape(&r.alt), src(r));

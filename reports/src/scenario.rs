@@ -30,6 +30,7 @@ use results::{Gap, PhaseRates, ProbeResult};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ReportError;
+use crate::schema::{self, SCHEMA_VERSION};
 
 /// Guest page size, bytes (dirty page counts are converted with it).
 pub const PAGE_SIZE: u64 = 4096;
@@ -38,6 +39,10 @@ pub const PAGE_SIZE: u64 = 4096;
 /// the report and by `migbench check`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioResult {
+    /// The results schema's version ([`crate::schema`]); always
+    /// [`SCHEMA_VERSION`] when written by this build.
+    #[serde(default = "crate::schema::default_version")]
+    pub schema_version: u32,
     /// The scenario's name ("idle", "loaded", ...).
     pub scenario: String,
     /// A human description of the load, e.g. "minimal load" (chart panels
@@ -142,6 +147,7 @@ impl ScenarioResult {
         probe: Option<ProbeResult>,
     ) -> Self {
         let mut r = ScenarioResult {
+            schema_version: SCHEMA_VERSION,
             scenario: scenario.into(),
             description: None,
             date: date.into(),
@@ -242,14 +248,19 @@ impl ScenarioResult {
             .map_err(|source| ReportError::Json { what: format!("scenario `{}`", self.scenario), source })
     }
 
-    /// Read a result written by [`Self::save_json`].
+    /// Read a result written by [`Self::save_json`]; a file of a schema
+    /// version this build does not read is refused ([`ReportError::Schema`]).
     pub fn load_json(path: &Path) -> Result<Self, ReportError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })?;
-        serde_json::from_str(&text).map_err(|source| ReportError::Json {
-            what: format!("{} (expected a scenario result)", path.display()),
-            source,
-        })
+        let what = || format!("{} (expected a scenario result)", path.display());
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ReportError::Json { what: what(), source })?;
+        schema::check(&v, &path.display().to_string())?;
+        let mut r: Self = serde_json::from_value(v).map_err(|source| ReportError::Json { what: what(), source })?;
+        // Read as this version from here on (an older one was upgraded above).
+        r.schema_version = SCHEMA_VERSION;
+        Ok(r)
     }
 
     /// Write [`Self::to_json`] to `path`.

@@ -322,11 +322,15 @@ fn live() -> std::sync::MutexGuard<'static, Vec<String>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Blocks the termination signals in this and all later threads, once, and
-/// starts one thread that removes every live namespace and exits with 130
-/// when one arrives (a signal handler could not run `ip` safely). Called
-/// before the first namespace is created.
-fn remove_on_signal() {
+/// Blocks the termination signals (SIGINT, SIGTERM, SIGHUP) in this and
+/// all later threads, once, and starts one thread that removes every live
+/// namespace and exits with 130 when one arrives (a signal handler could
+/// not run `ip` safely). The CLI calls it first thing in `main`, before any
+/// other thread exists, so no thread can take the signal's default action;
+/// creating a topology calls it too, for other users of this crate.
+/// Children inherit the blocked mask: [`crate::process::ChildProcess`]
+/// unblocks it before `exec`.
+pub fn remove_on_signal() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: sigset_t is plain data; the calls only read/write `set`.

@@ -19,10 +19,15 @@ impl ChildProcess {
     pub fn spawn(name: impl Into<String>, mut cmd: Command) -> Result<Self, RunnerError> {
         let name = name.into();
         // SAFETY: the closure runs in the child between fork and exec and
-        // only calls prctl, which is async-signal-safe.
+        // only calls prctl, sigemptyset and sigprocmask, which are
+        // async-signal-safe. The parent blocks the termination signals
+        // (`netns::remove_on_signal`); the child must get them again.
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
                 Ok(())
             });
         }

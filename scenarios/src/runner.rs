@@ -81,7 +81,9 @@ pub struct ExperimentResult {
 /// What the runner tells its caller while it works.
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// A step began, in words ("network: ...", "migrating ...").
+    /// The run's network is up: where the guest and the probe are.
+    Network(&'a Names),
+    /// A step began, in words ("migrating", ...).
     Phase(&'a str),
     /// The migration is this far.
     Migration(&'a MigrationProgress),
@@ -146,11 +148,7 @@ pub fn run(
     let names = match &topo {
         Some(t) => {
             let names = t.names().clone();
-            let id = &names.run_id;
-            events(Event::Phase(&format!(
-                "network: run {id}: guest {} in {}, probe in {}",
-                names.guest_ip, names.lan_ns, names.probe_ns
-            )));
+            events(Event::Network(&names));
             Some(names)
         }
         None => None,

@@ -261,6 +261,16 @@ impl VmService {
     }
 }
 
+impl crate::migration::destination::IncomingHooks for VmService {
+    fn receiving(&self) {
+        self.set_receiving();
+    }
+
+    fn running(&self, vmm: &Arc<Vmm>) {
+        self.set_running(vmm.clone());
+    }
+}
+
 fn verify(vmm: &Vmm) -> Reply {
     match vmm.post_request(crate::abi::request::VERIFY).map(|seq| vmm.wait_response(seq, VERIFY_TIMEOUT)) {
         Ok(Some(bad_pages)) => Reply::Verified { bad_pages },

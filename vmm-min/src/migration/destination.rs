@@ -22,6 +22,7 @@ use crate::vmm::{new_machine, Vmm};
 use results::clock::mono_ns;
 use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 const PAGE: usize = PAGE_SIZE as usize;
@@ -79,14 +80,32 @@ impl Conn {
     }
 }
 
+/// Who wants to know how an incoming migration is doing (the control
+/// socket's service), told at once, so that nobody who hears "Started"
+/// from the source can find this side still "incoming".
+pub trait IncomingHooks {
+    /// A source said Hello: a VM is on its way.
+    fn receiving(&self) {}
+    /// The VM runs here (called before the source is told so).
+    fn running(&self, _vmm: &Arc<Vmm>) {}
+}
+
+/// No one is listening.
+impl IncomingHooks for () {}
+
 /// Accepts one migration on `listener` and returns the running VM.
-pub fn receive(listener: &TcpListener, opts: &IncomingOptions) -> Result<(Vmm, IncomingReport), MigrationError> {
+pub fn receive(
+    listener: &TcpListener,
+    opts: &IncomingOptions,
+    hooks: &dyn IncomingHooks,
+) -> Result<(Arc<Vmm>, IncomingReport), MigrationError> {
     let (mut conn, hello) = accept(listener, opts)?;
+    hooks.receiving();
     let result = setup(&mut conn, &hello, opts).and_then(|(machine, config)| {
         let incoming = receive_memory(&mut conn, &machine, config.memory / PAGE_SIZE, hello.verify)?;
         verify_and_restore(&mut conn, &machine, &incoming)?;
         let commit_ns = wait_commit(&mut conn)?;
-        let vmm = start(&mut conn, machine, config, commit_ns)?;
+        let vmm = start(&mut conn, machine, config, commit_ns, hooks)?;
         Ok((vmm, incoming.report))
     });
     if let Err(e) = &result {
@@ -291,8 +310,14 @@ fn wait_commit(conn: &mut Conn) -> Result<u64, MigrationError> {
 /// announces where it is, and says Started. If the guest does not execute,
 /// it is stopped here and the source is told; if Started cannot be sent,
 /// the guest runs on here (the source, committed, will not resume it).
-fn start(conn: &mut Conn, machine: Machine, config: VmConfig, commit_ns: u64) -> Result<Vmm, MigrationError> {
-    let vmm = Vmm::start(machine, config);
+fn start(
+    conn: &mut Conn,
+    machine: Machine,
+    config: VmConfig,
+    commit_ns: u64,
+    hooks: &dyn IncomingHooks,
+) -> Result<Arc<Vmm>, MigrationError> {
+    let vmm = Arc::new(Vmm::start(machine, config));
     let mut started = Started { commit_ns, ..Default::default() };
     started.first_run_ns = vmm.wait_first_run(RUN_TIMEOUT).unwrap_or_else(mono_ns);
     match wait_executing(&vmm) {
@@ -315,6 +340,7 @@ fn start(conn: &mut Conn, machine: Machine, config: VmConfig, commit_ns: u64) ->
         }
     }
     started.ok = true;
+    hooks.running(&vmm);
     if let Err(e) = conn.out.send_json(Kind::Started, &started).and_then(|()| conn.out.flush()) {
         tracing::warn!("could not tell the source that the guest runs here ({e}); it runs on here");
     }
