@@ -114,7 +114,7 @@ fn serve(vmm: Arc<Vmm>, opts: ServeOptions, mut stats: Value, alive: bool) -> Re
             "guest_exit": exit,
             "guest_exit_code": exit.as_ref().map(|e| e.process_code()),
             "dirty_rate": dirty_rate,
-            "migration": *vmm_min::machine::lock(&migrated),
+            "migration": *vmm_min::sync::lock(&migrated),
             "results": vmm.results().iter().map(|l| serde_json::from_str(l).unwrap_or(Value::String(l.clone()))).collect::<Vec<_>>(),
         });
         if let (Some(s), Some(e)) = (stats.as_object_mut(), extra.as_object()) {
@@ -204,7 +204,7 @@ fn control_handler(
             if ok {
                 quit.store(true, Ordering::Release);
             }
-            *vmm_min::machine::lock(&migrated) = Some(stats.clone());
+            *vmm_min::sync::lock(&migrated) = Some(stats.clone());
             json!({"ok": ok, "stats": stats})
         }
     })

@@ -4,9 +4,12 @@
 //! - [`config`]: what a VM is made of, checked before anything is built;
 //! - [`arch`]: long-mode setup done by the VMM (page tables, GDT, TSS, IDT);
 //! - [`memory`]: guest RAM and the VMM's own-write bitmap;
-//! - [`vstate`]: the KVM VM and vCPUs;
-//! - [`devices`]: the UART and the control device;
+//! - [`vstate`]: the KVM VM and vCPUs, each saving its own state;
+//! - [`run_control`]: stop, pause and the doorbell (one pause protocol);
+//! - [`devices`]: the MMIO bus, the UART, the control device, virtio-net;
 //! - [`machine`]: state shared by the VMM's threads;
+//! - [`exit`]: how a guest ended;
+//! - [`sync`]: the poison-ignoring lock;
 //! - [`vmm`]: a running VM's lifecycle;
 //! - [`control`]: the control socket;
 //! - [`migration`]: pre-copy live migration, source and destination.
@@ -22,14 +25,17 @@ pub mod config;
 pub mod control;
 pub mod devices;
 pub mod error;
+pub mod exit;
 pub mod guest_image;
 pub mod machine;
 pub mod memory;
 pub mod migration;
+pub mod run_control;
+pub mod sync;
 pub mod vmm;
 pub mod vstate;
 
 pub use config::{MemoryBackend, VmConfig, Workload};
 pub use error::{Error, Result};
-pub use machine::GuestExit;
+pub use exit::GuestExit;
 pub use vmm::Vmm;

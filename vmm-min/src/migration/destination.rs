@@ -156,7 +156,7 @@ fn receive_on<R: std::io::Read, W: std::io::Write>(
                     }
                 }
             }
-            Kind::State => saved = Some(parse_json::<state::MachineState>(payload, kind).map_err(wire)?),
+            Kind::State => saved = Some(parse_json::<state::MigrationState>(payload, kind).map_err(wire)?),
             Kind::Digest => digest = Some(parse_json::<Digest>(payload, kind).map_err(wire)?),
             Kind::Complete => break parse_json(payload, kind).map_err(wire)?,
             Kind::Abort => {
@@ -193,7 +193,7 @@ fn receive_on<R: std::io::Read, W: std::io::Write>(
         ack.reason = Some(format!("restoring state: {e}"));
         let _ = out.send_json(Kind::Ack, &ack);
         let _ = out.flush();
-        return Err(e);
+        return Err(e.into());
     }
     ack.restored_ns = mono_ns();
     let vmm = Vmm::start(machine, config);

@@ -66,7 +66,7 @@ pub fn migrate(vmm: &Vmm, to: &str, policy: &Policy, opts: &SourceOptions, progr
         verify: None,
     };
     let mut paused = false;
-    let _owner = crate::machine::lock(&vmm.machine().vm.dirty_log_owner);
+    let _owner = crate::sync::lock(&vmm.machine().vm.dirty_log_owner);
     let result = run(vmm, to, policy, opts, progress, &mut stats, &mut paused);
     let m = vmm.machine();
     match result {
@@ -168,7 +168,7 @@ fn run(
         };
         progress(&r);
         stats.rounds.push(r.clone());
-        if crate::machine::lock(&m.exit).is_some() {
+        if crate::sync::lock(&m.exit).is_some() {
             return Err(Error::State("the guest stopped during migration".into()));
         }
         let decision = policy.decide(&Progress {
