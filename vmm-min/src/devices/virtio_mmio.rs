@@ -144,11 +144,6 @@ impl Transport {
         self.status & status::DRIVER_OK != 0 && self.status & status::FAILED == 0
     }
 
-    /// The feature bits the driver accepted.
-    pub fn driver_features(&self) -> u64 {
-        self.driver_features
-    }
-
     fn selected(&mut self) -> Option<&mut Queue> {
         self.queues.get_mut(self.queue_sel as usize)
     }
@@ -275,7 +270,7 @@ impl Transport {
     }
 
     /// Returns the device to its power-on state.
-    pub fn reset(&mut self) {
+    fn reset(&mut self) {
         self.status = 0;
         self.driver_features = 0;
         self.device_features_sel = 0;
@@ -369,7 +364,7 @@ mod tests {
         wr(&mut t, reg::DRIVER_FEATURES, (1 << 5) | (1 << 7));
         wr(&mut t, reg::DRIVER_FEATURES_SEL, 1);
         wr(&mut t, reg::DRIVER_FEATURES, 1);
-        assert_eq!(t.driver_features(), F_VERSION_1 | (1 << 5), "unoffered bit 7 is dropped");
+        assert_eq!(t.state().driver_features, F_VERSION_1 | (1 << 5), "unoffered bit 7 is dropped");
         wr(&mut t, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
         assert_ne!(rd(&t, reg::STATUS) & status::FEATURES_OK, 0);
         for q in 0..2u32 {
