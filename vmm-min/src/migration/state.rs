@@ -273,4 +273,46 @@ mod tests {
             Err(Incompatible::Version { theirs: VERSION + 1, ours: VERSION })
         );
     }
+
+    /// Real KVM: a state saved from a running guest passes the check on a
+    /// fresh VM of the same shape on this host (so the run-time CPUID bits
+    /// are masked right), and is refused by one with another vCPU count or
+    /// once a CPUID bit differs.
+    #[test]
+    fn a_real_state_fits_its_own_shape_and_no_other() {
+        use crate::config::{MemoryBackend, VmConfig, Workload};
+        use crate::vmm::{new_machine, Vmm};
+        use std::time::Duration;
+        let cfg =
+            VmConfig { memory: 64 << 20, vcpus: 1, workload: Workload::Idle, backend: MemoryBackend::Anon, net: None };
+        let vmm = Vmm::boot(&cfg, false).expect("booting a guest");
+        vmm.wait_first_heartbeat(Duration::from_secs(20)).expect("the guest runs");
+        vmm.pause().expect("pausing");
+        let saved = save(vmm.machine()).expect("saving the state");
+        vmm.resume();
+        assert_eq!(saved.version, VERSION);
+        assert!(!saved.vcpus[0].cpuid.is_empty());
+        let json = serde_json::to_vec(&saved).unwrap();
+
+        let fresh = new_machine(&cfg, false).expect("building a VM");
+        check(&fresh, &saved).expect("the same shape on the same host fits");
+
+        let two = new_machine(&VmConfig { vcpus: 2, ..cfg.clone() }, false).expect("building a VM");
+        match restore(&two, &saved) {
+            Err(StateError::Incompatible(Incompatible::VcpuCount { theirs: 1, ours: 2 })) => {}
+            other => panic!("expected a vCPU-count refusal, got {other:?}"),
+        }
+
+        let mut tampered: MigrationState = serde_json::from_slice(&json).unwrap();
+        let leaf1 = tampered.vcpus[0].cpuid.iter_mut().find(|e| e.function == 1).expect("CPUID leaf 1");
+        leaf1.ecx ^= 1 << 20;
+        match check(&fresh, &tampered) {
+            Err(StateError::Incompatible(Incompatible::CpuidRegister {
+                vcpu: 0, leaf: 1, register: "ecx", ..
+            })) => {}
+            other => panic!("expected a CPUID refusal, got {other:?}"),
+        }
+        assert!(vmm.exited().is_none(), "the guest still runs");
+        vmm.join();
+    }
 }
