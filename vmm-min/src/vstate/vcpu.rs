@@ -298,16 +298,6 @@ impl VcpuSet {
         self.vcpus.iter()
     }
 
-    /// How many there are.
-    pub fn len(&self) -> usize {
-        self.vcpus.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.vcpus.is_empty()
-    }
-
     /// The doorbell devices ring to wake a vCPU waiting for work.
     pub fn doorbell(&self) -> &Doorbell {
         &self.bell
