@@ -132,12 +132,12 @@ pub fn load_image(mem: &GuestMem, elf: &[u8]) -> Result<u64> {
 }
 
 /// Top of vCPU `v`'s ring-0 stack.
-pub fn ring0_stack_top(v: u64) -> u64 {
+fn ring0_stack_top(v: u64) -> u64 {
     abi::STACKS_ADDR + v * abi::STACK_AREA + abi::RING0_STACK
 }
 
 /// Top of vCPU `v`'s ring-3 stack, aligned as after a `call`.
-pub fn ring3_stack_top(v: u64) -> u64 {
+fn ring3_stack_top(v: u64) -> u64 {
     abi::STACKS_ADDR + (v + 1) * abi::STACK_AREA - 8
 }
 

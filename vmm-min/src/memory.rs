@@ -53,7 +53,7 @@ pub unsafe fn as_slice(mem: &GuestMem) -> Result<&[u8]> {
 }
 
 /// Size of guest RAM in bytes.
-pub fn ram_size(mem: &GuestMem) -> u64 {
+fn ram_size(mem: &GuestMem) -> u64 {
     mem.iter().map(|r| r.len()).sum()
 }
 

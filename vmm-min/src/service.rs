@@ -5,9 +5,9 @@
 
 use crate::control::protocol::{MigrationProgress, Phase, Reply, Request, Resolution, Status};
 use crate::control::Handler;
-use crate::machine::lock;
 use crate::migration::tls::TlsCredentials;
 use crate::migration::{self, SourceEvent, SourceOptions};
+use crate::sync::lock;
 use crate::vmm::Vmm;
 use results::{MigrationStats, Outcome, RoundStats};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,11 +4,15 @@
 use crate::abi::{self, BootInfo};
 use crate::arch;
 use crate::config::VmConfig;
+use crate::devices::bus::MmioBus;
+use crate::devices::net::NetDevice;
 use crate::devices::uart::Uart;
 use crate::error::{Error, Result};
+use crate::exit::GuestExit;
 use crate::guest_image;
-use crate::machine::{lock, GuestExit, Machine, RunControl};
-use crate::vstate::vcpu::{self, ExitCounts, Vcpu};
+use crate::machine::Machine;
+use crate::sync::lock;
+use crate::vstate::vcpu::{self, ExitCounts, Vcpu, VcpuHost, VcpuSet};
 use crate::vstate::vm::{self, Vm};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
@@ -51,26 +55,16 @@ pub(crate) fn new_machine(config: &VmConfig, console: bool) -> Result<Machine> {
     let vm = Vm::new(kvm, config.memory, config.backend)?;
     let mut vcpus = Vec::new();
     for i in 0..config.vcpus {
-        let fd = vm.fd.create_vcpu(u64::from(i)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
+        let fd = vm.fd().create_vcpu(u64::from(i)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
         fd.set_cpuid2(&arch::cpuid_for(&supported, i)).map_err(Error::kvm("KVM_SET_CPUID2"))?;
         vcpus.push(Arc::new(Vcpu::new(i as usize, fd)?));
     }
     // The TAP is opened in this thread's network namespace.
     let net = match &config.net {
-        Some(n) => Some(crate::devices::net::NetDevice::new(n, &vm.fd, &vm.mem)?),
+        Some(n) => Some(NetDevice::new(n, vm.fd(), &vm.mem)?),
         None => None,
     };
-    Ok(Machine {
-        vm,
-        vcpus,
-        uart: Mutex::new(Uart::new(console)),
-        run: RunControl::default(),
-        exit: Mutex::new(None),
-        results: Mutex::new(Vec::new()),
-        console,
-        first_run_ns: Default::default(),
-        net,
-    })
+    Ok(Machine::new(vm, VcpuSet::new(vcpus), MmioBus::new(Uart::new(console)), net, console))
 }
 
 /// A running VM.
@@ -89,7 +83,7 @@ impl Vmm {
         arch::write_descriptor_tables(mem, config.vcpus)?;
         let entry = arch::load_image(mem, guest_image::ELF)?;
         let mut tsc_khz = 0;
-        for v in &machine.vcpus {
+        for v in machine.vcpus.iter() {
             let fd = lock(&v.fd);
             let i = v.index as u64;
             let sregs = fd.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
@@ -108,7 +102,7 @@ impl Vmm {
     pub fn start(machine: Machine, config: VmConfig) -> Vmm {
         let machine = Arc::new(machine);
         if let Some(net) = &machine.net {
-            if let Err(e) = net.start(Arc::downgrade(&machine)) {
+            if let Err(e) = net.start(machine.vcpus.doorbell().clone()) {
                 machine.finish(GuestExit::Crash { reason: e.to_string() });
             }
         }
@@ -116,8 +110,8 @@ impl Vmm {
             .vcpus
             .iter()
             .map(|v| {
-                let (v, m) = (v.clone(), machine.clone());
-                std::thread::Builder::new().name(format!("vcpu{}", v.index)).spawn(move || vcpu::run_loop(v, m))
+                let (v, host) = (v.clone(), machine.clone() as Arc<dyn VcpuHost>);
+                std::thread::Builder::new().name(format!("vcpu{}", v.index)).spawn(move || vcpu::run_loop(v, host))
             })
             .collect::<std::io::Result<Vec<_>>>();
         match threads {
@@ -134,7 +128,8 @@ impl Vmm {
         &self.config
     }
 
-    /// The shared machine state.
+    /// The shared machine state (the migration code's and the device
+    /// tests' way to the VM's memory and devices).
     pub fn machine(&self) -> &Arc<Machine> {
         &self.machine
     }
@@ -216,8 +211,7 @@ impl Vmm {
     pub fn wait_first_run(&self, timeout: Duration) -> Option<u64> {
         let deadline = Instant::now() + timeout;
         loop {
-            let t = self.machine.first_run_ns.load(Ordering::Acquire);
-            if t != 0 {
+            if let Some(t) = self.machine.vcpus.first_run_ns() {
                 return Some(t);
             }
             if Instant::now() >= deadline {
@@ -250,19 +244,15 @@ impl Vmm {
         None
     }
 
-    /// Pauses every vCPU, then the device threads; returns how long it took.
-    /// On error nothing stays paused.
+    /// Pauses every vCPU, then the device threads (each through
+    /// [`crate::run_control::Pausable`]); returns how long it took. On error
+    /// nothing stays paused.
     pub fn pause(&self) -> Result<Duration> {
         let t = Instant::now();
-        self.machine.run.request_pause();
-        self.machine.kick_all();
-        if !self.machine.run.wait_parked(self.machine.vcpus.len(), Duration::from_secs(5)) {
-            self.machine.run.resume();
-            return Err(Error::State("vCPUs did not pause within 5 s".into()));
-        }
-        if let Some(net) = &self.machine.net {
-            if let Err(e) = net.pause() {
-                self.machine.run.resume();
+        let parts = self.machine.pausables();
+        for (i, p) in parts.iter().enumerate() {
+            if let Err(e) = p.pause() {
+                parts[..i].iter().rev().for_each(|p| p.resume());
                 return Err(e);
             }
         }
@@ -271,19 +261,12 @@ impl Vmm {
 
     /// Resumes paused devices, then vCPUs.
     pub fn resume(&self) {
-        if let Some(net) = &self.machine.net {
-            net.resume();
-        }
-        self.machine.run.resume();
+        self.machine.pausables().iter().rev().for_each(|p| p.resume());
     }
 
-    /// Asks the vCPUs to stop; `join` waits for them.
+    /// Asks the vCPUs and devices to stop; `join` waits for the vCPUs.
     pub fn stop(&self) {
-        self.machine.run.request_stop();
-        self.machine.kick_all();
-        if let Some(net) = &self.machine.net {
-            net.stop();
-        }
+        self.machine.stop();
     }
 
     /// Stops the VM and waits for its threads; returns how the guest ended

@@ -12,7 +12,7 @@ mod guest_request;
 
 use proptest::prelude::*;
 use vmm_min::migration::protocol::{Complete, Hello, HelloReply, Ready, Started};
-use vmm_min::migration::state::MachineState;
+use vmm_min::migration::state::MigrationState;
 use vmm_min::migration::wire::{pages, parse_json, FrameReader, FrameWriter, Kind, WireError};
 
 /// Cases per property (six properties run in CI).
@@ -116,7 +116,7 @@ proptest! {
             let _ = parse_json::<Complete>(input, Kind::Complete);
             let _ = parse_json::<Ready>(input, Kind::Ready);
             let _ = parse_json::<Started>(input, Kind::Started);
-            let _: Result<MachineState, WireError> = parse_json(input, Kind::State);
+            let _: Result<MigrationState, WireError> = parse_json(input, Kind::State);
         }
     }
 

@@ -1,6 +1,6 @@
 //! The contract between `vmm-min` and its built-in guest: the guest-physical
-//! memory layout, the boot-information page, the control-device registers and
-//! the GDT selectors.
+//! memory layout, the boot-information page, the control-device registers,
+//! the virtio-mmio register map and the GDT selectors.
 //!
 //! This file is compiled twice: into the guest (`no_std`) and into the VMM
 //! (through `#[path]`), so it holds only plain constants and `#[repr(C)]` data.
@@ -81,6 +81,103 @@ pub mod ctrl {
     pub const WAIT_US: u64 = 0x18;
     /// W: write a result line; value = `(len << 48) | guest_address`.
     pub const RESULT: u64 = 0x20;
+}
+
+/// The virtio-mmio transport (virtio 1.x, register layout version 2) and the
+/// virtio-net device behind it: the VMM's device model and the guest's
+/// driver both use these.
+pub mod virtio_mmio {
+    /// Register offsets from the device's base address.
+    pub mod reg {
+        /// R: "virt".
+        pub const MAGIC: u64 = 0x000;
+        /// R: 2 (virtio 1.x register layout).
+        pub const VERSION: u64 = 0x004;
+        /// R: virtio device id.
+        pub const DEVICE_ID: u64 = 0x008;
+        /// R: vendor id.
+        pub const VENDOR_ID: u64 = 0x00c;
+        /// R: 32 feature bits selected by `DEVICE_FEATURES_SEL`.
+        pub const DEVICE_FEATURES: u64 = 0x010;
+        /// W: which 32 device feature bits `DEVICE_FEATURES` shows.
+        pub const DEVICE_FEATURES_SEL: u64 = 0x014;
+        /// W: 32 feature bits the driver accepts, selected by `DRIVER_FEATURES_SEL`.
+        pub const DRIVER_FEATURES: u64 = 0x020;
+        /// W: which 32 driver feature bits `DRIVER_FEATURES` sets.
+        pub const DRIVER_FEATURES_SEL: u64 = 0x024;
+        /// W: the queue the `QUEUE_*` registers refer to.
+        pub const QUEUE_SEL: u64 = 0x030;
+        /// R: the selected queue's largest size.
+        pub const QUEUE_NUM_MAX: u64 = 0x034;
+        /// W: the selected queue's size.
+        pub const QUEUE_NUM: u64 = 0x038;
+        /// RW: the selected queue is ready.
+        pub const QUEUE_READY: u64 = 0x044;
+        /// W: the driver has new buffers in queue N (the value).
+        pub const QUEUE_NOTIFY: u64 = 0x050;
+        /// R: interrupt status (always 0: no interrupts).
+        pub const INTERRUPT_STATUS: u64 = 0x060;
+        /// W: interrupt acknowledge.
+        pub const INTERRUPT_ACK: u64 = 0x064;
+        /// RW: device status.
+        pub const STATUS: u64 = 0x070;
+        /// W: descriptor table address, low 32 bits.
+        pub const QUEUE_DESC_LOW: u64 = 0x080;
+        /// W: descriptor table address, high 32 bits.
+        pub const QUEUE_DESC_HIGH: u64 = 0x084;
+        /// W: available ring address, low 32 bits.
+        pub const QUEUE_DRIVER_LOW: u64 = 0x090;
+        /// W: available ring address, high 32 bits.
+        pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
+        /// W: used ring address, low 32 bits.
+        pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+        /// W: used ring address, high 32 bits.
+        pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+        /// R: configuration generation.
+        pub const CONFIG_GENERATION: u64 = 0x0fc;
+        /// First byte of the device-specific configuration space.
+        pub const CONFIG: u64 = 0x100;
+    }
+
+    /// "virt", little-endian.
+    pub const MAGIC: u32 = 0x7472_6976;
+    /// Device status bits.
+    pub mod status {
+        /// The guest noticed the device.
+        pub const ACKNOWLEDGE: u32 = 1;
+        /// The guest knows how to drive it.
+        pub const DRIVER: u32 = 2;
+        /// The driver is ready: the device may use the queues.
+        pub const DRIVER_OK: u32 = 4;
+        /// Feature negotiation is complete.
+        pub const FEATURES_OK: u32 = 8;
+        /// Something went wrong in the device.
+        pub const DEVICE_NEEDS_RESET: u32 = 64;
+        /// The driver gave up.
+        pub const FAILED: u32 = 128;
+    }
+    /// VIRTIO_F_VERSION_1: the modern (1.x) interface.
+    pub const F_VERSION_1: u64 = 1 << 32;
+    /// Our vendor id ("MIGB").
+    pub const VENDOR: u32 = 0x4247_494d;
+    /// The register layout version (virtio 1.x).
+    pub const VERSION: u32 = 2;
+
+    /// The virtio-net device.
+    pub mod net {
+        /// virtio device id of a network card.
+        pub const DEVICE_ID: u32 = 1;
+        /// VIRTIO_NET_F_MTU: the device reports the link MTU in its configuration.
+        pub const F_MTU: u64 = 1 << 3;
+        /// VIRTIO_NET_F_MAC: the device reports the MAC address.
+        pub const F_MAC: u64 = 1 << 5;
+        /// VIRTIO_NET_F_STATUS: the configuration has a link status word.
+        pub const F_STATUS: u64 = 1 << 16;
+        /// Offset of the MAC address (6 bytes) in the configuration space.
+        pub const CONFIG_MAC: u64 = 0;
+        /// Offset of the MTU (16 bits, little-endian) in the configuration space.
+        pub const CONFIG_MTU: u64 = 10;
+    }
 }
 
 /// Value read from [`ctrl::MAGIC`].

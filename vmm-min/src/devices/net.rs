@@ -14,33 +14,37 @@
 //!   queue, receive ones unless it ran out of receive buffers.
 //! - **Waking the guest:** the guest polls, so there are no interrupts; when
 //!   the device puts frames into the receive queue or completes transmits it
-//!   rings the machine's doorbell, which wakes a vCPU sleeping in
-//!   `hw::wait_us`.
+//!   rings the [`Doorbell`] it was started with, which wakes a vCPU sleeping
+//!   in `hw::wait_us`.
 //! - **Dirty tracking:** every write into guest memory (frames, used rings,
-//!   ring flags) goes through vm-memory's `Bytes` API on the machine's
+//!   ring flags) goes through vm-memory's `Bytes` API on the VM's
 //!   `GuestMem`, so it lands in the VMM's own-write bitmap that migration
 //!   merges with KVM's dirty log.
-//! - **Migration:** [`NetDevice::pause`] parks the thread outside any queue
+//! - **Migration:** [`Pausable::pause`] parks the thread outside any queue
 //!   work (stop-and-copy), [`NetDevice::state`] and [`NetDevice::restore`]
-//!   carry the transport and queue state, [`NetDevice::resume`] restarts it
-//!   and processes whatever the guest made available meanwhile.
+//!   carry the transport and queue state, [`Pausable::resume`] restarts it
+//!   and processes whatever the guest made available meanwhile. The thread
+//!   ends on [`NetDevice::stop`], which the VMM calls when the VM stops.
 //!   [`NetDevice::announce`] sends a gratuitous ARP for the guest from the VMM,
 //!   and [`request_guest_announce`] asks the guest to send its own.
 
+use super::bus::MmioDevice;
 use super::tap::{Tap, VNET_HDR_LEN};
-use super::virtio_mmio::{reg, Transport, TransportState, WriteEffect};
-use crate::abi::{self, BootInfo};
+use super::virtio_mmio::{Transport, TransportState, WriteEffect};
+use crate::abi::virtio_mmio::net::{DEVICE_ID, F_MAC, F_MTU, F_STATUS};
+use crate::abi::{self, virtio_mmio::reg, BootInfo};
 use crate::config::NetConfig;
 use crate::error::{Error, Result};
-use crate::machine::{lock, Machine};
 use crate::memory::GuestMem;
+use crate::run_control::{Doorbell, Pausable, RunControl};
+use crate::sync::lock;
 use kvm_ioctls::{IoEventAddress, VmFd};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use virtio_queue::{Queue, QueueT};
@@ -48,14 +52,6 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-/// virtio device id of a network card.
-pub const DEVICE_ID_NET: u32 = 1;
-/// VIRTIO_NET_F_MTU: the device reports the link MTU in its configuration.
-pub const F_MTU: u64 = 1 << 3;
-/// VIRTIO_NET_F_MAC: the device reports the MAC address.
-pub const F_MAC: u64 = 1 << 5;
-/// VIRTIO_NET_F_STATUS: the configuration has a link status word.
-pub const F_STATUS: u64 = 1 << 16;
 /// Receive queue index.
 pub const RX: usize = 0;
 /// Transmit queue index.
@@ -106,14 +102,6 @@ pub struct NetState {
     pub transport: TransportState,
 }
 
-#[derive(Default)]
-struct Ctl {
-    stop: bool,
-    pause: bool,
-    parked: bool,
-    running: bool,
-}
-
 /// A virtio-net device backed by a TAP.
 pub struct NetDevice {
     transport: Mutex<Transport>,
@@ -125,8 +113,8 @@ pub struct NetDevice {
     notify: [EventFd; 2],
     /// Wakes the thread for pause, stop, activation and resume.
     control: EventFd,
-    ctl: Mutex<Ctl>,
-    ctl_cv: Condvar,
+    /// Pause and stop of the device thread.
+    run: RunControl,
     counters: Counters,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -170,7 +158,7 @@ impl NetDevice {
         config.extend_from_slice(&1u16.to_le_bytes());
         config.extend_from_slice(&1u16.to_le_bytes());
         config.extend_from_slice(&mtu.to_le_bytes());
-        let transport = Transport::new(DEVICE_ID_NET, F_MAC | F_STATUS | F_MTU, config, 2, QUEUE_MAX);
+        let transport = Transport::new(DEVICE_ID, F_MAC | F_STATUS | F_MTU, config, 2, QUEUE_MAX);
         let efd = || EventFd::new(EFD_NONBLOCK).map_err(Error::io("creating an eventfd"));
         let notify = [efd()?, efd()?];
         let addr = IoEventAddress::Mmio(abi::VIRTIO_MMIO_ADDR + reg::QUEUE_NOTIFY);
@@ -186,32 +174,27 @@ impl NetDevice {
             ip,
             notify,
             control: efd()?,
-            ctl: Mutex::new(Ctl::default()),
-            ctl_cv: Condvar::new(),
+            run: RunControl::default(),
             counters: Counters::default(),
             thread: Mutex::new(None),
         }))
     }
 
-    /// Starts the device thread. It rings `machine`'s doorbell when it gave
-    /// the guest work and ends on [`NetDevice::stop`] or when the machine is gone.
-    pub fn start(self: &Arc<Self>, machine: Weak<Machine>) -> Result<()> {
+    /// Starts the device thread. It rings `bell` when it gave the guest work
+    /// and ends on [`NetDevice::stop`].
+    pub fn start(self: &Arc<Self>, bell: Doorbell) -> Result<()> {
         let mut t = lock(&self.thread);
         if t.is_some() {
             return Ok(());
         }
-        lock(&self.ctl).running = true;
         let dev = self.clone();
         let handle = std::thread::Builder::new()
             .name("virtio-net".into())
             .spawn(move || {
-                if let Err(e) = dev.run(&machine) {
+                if let Err(e) = dev.run(&bell) {
                     tracing::error!("virtio-net device thread failed: {e}");
                 }
-                let mut c = lock(&dev.ctl);
-                c.running = false;
-                c.parked = false;
-                dev.ctl_cv.notify_all();
+                dev.run.leave();
             })
             .map_err(Error::io("starting the virtio-net thread"))?;
         *t = Some(handle);
@@ -220,8 +203,7 @@ impl NetDevice {
 
     /// Stops the device thread and waits for it.
     pub fn stop(&self) {
-        lock(&self.ctl).stop = true;
-        self.ctl_cv.notify_all();
+        self.run.request_stop();
         let _ = self.control.write(1);
         if let Some(h) = lock(&self.thread).take() {
             if h.thread().id() != std::thread::current().id() && h.join().is_err() {
@@ -231,23 +213,17 @@ impl NetDevice {
     }
 
     /// Parks the device thread outside any queue work, so that neither the
-    /// queues nor guest memory change until [`NetDevice::resume`]. Frames from
-    /// the TAP wait in the kernel meanwhile.
+    /// queues nor guest memory change until [`NetDevice::resume`]. Frames from the TAP
+    /// wait in the kernel meanwhile.
     pub fn pause(&self) -> Result<()> {
-        let mut c = lock(&self.ctl);
-        c.pause = true;
-        if !c.running {
+        self.run.request_pause();
+        if lock(&self.thread).is_none() {
             return Ok(());
         }
         let _ = self.control.write(1);
-        let (c, res) = self
-            .ctl_cv
-            .wait_timeout_while(c, PAUSE_TIMEOUT, |c| !c.parked && c.running)
-            .unwrap_or_else(|e| e.into_inner());
-        if res.timed_out() {
-            drop(c);
+        if !self.run.wait_parked(1, PAUSE_TIMEOUT) {
             self.resume();
-            return Err(Error::State("the virtio-net thread did not pause within 2 s".into()));
+            return Err(Error::PauseTimeout { what: "the virtio-net thread", timeout: PAUSE_TIMEOUT });
         }
         Ok(())
     }
@@ -255,8 +231,7 @@ impl NetDevice {
     /// Lets a paused device thread run again; it then processes everything
     /// the guest made available and everything queued on the TAP.
     pub fn resume(&self) {
-        lock(&self.ctl).pause = false;
-        self.ctl_cv.notify_all();
+        self.run.resume();
         let _ = self.control.write(1);
     }
 
@@ -304,30 +279,9 @@ impl NetDevice {
         Ok(())
     }
 
-    /// A guest read of the device's registers.
-    pub fn mmio_read(&self, offset: u64, data: &mut [u8]) {
-        lock(&self.transport).read(offset, data);
-    }
-
-    /// A guest write of the device's registers.
-    pub fn mmio_write(&self, offset: u64, data: &[u8]) {
-        let effect = lock(&self.transport).write(offset, data);
-        match effect {
-            WriteEffect::None => {}
-            WriteEffect::Activated | WriteEffect::Reset => {
-                let _ = self.control.write(1);
-            }
-            WriteEffect::Notify(q) => {
-                if let Some(fd) = self.notify.get(q as usize) {
-                    let _ = fd.write(1);
-                }
-            }
-        }
-    }
-
     /// The device thread: waits for notifications, TAP frames and control
     /// requests, and moves frames between the TAP and the queues.
-    fn run(&self, machine: &Weak<Machine>) -> io::Result<()> {
+    fn run(&self, bell: &Doorbell) -> io::Result<()> {
         const TAP: u64 = 0;
         const NOTIFY_RX: u64 = 1;
         const NOTIFY_TX: u64 = 2;
@@ -343,7 +297,7 @@ impl NetDevice {
         let mut txbuf = vec![0u8; MAX_FRAME];
         let mut last_error_log = Instant::now() - Duration::from_secs(60);
         loop {
-            if !self.check_control() {
+            if self.run.needs_attention() && !self.run.park_if_requested() {
                 return Ok(());
             }
             let n = match epoll.wait(100, &mut events) {
@@ -358,9 +312,6 @@ impl NetDevice {
                     CONTROL => drop(self.control.read()),
                     _ => {}
                 }
-            }
-            if machine.strong_count() == 0 {
-                return Ok(());
             }
             let mut work = false;
             {
@@ -382,26 +333,9 @@ impl NetDevice {
                 }
             }
             if work {
-                match machine.upgrade() {
-                    Some(m) => m.run.ring(),
-                    None => return Ok(()),
-                }
+                bell.ring();
             }
         }
-    }
-
-    /// Parks while a pause is requested; false when the thread must end.
-    fn check_control(&self) -> bool {
-        let mut c = lock(&self.ctl);
-        if c.pause && !c.stop {
-            c.parked = true;
-            self.ctl_cv.notify_all();
-            while c.pause && !c.stop {
-                c = self.ctl_cv.wait(c).unwrap_or_else(|e| e.into_inner());
-            }
-            c.parked = false;
-        }
-        !c.stop
     }
 
     /// Sends every frame the guest queued for transmission to the TAP.
@@ -509,6 +443,39 @@ impl NetDevice {
     }
 }
 
+impl MmioDevice for NetDevice {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        lock(&self.transport).read(offset, data);
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        let effect = lock(&self.transport).write(offset, data);
+        match effect {
+            WriteEffect::None => {}
+            WriteEffect::Activated | WriteEffect::Reset => {
+                let _ = self.control.write(1);
+            }
+            WriteEffect::Notify(q) => {
+                if let Some(fd) = self.notify.get(q as usize) {
+                    let _ = fd.write(1);
+                }
+            }
+        }
+    }
+}
+
+/// The one pause protocol ([`Pausable`]); the inherent methods are the
+/// same, for callers that hold the device itself.
+impl Pausable for NetDevice {
+    fn pause(&self) -> Result<()> {
+        NetDevice::pause(self)
+    }
+
+    fn resume(&self) {
+        NetDevice::resume(self)
+    }
+}
+
 /// The receive path's frame buffer and a frame read from the TAP that did
 /// not fit into the guest yet.
 struct RxPath {
@@ -536,14 +503,32 @@ pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     f
 }
 
+/// What asking the guest to announce itself needs of a VM: its memory (the
+/// boot page) and the doorbell that wakes it. The machine provides both.
+pub trait GuestLink {
+    /// Guest RAM.
+    fn guest_memory(&self) -> &GuestMem;
+    /// The doorbell a waiting vCPU sleeps on.
+    fn guest_doorbell(&self) -> &Doorbell;
+}
+
+impl<T: GuestLink + ?Sized> GuestLink for Arc<T> {
+    fn guest_memory(&self) -> &GuestMem {
+        (**self).guest_memory()
+    }
+    fn guest_doorbell(&self) -> &Doorbell {
+        (**self).guest_doorbell()
+    }
+}
+
 /// Asks the guest to announce itself (it sends gratuitous ARPs from its own
 /// stack): bumps `BootInfo::announce_seq` and rings the doorbell.
-pub fn request_guest_announce(machine: &Machine) -> Result<()> {
+pub fn request_guest_announce(guest: &impl GuestLink) -> Result<()> {
     let addr = GuestAddress(abi::BOOT_INFO_ADDR + std::mem::offset_of!(BootInfo, announce_seq) as u64);
-    let mem = &machine.vm.mem;
+    let mem = guest.guest_memory();
     let seq: u64 = mem.load(addr, Ordering::Acquire).map_err(|e| Error::Memory(e.to_string()))?;
     mem.store(seq.wrapping_add(1), addr, Ordering::Release).map_err(|e| Error::Memory(e.to_string()))?;
-    machine.run.ring();
+    guest.guest_doorbell().ring();
     Ok(())
 }
 

@@ -8,83 +8,12 @@
 //! a KVM ioeventfd on that register and the device thread waits on it; the
 //! rare exit that does arrive is reported as [`WriteEffect::Notify`].
 //! Interrupts are not used (the guest polls), so `InterruptStatus` reads 0.
+//! The register map is [`crate::abi::virtio_mmio`], shared with the guest's
+//! driver.
 
+use crate::abi::virtio_mmio::{reg, status, F_VERSION_1, MAGIC, VENDOR, VERSION};
 use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueState, QueueT};
-
-/// Register offsets from the device's base address.
-pub mod reg {
-    /// R: "virt".
-    pub const MAGIC: u64 = 0x000;
-    /// R: 2 (virtio 1.x register layout).
-    pub const VERSION: u64 = 0x004;
-    /// R: virtio device id.
-    pub const DEVICE_ID: u64 = 0x008;
-    /// R: vendor id.
-    pub const VENDOR_ID: u64 = 0x00c;
-    /// R: 32 feature bits selected by `DEVICE_FEATURES_SEL`.
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    /// W: which 32 device feature bits `DEVICE_FEATURES` shows.
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    /// W: 32 feature bits the driver accepts, selected by `DRIVER_FEATURES_SEL`.
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    /// W: which 32 driver feature bits `DRIVER_FEATURES` sets.
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    /// W: the queue the `QUEUE_*` registers refer to.
-    pub const QUEUE_SEL: u64 = 0x030;
-    /// R: the selected queue's largest size.
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    /// W: the selected queue's size.
-    pub const QUEUE_NUM: u64 = 0x038;
-    /// RW: the selected queue is ready.
-    pub const QUEUE_READY: u64 = 0x044;
-    /// W: the driver has new buffers in queue N (the value).
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    /// R: interrupt status (always 0: no interrupts).
-    pub const INTERRUPT_STATUS: u64 = 0x060;
-    /// W: interrupt acknowledge.
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    /// RW: device status.
-    pub const STATUS: u64 = 0x070;
-    /// W: descriptor table address, low 32 bits.
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    /// W: descriptor table address, high 32 bits.
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
-    /// W: available ring address, low 32 bits.
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    /// W: available ring address, high 32 bits.
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
-    /// W: used ring address, low 32 bits.
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-    /// W: used ring address, high 32 bits.
-    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-    /// R: configuration generation.
-    pub const CONFIG_GENERATION: u64 = 0x0fc;
-    /// First byte of the device-specific configuration space.
-    pub const CONFIG: u64 = 0x100;
-}
-
-/// "virt", little-endian.
-pub const MAGIC: u32 = 0x7472_6976;
-/// Device status bits.
-pub mod status {
-    /// The guest noticed the device.
-    pub const ACKNOWLEDGE: u32 = 1;
-    /// The guest knows how to drive it.
-    pub const DRIVER: u32 = 2;
-    /// The driver is ready: the device may use the queues.
-    pub const DRIVER_OK: u32 = 4;
-    /// Feature negotiation is complete.
-    pub const FEATURES_OK: u32 = 8;
-    /// Something went wrong in the device.
-    pub const DEVICE_NEEDS_RESET: u32 = 64;
-    /// The driver gave up.
-    pub const FAILED: u32 = 128;
-}
-/// VIRTIO_F_VERSION_1: the modern (1.x) interface.
-pub const F_VERSION_1: u64 = 1 << 32;
-/// Our vendor id ("MIGB").
-pub const VENDOR: u32 = 0x4247_494d;
 
 /// What a register write means for the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,11 +144,6 @@ impl Transport {
         self.status & status::DRIVER_OK != 0 && self.status & status::FAILED == 0
     }
 
-    /// The feature bits the driver accepted.
-    pub fn driver_features(&self) -> u64 {
-        self.driver_features
-    }
-
     fn selected(&mut self) -> Option<&mut Queue> {
         self.queues.get_mut(self.queue_sel as usize)
     }
@@ -236,7 +160,7 @@ impl Transport {
         let q = self.queues.get(self.queue_sel as usize);
         let v: u32 = match offset {
             reg::MAGIC => MAGIC,
-            reg::VERSION => 2,
+            reg::VERSION => VERSION,
             reg::DEVICE_ID => self.device_id,
             reg::VENDOR_ID => VENDOR,
             reg::DEVICE_FEATURES => match self.device_features_sel {
@@ -346,7 +270,7 @@ impl Transport {
     }
 
     /// Returns the device to its power-on state.
-    pub fn reset(&mut self) {
+    fn reset(&mut self) {
         self.status = 0;
         self.driver_features = 0;
         self.device_features_sel = 0;
@@ -430,7 +354,7 @@ mod tests {
     fn negotiation_and_queue_setup() {
         let mut t = Transport::new(1, 1 << 5, vec![1, 2, 3, 4, 5, 6], 2, 256);
         assert_eq!(rd(&t, reg::MAGIC), MAGIC);
-        assert_eq!(rd(&t, reg::VERSION), 2);
+        assert_eq!(rd(&t, reg::VERSION), VERSION);
         assert_eq!(rd(&t, reg::DEVICE_ID), 1);
         assert_eq!(rd(&t, reg::DEVICE_FEATURES), 1 << 5);
         wr(&mut t, reg::DEVICE_FEATURES_SEL, 1);
@@ -440,7 +364,7 @@ mod tests {
         wr(&mut t, reg::DRIVER_FEATURES, (1 << 5) | (1 << 7));
         wr(&mut t, reg::DRIVER_FEATURES_SEL, 1);
         wr(&mut t, reg::DRIVER_FEATURES, 1);
-        assert_eq!(t.driver_features(), F_VERSION_1 | (1 << 5), "unoffered bit 7 is dropped");
+        assert_eq!(t.state().driver_features, F_VERSION_1 | (1 << 5), "unoffered bit 7 is dropped");
         wr(&mut t, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
         assert_ne!(rd(&t, reg::STATUS) & status::FEATURES_OK, 0);
         for q in 0..2u32 {

@@ -9,7 +9,7 @@
 use super::digest::Digest;
 use super::error::{Cause, MigrationError};
 use super::protocol::{escape, Abort, Commit, Complete, Hello, HelloReply, Ready, Started};
-use super::state::{self, MachineState};
+use super::state::{self, MigrationState};
 use super::timed::{Deadline, TimedStream};
 use super::tls::{Halves, Shared, TlsCredentials};
 use super::wire::{pages, parse_json, FrameReader, FrameWriter, Kind, WireError};
@@ -197,7 +197,7 @@ fn setup(conn: &mut Conn, hello: &Hello, opts: &IncomingOptions) -> Result<(Mach
 
 /// Everything the source sent up to `Complete`.
 struct Incoming {
-    state: MachineState,
+    state: MigrationState,
     digest: Option<Digest>,
     complete_ns: u64,
     /// Pages received at least once, and in all.
@@ -229,7 +229,7 @@ fn receive_memory(
                 report.pages += entries.len() as u64;
                 ram.write_batch(&entries, data);
             }
-            Kind::State => saved = Some(parse_json::<MachineState>(payload, kind).map_err(|e| fail(e.into()))?),
+            Kind::State => saved = Some(parse_json::<MigrationState>(payload, kind).map_err(|e| fail(e.into()))?),
             Kind::Digest => digest = Some(parse_json::<Digest>(payload, kind).map_err(|e| fail(e.into()))?),
             Kind::Complete => {
                 let complete: Complete = parse_json(payload, kind).map_err(|e| fail(e.into()))?;

@@ -43,6 +43,9 @@ pub enum Cause {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] super::tls::TlsError),
+    /// The saved state could not be taken, or does not fit this VM or host.
+    #[error(transparent)]
+    State(#[from] crate::error::StateError),
     /// The VMM failed (KVM, memory, pausing).
     #[error(transparent)]
     Vmm(#[from] crate::Error),

@@ -83,7 +83,7 @@ pub fn migrate(vmm: &Vmm, to: &str, policy: &Policy, opts: &SourceOptions, event
         committed: false,
         deadline: Deadline::none(),
     };
-    let _owner = crate::machine::lock(&vmm.machine().vm.dirty_log_owner);
+    let _owner = crate::sync::lock(&vmm.machine().vm.dirty_log_owner);
     let result = src.run(to, events);
     if let Err(e) = result {
         src.stats.reason = Some(e.to_string());

@@ -1,18 +1,27 @@
-//! The KVM VM: one memory slot over guest RAM, dirty logging on demand.
+//! The KVM VM: one memory slot over guest RAM, dirty logging on demand, and
+//! the VM-wide state a migration carries ([`VmState`]).
 
 use crate::config::MemoryBackend;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StateError};
 use crate::memory::{self, GuestMem};
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
+use kvm_bindings::{kvm_clock_data, kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::{Kvm, VmFd};
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The VM-wide state. The VMM creates no irqchip and no PIT (the guest polls
+/// and takes no interrupts), so there is no PIC, IOAPIC or PIT state to carry:
+/// the KVM clock is all of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Default))]
+pub struct VmState {
+    clock: kvm_clock_data,
+}
 
 /// A KVM VM and its RAM.
 pub struct Vm {
-    /// The KVM system handle.
-    pub kvm: Kvm,
-    /// The VM handle.
-    pub fd: VmFd,
+    kvm: Kvm,
+    fd: VmFd,
     /// Guest RAM.
     pub mem: GuestMem,
     ram: u64,
@@ -20,7 +29,7 @@ pub struct Vm {
     /// Held by whoever reads the dirty log (a migration, a dirty-rate
     /// measurement): reading clears it, so two readers would steal pages
     /// from each other.
-    pub dirty_log_owner: std::sync::Mutex<()>,
+    pub(crate) dirty_log_owner: std::sync::Mutex<()>,
 }
 
 /// Opens `/dev/kvm` with an error that says what to do.
@@ -64,9 +73,27 @@ impl Vm {
         unsafe { self.fd.set_user_memory_region(region) }.map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))
     }
 
-    /// Guest RAM size in bytes.
-    pub fn ram(&self) -> u64 {
-        self.ram
+    /// The VM handle (vCPU creation, ioeventfds).
+    pub(crate) fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    /// The MSRs this host's KVM can save and restore.
+    pub fn msr_index_list(&self) -> std::result::Result<Vec<u32>, StateError> {
+        Ok(self.kvm.get_msr_index_list().map_err(StateError::MsrIndexList)?.as_slice().to_vec())
+    }
+
+    /// Saves the VM-wide state. Call with every vCPU paused.
+    pub fn save_state(&self) -> std::result::Result<VmState, StateError> {
+        Ok(VmState { clock: self.fd.get_clock().map_err(StateError::VmGetClock)? })
+    }
+
+    /// Restores the VM-wide state, before any vCPU runs. Only the clock value
+    /// is set: the flags the source's KVM reported (e.g. TSC-stable) are its
+    /// own and KVM_SET_CLOCK rejects most of them.
+    pub fn restore_state(&self, s: &VmState) -> std::result::Result<(), StateError> {
+        let clock = kvm_clock_data { clock: s.clock.clock, ..Default::default() };
+        self.fd.set_clock(&clock).map_err(StateError::VmSetClock)
     }
 
     /// Turns KVM's dirty logging on or off by re-registering the slot.

@@ -23,6 +23,9 @@ use core::sync::atomic::{compiler_fence, fence, Ordering};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
+use crate::abi::virtio_mmio::net::{CONFIG_MAC, CONFIG_MTU, DEVICE_ID, F_MAC, F_MTU, F_STATUS};
+use crate::abi::virtio_mmio::{reg, status, F_VERSION_1, MAGIC, VERSION};
+
 /// Size of `virtio_net_hdr_v1`.
 pub const HDR_LEN: usize = 12;
 /// Ethernet header length.
@@ -32,38 +35,6 @@ pub const MAX_MTU: usize = 9000;
 /// Entries per queue the driver asks for.
 const QUEUE_SIZE: u16 = 256;
 
-mod reg {
-    pub const MAGIC: usize = 0x000;
-    pub const VERSION: usize = 0x004;
-    pub const DEVICE_ID: usize = 0x008;
-    pub const DEVICE_FEATURES: usize = 0x010;
-    pub const DEVICE_FEATURES_SEL: usize = 0x014;
-    pub const DRIVER_FEATURES: usize = 0x020;
-    pub const DRIVER_FEATURES_SEL: usize = 0x024;
-    pub const QUEUE_SEL: usize = 0x030;
-    pub const QUEUE_NUM_MAX: usize = 0x034;
-    pub const QUEUE_NUM: usize = 0x038;
-    pub const QUEUE_READY: usize = 0x044;
-    pub const QUEUE_NOTIFY: usize = 0x050;
-    pub const STATUS: usize = 0x070;
-    pub const QUEUE_DESC_LOW: usize = 0x080;
-    pub const QUEUE_DESC_HIGH: usize = 0x084;
-    pub const QUEUE_DRIVER_LOW: usize = 0x090;
-    pub const QUEUE_DRIVER_HIGH: usize = 0x094;
-    pub const QUEUE_DEVICE_LOW: usize = 0x0a0;
-    pub const QUEUE_DEVICE_HIGH: usize = 0x0a4;
-    pub const CONFIG: usize = 0x100;
-}
-
-const STATUS_ACK: u32 = 1;
-const STATUS_DRIVER: u32 = 2;
-const STATUS_DRIVER_OK: u32 = 4;
-const STATUS_FEATURES_OK: u32 = 8;
-const STATUS_FAILED: u32 = 128;
-const F_MTU: u64 = 1 << 3;
-const F_MAC: u64 = 1 << 5;
-const F_STATUS: u64 = 1 << 16;
-const F_VERSION_1: u64 = 1 << 32;
 const DESC_F_WRITE: u16 = 2;
 const USED_F_NO_NOTIFY: u16 = 1;
 
@@ -289,27 +260,27 @@ pub struct VirtioNet {
     mac: [u8; 6],
 }
 
-fn read32(base: usize, off: usize) -> u32 {
+fn read32(base: usize, off: u64) -> u32 {
     // SAFETY: the device's register window is identity-mapped and user-accessible.
-    unsafe { read_volatile((base + off) as *const u32) }
+    unsafe { read_volatile((base + off as usize) as *const u32) }
 }
 
-fn write32(base: usize, off: usize, v: u32) {
+fn write32(base: usize, off: u64, v: u32) {
     // SAFETY: as in `read32`.
-    unsafe { write_volatile((base + off) as *mut u32, v) }
+    unsafe { write_volatile((base + off as usize) as *mut u32, v) }
 }
 
 impl VirtioNet {
     /// Resets and sets up the virtio-net device at `base`.
     pub fn init(base: usize) -> Result<VirtioNet, InitError> {
-        if read32(base, reg::MAGIC) != 0x7472_6976
-            || read32(base, reg::VERSION) != 2
-            || read32(base, reg::DEVICE_ID) != 1
+        if read32(base, reg::MAGIC) != MAGIC
+            || read32(base, reg::VERSION) != VERSION
+            || read32(base, reg::DEVICE_ID) != DEVICE_ID
         {
             return Err(InitError::NoDevice);
         }
         write32(base, reg::STATUS, 0);
-        write32(base, reg::STATUS, STATUS_ACK | STATUS_DRIVER);
+        write32(base, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
         write32(base, reg::DEVICE_FEATURES_SEL, 0);
         let lo = u64::from(read32(base, reg::DEVICE_FEATURES));
         write32(base, reg::DEVICE_FEATURES_SEL, 1);
@@ -317,29 +288,29 @@ impl VirtioNet {
         let offered = lo | (hi << 32);
         let wanted = (F_VERSION_1 | F_MAC | F_MTU | F_STATUS) & offered;
         if wanted & F_VERSION_1 == 0 {
-            write32(base, reg::STATUS, STATUS_FAILED);
+            write32(base, reg::STATUS, status::FAILED);
             return Err(InitError::FeaturesRefused);
         }
         write32(base, reg::DRIVER_FEATURES_SEL, 0);
         write32(base, reg::DRIVER_FEATURES, wanted as u32);
         write32(base, reg::DRIVER_FEATURES_SEL, 1);
         write32(base, reg::DRIVER_FEATURES, (wanted >> 32) as u32);
-        write32(base, reg::STATUS, STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK);
-        if read32(base, reg::STATUS) & STATUS_FEATURES_OK == 0 {
-            write32(base, reg::STATUS, STATUS_FAILED);
+        write32(base, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+        if read32(base, reg::STATUS) & status::FEATURES_OK == 0 {
+            write32(base, reg::STATUS, status::FAILED);
             return Err(InitError::FeaturesRefused);
         }
         let mut mac = [0u8; 6];
         if wanted & F_MAC != 0 {
             for (i, b) in mac.iter_mut().enumerate() {
                 // SAFETY: the configuration space is part of the register window.
-                *b = unsafe { read_volatile((base + reg::CONFIG + i) as *const u8) };
+                *b = unsafe { read_volatile((base + (reg::CONFIG + CONFIG_MAC) as usize + i) as *const u8) };
             }
         }
         let mut mtu = 1500usize;
         if wanted & F_MTU != 0 {
-            let lo = usize::from(unsafe_read8(base, reg::CONFIG + 10));
-            let hi = usize::from(unsafe_read8(base, reg::CONFIG + 11));
+            let lo = usize::from(unsafe_read8(base, reg::CONFIG + CONFIG_MTU));
+            let hi = usize::from(unsafe_read8(base, reg::CONFIG + CONFIG_MTU + 1));
             mtu = (lo | (hi << 8)).clamp(576, MAX_MTU);
         }
         let buf_len = (HDR_LEN + ETH_HDR + mtu + 63) & !63;
@@ -349,7 +320,7 @@ impl VirtioNet {
             write32(base, reg::QUEUE_SEL, qi as u32);
             let max = read32(base, reg::QUEUE_NUM_MAX);
             if max == 0 {
-                write32(base, reg::STATUS, STATUS_FAILED);
+                write32(base, reg::STATUS, status::FAILED);
                 return Err(InitError::BadQueue);
             }
             let size = QUEUE_SIZE.min(max.min(0x8000) as u16);
@@ -380,7 +351,7 @@ impl VirtioNet {
             tx.q.set_desc(i, addr, buf_len as u32, 0);
             tx.free.push(i);
         }
-        write32(base, reg::STATUS, STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+        write32(base, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
         let mut dev = VirtioNet { base, rx, tx, mtu, mac };
         dev.flush();
         Ok(dev)
@@ -416,9 +387,9 @@ impl VirtioNet {
     }
 }
 
-fn unsafe_read8(base: usize, off: usize) -> u8 {
+fn unsafe_read8(base: usize, off: u64) -> u8 {
     // SAFETY: the configuration space is part of the identity-mapped window.
-    unsafe { read_volatile((base + off) as *const u8) }
+    unsafe { read_volatile((base + off as usize) as *const u8) }
 }
 
 /// A received frame, lent to smoltcp; its buffer goes back to the device
