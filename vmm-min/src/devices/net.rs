@@ -324,8 +324,12 @@ impl NetDevice {
                     match res {
                         Ok(w) => work |= w,
                         Err(e) => {
+                            // The queues cannot be trusted: stop using them
+                            // until the driver resets the device, rather than
+                            // retrying (and spinning) on every event.
+                            t.needs_reset();
                             if last_error_log.elapsed() > Duration::from_secs(5) {
-                                tracing::warn!("virtio-net: {e}");
+                                tracing::warn!("virtio-net: {e}; the device needs a reset");
                                 last_error_log = Instant::now();
                             }
                         }
@@ -346,6 +350,7 @@ impl NetDevice {
             return Ok(false);
         }
         loop {
+            check_avail(q, mem, "TX")?;
             q.disable_notification(mem).map_err(|e| format!("TX queue: {e}"))?;
             while let Some(chain) = q.pop_descriptor_chain(mem) {
                 let head = chain.head_index();
@@ -402,6 +407,7 @@ impl NetDevice {
                 },
             };
             rx.pending = Some(len);
+            check_avail(q, mem, "RX")?;
             let Some(chain) = q.pop_descriptor_chain(mem) else {
                 // Out of buffers: ask the guest to notify when it adds some,
                 // unless it just did.
@@ -441,6 +447,23 @@ impl NetDevice {
             work = true;
         }
     }
+}
+
+/// Refuses a queue whose driver index runs more than a queue's worth ahead
+/// of the device's (a broken guest, or a bad migrated state): popping from
+/// it fails while "more work" stays true, which would spin the device.
+fn check_avail(q: &Queue, mem: &GuestMem, which: &str) -> std::result::Result<(), String> {
+    let avail = q.avail_idx(mem, Ordering::Acquire).map_err(|e| format!("{which} avail ring: {e}"))?;
+    let ahead = avail.0.wrapping_sub(q.next_avail());
+    if ahead > q.size() {
+        return Err(format!(
+            "{which} queue: the driver's avail index {} is {ahead} entries past the device's {}, in a queue of {}",
+            avail.0,
+            q.next_avail(),
+            q.size()
+        ));
+    }
+    Ok(())
 }
 
 impl MmioDevice for NetDevice {
@@ -544,6 +567,23 @@ mod tests {
         assert!(parse_mac("zz:54:00:12:34:56").is_err());
         assert_eq!(parse_ip("10.53.1.2/24").unwrap(), Ipv4Addr::new(10, 53, 1, 2));
         assert!(parse_ip("10.53.1/24").is_err());
+    }
+
+    #[test]
+    fn an_avail_index_too_far_ahead_is_refused() {
+        use vm_memory::{Bytes, GuestAddress};
+        let mem = crate::memory::create(2 << 20, crate::config::MemoryBackend::Anon).expect("memory");
+        let mut q = Queue::new(16).expect("queue");
+        q.set_desc_table_address(Some(0x1000), Some(0));
+        q.set_avail_ring_address(Some(0x2000), Some(0));
+        q.set_used_ring_address(Some(0x3000), Some(0));
+        q.set_ready(true);
+        // avail.idx lives at offset 2 of the avail ring.
+        mem.write_obj(3u16, GuestAddress(0x2002)).expect("write");
+        assert!(check_avail(&q, &mem, "TX").is_ok());
+        mem.write_obj(1000u16, GuestAddress(0x2002)).expect("write");
+        let e = check_avail(&q, &mem, "TX").unwrap_err();
+        assert!(e.contains("1000 entries past"), "{e}");
     }
 
     #[test]

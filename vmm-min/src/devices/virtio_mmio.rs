@@ -141,7 +141,13 @@ impl Transport {
 
     /// Whether the driver finished setup and the device may use its queues.
     pub fn active(&self) -> bool {
-        self.status & status::DRIVER_OK != 0 && self.status & status::FAILED == 0
+        self.status & status::DRIVER_OK != 0 && self.status & (status::FAILED | status::DEVICE_NEEDS_RESET) == 0
+    }
+
+    /// The device found its queues broken: it stops using them until the
+    /// driver resets it (virtio 1.x `DEVICE_NEEDS_RESET`).
+    pub fn needs_reset(&mut self) {
+        self.status |= status::DEVICE_NEEDS_RESET;
     }
 
     fn selected(&mut self) -> Option<&mut Queue> {
