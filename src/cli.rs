@@ -385,36 +385,17 @@ pub fn vm_config(a: &VmArgs) -> anyhow::Result<vmm_min::VmConfig> {
 
 /// Turns the user's policy arguments into a checked migration policy.
 pub fn policy(a: &PolicyArgs) -> anyhow::Result<results::Policy> {
-    use results::{OnTimeout, Policy};
-    let mut p = match a.policy.as_str() {
-        "downtime" => Policy::default(),
-        "xen" => Policy::xen(),
-        other => anyhow::bail!("unknown --policy '{other}': expected downtime or xen"),
+    let on_timeout = match a.on_timeout.as_deref() {
+        None => None,
+        Some("cancel") => Some(results::OnTimeout::Cancel),
+        Some("force") => Some(results::OnTimeout::Force),
+        Some(other) => anyhow::bail!("unknown --on-timeout '{other}': expected cancel or force"),
     };
-    match &mut p {
-        Policy::Downtime { downtime_ms, timeout_ms, on_timeout, .. } => {
-            if let Some(d) = a.downtime_ms {
-                *downtime_ms = d;
-            }
-            if let Some(t) = a.timeout {
-                *timeout_ms = t.as_secs_f64() * 1e3;
-            }
-            match a.on_timeout.as_deref() {
-                None => {}
-                Some("cancel") => *on_timeout = OnTimeout::Cancel,
-                Some("force") => *on_timeout = OnTimeout::Force,
-                Some(other) => anyhow::bail!("unknown --on-timeout '{other}': expected cancel or force"),
-            }
-        }
-        Policy::Xen { .. } => {
-            if a.downtime_ms.is_some() || a.timeout.is_some() || a.on_timeout.is_some() {
-                anyhow::bail!("--downtime-ms, --timeout and --on-timeout belong to --policy downtime, not xen");
-            }
-        }
-    }
-    if let Some(m) = a.max_bandwidth {
-        p = p.with_max_bandwidth(m);
-    }
-    p.validate()?;
-    Ok(p)
+    let o = results::PolicyOverrides {
+        downtime_ms: a.downtime_ms,
+        timeout_ms: a.timeout.map(|t| t.as_secs_f64() * 1e3),
+        on_timeout,
+        max_bandwidth_mbps: a.max_bandwidth,
+    };
+    Ok(results::Policy::build(&a.policy, &o)?)
 }

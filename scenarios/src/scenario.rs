@@ -3,7 +3,7 @@
 //! is strict: an unknown key, a missing one or a malformed value gives an
 //! error naming the file, the key and what was expected.
 
-use results::{OnTimeout, Policy};
+use results::{OnTimeout, Policy, PolicyOverrides};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
@@ -122,34 +122,24 @@ fn d_true() -> bool {
 impl MigrationSection {
     /// The typed policy: the scenario's keys over the policy's defaults.
     pub fn policy(&self) -> Result<Policy, String> {
-        let mut p = match self.policy.as_deref() {
-            Some("xen") => Policy::xen(),
-            None | Some("downtime") => Policy::default(),
-            Some(other) => {
-                return Err(format!("key `migration.policy`: expected \"downtime\" or \"xen\", got {other:?}"))
+        let timeout_ms = match &self.timeout {
+            Some(t) => {
+                Some(parse_duration(t).map_err(|e| format!("key `migration.timeout`: {e}"))?.as_secs_f64() * 1e3)
             }
+            None => None,
         };
-        if let Policy::Downtime { downtime_ms, timeout_ms, on_timeout, .. } = &mut p {
-            if let Some(d) = self.downtime_ms {
-                *downtime_ms = d;
+        let o = PolicyOverrides {
+            downtime_ms: self.downtime_ms,
+            timeout_ms,
+            on_timeout: self.on_timeout,
+            max_bandwidth_mbps: self.max_bandwidth_mbps,
+        };
+        Policy::build(self.policy.as_deref().unwrap_or("downtime"), &o).map_err(|e| match e {
+            results::PolicyError::UnknownKind(k) => {
+                format!("key `migration.policy`: expected \"downtime\" or \"xen\", got {k:?}")
             }
-            if let Some(t) = &self.timeout {
-                *timeout_ms =
-                    parse_duration(t).map_err(|e| format!("key `migration.timeout`: {e}"))?.as_secs_f64() * 1e3;
-            }
-            if let Some(o) = self.on_timeout {
-                *on_timeout = o;
-            }
-        } else if self.downtime_ms.is_some() || self.timeout.is_some() || self.on_timeout.is_some() {
-            return Err(
-                "keys `downtime_ms`, `timeout` and `on_timeout` belong to policy = \"downtime\", not \"xen\"".into()
-            );
-        }
-        if let Some(m) = self.max_bandwidth_mbps {
-            p = p.with_max_bandwidth(m);
-        }
-        p.validate().map_err(|e| format!("section `migration`: {e}"))?;
-        Ok(p)
+            other => format!("section `migration`: {other}"),
+        })
     }
 }
 
