@@ -11,11 +11,11 @@
 //! The probe hashes the body incrementally as chunks arrive with [`Fnv1a64`]
 //! and compares with [`etag_matches`], which accepts a weak `W/` prefix and
 //! upper-case hex.
+//!
+//! The hash itself lives in the `served-file` crate, with the served content,
+//! so that every guest and the probe share one implementation.
 
-/// FNV-1a 64-bit offset basis.
-pub const FNV64_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-/// FNV-1a 64-bit prime.
-pub const FNV64_PRIME: u64 = 0x0000_0100_0000_01b3;
+pub use served_file::{FNV64_OFFSET, FNV64_PRIME};
 
 /// Incremental FNV-1a 64-bit hasher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,12 +35,7 @@ impl Fnv1a64 {
 
     /// Feed more bytes.
     pub fn update(&mut self, bytes: &[u8]) {
-        let mut h = self.0;
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(FNV64_PRIME);
-        }
-        self.0 = h;
+        self.0 = served_file::fnv1a(self.0, bytes);
     }
 
     /// The hash of everything fed so far.
