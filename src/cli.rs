@@ -33,6 +33,8 @@ pub enum Command {
     Reproduce(ReproduceArgs),
     /// Gate CI on a result file: fixed limits, or a baseline with a tolerance.
     Check(CheckArgs),
+    /// The Linux guest image of the `qemu` system: build it from Debian packages, or show the cached one.
+    Image(crate::image_cmd::ImageArgs),
 }
 
 pub use scenarios::scenario::parse_duration;

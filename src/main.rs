@@ -3,6 +3,7 @@
 
 mod bench_cmd;
 mod cli;
+mod image_cmd;
 mod migrate_cmd;
 mod net_cmd;
 mod probe_cmd;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         cli::Command::Scenario(a) => scenario_cmd::scenario(a),
         cli::Command::Reproduce(a) => scenario_cmd::reproduce(a),
         cli::Command::Check(a) => scenario_cmd::check(a),
+        cli::Command::Image(a) => image_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -101,11 +101,17 @@ impl FromStr for Workload {
                 Ok(Workload::Stress { vm, bytes: bytes.unwrap_or_else(|| "256M".into()) })
             }
             "stress-ng" => {
-                let ok = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'%');
+                let ok = |t: &str| {
+                    !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'%')
+                };
                 let mut options = Vec::new();
                 for (k, v) in key_values(key, spec)? {
                     if !ok(k) || k.starts_with('-') || !ok(v) {
-                        return Err(bad(key, s, format!("stress-ng option `{k}={v}` has characters other than letters, digits, - . %")));
+                        return Err(bad(
+                            key,
+                            s,
+                            format!("stress-ng option `{k}={v}` has characters other than letters, digits, - . %"),
+                        ));
                     }
                     options.push((k.to_string(), v.to_string()));
                 }
@@ -204,7 +210,8 @@ impl GuestParams {
                 "ip" => {
                     let (a, p) = v.split_once('/').ok_or_else(|| bad(k, v, "expected ADDRESS/PREFIX"))?;
                     let a: Ipv4Addr = a.parse().map_err(|e| bad(k, v, format!("{e}")))?;
-                    let p: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| bad(k, v, "prefix must be 0..=32"))?;
+                    let p: u8 =
+                        p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| bad(k, v, "prefix must be 0..=32"))?;
                     ip = Some((a, p));
                 }
                 "mac" if is_mac(v) => mac = Some(v.to_ascii_lowercase()),
@@ -248,7 +255,10 @@ mod tests {
     #[test]
     fn commands_are_what_stress_wants() {
         let w: Workload = "stress:vm=3,bytes=128M".parse().unwrap();
-        assert_eq!(w.command().unwrap(), ("stress", vec!["--vm".into(), "3".into(), "--vm-bytes".into(), "128M".into()]));
+        assert_eq!(
+            w.command().unwrap(),
+            ("stress", vec!["--vm".into(), "3".into(), "--vm-bytes".into(), "128M".into()])
+        );
         let w: Workload = "stress-ng:vm=2,vm-bytes=64M".parse().unwrap();
         assert_eq!(w.command().unwrap().1, ["--vm", "2", "--vm-bytes", "64M"]);
         assert!("idle".parse::<Workload>().unwrap().command().is_none());
@@ -256,7 +266,21 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
-        for w in ["", "stress", "stress:vm=0", "stress:vm=x", "stress:vm=1,bytes=lots", "stress:cpu=1", "stress-ng:", "stress-ng:vm=$(reboot)", "stress-ng:--x=1", "memcheck:mb=0", "memcheck:pages=1", "idle:x", "bogus"] {
+        for w in [
+            "",
+            "stress",
+            "stress:vm=0",
+            "stress:vm=x",
+            "stress:vm=1,bytes=lots",
+            "stress:cpu=1",
+            "stress-ng:",
+            "stress-ng:vm=$(reboot)",
+            "stress-ng:--x=1",
+            "memcheck:mb=0",
+            "memcheck:pages=1",
+            "idle:x",
+            "bogus",
+        ] {
             assert!(w.parse::<Workload>().is_err(), "{w:?} should be refused");
         }
         let ok = "migbench.ip=10.0.0.2/24 migbench.mac=02:00:00:00:00:01";

@@ -29,7 +29,13 @@ impl Memcheck {
         let pages = bytes / 4096;
         Memcheck {
             bytes,
-            report: Mutex::new(MemcheckReport { pages, passes: 0, pages_checked: 0, mismatches: 0, first_mismatch: None }),
+            report: Mutex::new(MemcheckReport {
+                pages,
+                passes: 0,
+                pages_checked: 0,
+                mismatches: 0,
+                first_mismatch: None,
+            }),
         }
     }
 

@@ -29,7 +29,8 @@ pub fn start(w: &Workload) -> Running {
             let end2 = end.clone();
             let spawned = std::thread::Builder::new().name("memcheck".into()).spawn(move || m2.run());
             if let Err(e) = spawned {
-                *end2.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("cannot start the memcheck thread: {e}"));
+                *end2.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("cannot start the memcheck thread: {e}"));
             }
             memcheck = Some(m);
         }

@@ -1,0 +1,10 @@
+//! The `qemu` system under test: QEMU with a Linux guest built from Debian
+//! packages.
+//!
+//! - [`image`]: `migbench image build`: kernel, initramfs, agent, manifest.
+//! - [`accel`]: which accelerator (`kvm` or `tcg`) and why.
+//! - [`qmp`]: the typed QMP client (the `qapi` crate).
+//! - [`driver`]: starting source and destination QEMUs, migrating,
+//!   statistics, memory verification, teardown.
+
+pub mod image;
