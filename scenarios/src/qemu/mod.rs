@@ -4,7 +4,12 @@
 //! - [`image`]: `migbench image build`: kernel, initramfs, agent, manifest.
 //! - [`accel`]: which accelerator (`kvm` or `tcg`) and why.
 //! - [`qmp`]: the typed QMP client (the `qapi` crate).
+//! - [`rounds`]: per-round statistics from `query-migrate` polls.
 //! - [`driver`]: starting source and destination QEMUs, migrating,
 //!   statistics, memory verification, teardown.
 
 pub mod image;
+pub mod accel;
+pub mod driver;
+pub mod qmp;
+pub mod rounds;
