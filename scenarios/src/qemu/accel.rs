@@ -68,10 +68,7 @@ pub struct AccelDecision {
 fn loaded_kvm_modules() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/sys/module")
         .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("kvm"))
-                .collect()
+            d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("kvm")).collect()
         })
         .unwrap_or_default();
     v.sort();

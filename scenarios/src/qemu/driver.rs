@@ -255,7 +255,13 @@ impl Drop for QemuSystem {
 impl QemuSystem {
     /// Checks the binary, kernel and initrd, decides the accelerator and
     /// creates the run directory `dir` (removed on drop).
-    pub fn new(cfg: QemuConfig, names: &Names, file_bytes: u64, workload: Workload, dir: &Path) -> Result<QemuSystem, QemuError> {
+    pub fn new(
+        cfg: QemuConfig,
+        names: &Names,
+        file_bytes: u64,
+        workload: Workload,
+        dir: &Path,
+    ) -> Result<QemuSystem, QemuError> {
         let binary = find_binary(&cfg.binary).ok_or_else(|| QemuError::NoBinary(cfg.binary.display().to_string()))?;
         for (what, path) in [("kernel", &cfg.kernel), ("initrd", &cfg.initrd)] {
             if !path.is_file() {
@@ -304,13 +310,14 @@ impl QemuSystem {
         self.dest.as_ref().map(|p| p.child.id())
     }
 
-    /// The console log of the source or destination (for error messages).
-    pub fn console_tail(&self, destination: bool) -> String {
+    /// The last `lines` lines of the console of the source or destination
+    /// (for error messages).
+    pub fn console_tail(&self, destination: bool, lines: usize) -> String {
         let p = if destination { &self.dest } else { &self.source };
         let Some(p) = p else { return String::new() };
         let text = std::fs::read_to_string(&p.console).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().rev().take(8).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     fn args(&self, role: Role, tap: &str, qmp: &Path, console: &Path) -> Vec<String> {
@@ -441,7 +448,7 @@ impl QemuSystem {
         } else {
             Err(QemuError::Guest(format!(
                 "the guest did not answer /health within {limit:?}; its console ends:\n{}",
-                self.console_tail(false)
+                self.console_tail(false, 12)
             )))
         }
     }
@@ -599,7 +606,12 @@ async fn run_migration(
     let _ = dst.qmp.take_events();
     let start = mono_ns();
     src.qmp
-        .execute(qmp::migrate { uri: Some(format!("tcp:127.0.0.1:{port}")), channels: None, detach: None, resume: None })
+        .execute(qmp::migrate {
+            uri: Some(format!("tcp:127.0.0.1:{port}")),
+            channels: None,
+            detach: None,
+            resume: None,
+        })
         .await?;
     let mut polls = Vec::new();
     let mut src_events = Vec::new();
@@ -664,19 +676,36 @@ async fn run_migration(
             src.qmp.execute(qmp::pmemsave { val: 0, size: ram_bytes, filename: sd.display().to_string() }).await?;
             let v1 = mono_ns();
             dst.qmp.execute(qmp::pmemsave { val: 0, size: ram_bytes, filename: dd.display().to_string() }).await?;
-            let bad = compare_dumps(&sd, &dd)?;
+            let (bad, first) = compare_dumps(&sd, &dd)?;
             let _ = std::fs::remove_file(&sd);
             let _ = std::fs::remove_file(&dd);
             let v2 = mono_ns();
             verify_span_ms = ms_between(v0, v2);
-            verify = Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
+            verify =
+                Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
             mismatched = Some(bad);
             if bad > 0 {
                 // A mismatch fails the migration: the source resumes, the
                 // destination (never run) is dropped by the caller.
                 src.qmp.execute(qmp::cont {}).await?;
                 return Ok(QemuMigration {
-                    stats: common_stats(Outcome::Failed, Some(format!("memory verification: {bad} pages differ")), start, &info, &polls, ram_bytes, limit_mbps, &src_events, None, verify, 0.0, &opts.policy),
+                    stats: common_stats(
+                        Outcome::Failed,
+                        Some(format!(
+                            "memory verification: {bad} pages differ, the first at {}",
+                            first.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(" ")
+                        )),
+                        start,
+                        &info,
+                        &polls,
+                        ram_bytes,
+                        limit_mbps,
+                        &src_events,
+                        None,
+                        verify,
+                        0.0,
+                        &opts.policy,
+                    ),
                     qemu: totals(&info, polls.len(), Some(bad), plan),
                 });
             }
@@ -688,11 +717,30 @@ async fn run_migration(
     }
     let reason = match status {
         Outcome::Completed => None,
-        Outcome::Cancelled => Some(if cancelled_by_policy { format!("cancelled after the {timeout_ms} ms timeout") } else { "cancelled".into() }),
-        Outcome::Failed => Some(format!("QEMU: {}", info.error_desc.clone().unwrap_or_else(|| "migration failed".into()))),
+        Outcome::Cancelled => Some(if cancelled_by_policy {
+            format!("cancelled after the {timeout_ms} ms timeout")
+        } else {
+            "cancelled".into()
+        }),
+        Outcome::Failed => {
+            Some(format!("QEMU: {}", info.error_desc.clone().unwrap_or_else(|| "migration failed".into())))
+        }
     };
     Ok(QemuMigration {
-        stats: common_stats(status, reason, start, &info, &polls, ram_bytes, limit_mbps, &src_events, resume_ns, verify, verify_span_ms, &opts.policy),
+        stats: common_stats(
+            status,
+            reason,
+            start,
+            &info,
+            &polls,
+            ram_bytes,
+            limit_mbps,
+            &src_events,
+            resume_ns,
+            verify,
+            verify_span_ms,
+            &opts.policy,
+        ),
         qemu: totals(&info, polls.len(), mismatched, plan),
     })
 }
@@ -734,7 +782,8 @@ fn common_stats(
     MigrationStats {
         outcome,
         reason,
-        stop_reason: (outcome == Outcome::Completed).then(|| "QEMU: the remaining RAM fits the downtime limit at the measured bandwidth".into()),
+        stop_reason: (outcome == Outcome::Completed)
+            .then(|| "QEMU: the remaining RAM fits the downtime limit at the measured bandwidth".into()),
         policy: policy.clone(),
         start_mono_ns: start,
         total_ms: info.total_time.map_or(0.0, |t| t as f64),
@@ -752,21 +801,30 @@ fn common_stats(
     }
 }
 
-/// Pages (4 KiB) that differ between two RAM dumps; a length difference
-/// counts its pages as differing.
-fn compare_dumps(a: &Path, b: &Path) -> Result<u64, QemuError> {
+/// Pages (4 KiB) that differ between two RAM dumps (a length difference
+/// counts its pages as differing), and the guest-physical addresses of the
+/// first few.
+fn compare_dumps(a: &Path, b: &Path) -> Result<(u64, Vec<u64>), QemuError> {
     let mut fa = File::open(a).map_err(io_err(format!("opening {}", a.display())))?;
     let mut fb = File::open(b).map_err(io_err(format!("opening {}", b.display())))?;
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    let mut bad = 0u64;
+    let (mut bad, mut first, mut off) = (0u64, Vec::new(), 0u64);
     loop {
         let na = read_full(&mut fa, &mut ba).map_err(io_err("reading the source dump"))?;
         let nb = read_full(&mut fb, &mut bb).map_err(io_err("reading the destination dump"))?;
         let n = na.min(nb);
-        bad += ba[..n].chunks(4096).zip(bb[..n].chunks(4096)).filter(|(x, y)| x != y).count() as u64;
+        for (i, (x, y)) in ba[..n].chunks(4096).zip(bb[..n].chunks(4096)).enumerate() {
+            if x != y {
+                bad += 1;
+                if first.len() < 8 {
+                    first.push(off + i as u64 * 4096);
+                }
+            }
+        }
         bad += (na.max(nb) - n).div_ceil(4096) as u64;
+        off += n as u64;
         if na == 0 || nb == 0 {
-            return Ok(bad);
+            return Ok((bad, first));
         }
     }
 }
@@ -809,13 +867,13 @@ mod tests {
         let mut x = vec![7u8; 5 * 4096];
         std::fs::write(&a, &x).unwrap();
         std::fs::write(&b, &x).unwrap();
-        assert_eq!(compare_dumps(&a, &b).unwrap(), 0);
+        assert_eq!(compare_dumps(&a, &b).unwrap(), (0, vec![]));
         x[4096 * 3 + 17] = 0;
         x[10] = 1;
         std::fs::write(&b, &x).unwrap();
-        assert_eq!(compare_dumps(&a, &b).unwrap(), 2);
+        assert_eq!(compare_dumps(&a, &b).unwrap(), (2, vec![0, 3 * 4096]));
         std::fs::write(&b, &x[..4096 * 4]).unwrap();
-        assert_eq!(compare_dumps(&a, &b).unwrap(), 3, "2 changed pages + 1 missing");
+        assert_eq!(compare_dumps(&a, &b).unwrap().0, 3, "2 changed pages + 1 missing");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

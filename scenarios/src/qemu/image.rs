@@ -519,9 +519,12 @@ fn module_depends(path: &Path) -> Result<Vec<String>, ImageError> {
         .collect())
 }
 
+/// A kernel module: its name and file.
+type Module = (String, PathBuf);
+
 /// The modules to load, dependencies first, and the wanted ones that are
 /// built into the kernel.
-fn resolve_modules(moddir: &Path) -> Result<(Vec<(String, PathBuf)>, Vec<String>), ImageError> {
+fn resolve_modules(moddir: &Path) -> Result<(Vec<Module>, Vec<String>), ImageError> {
     let builtin_txt = std::fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
     let builtin: BTreeSet<String> =
         builtin_txt.lines().filter_map(|l| l.rsplit('/').next()?.strip_suffix(".ko")).map(mod_name).collect();

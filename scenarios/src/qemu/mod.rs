@@ -8,8 +8,8 @@
 //! - [`driver`]: starting source and destination QEMUs, migrating,
 //!   statistics, memory verification, teardown.
 
-pub mod image;
 pub mod accel;
 pub mod driver;
+pub mod image;
 pub mod qmp;
 pub mod rounds;
