@@ -249,3 +249,53 @@ fn killing_the_destination_during_precopy_leaves_the_source_serving() {
     served_file::fill(&mut want, 0);
     assert!(body == want, "the source serves the wrong content");
 }
+
+/// The figures for the report: idle and loaded (`stress --vm 3 --vm-bytes
+/// 128M`, max-bandwidth 10 GB/s), three of each without `--verify`, under
+/// the probe; prints each run and the medians. Slow, so not part of CI:
+/// `cargo test --release --test qemu -- --ignored qemu_figures --nocapture`.
+#[test]
+#[ignore = "a measurement (about 2 minutes), not a check"]
+fn qemu_figures() {
+    let _g = lock();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    for (name, workload, bw) in [("idle", "idle", None), ("loaded", "stress:vm=3,bytes=128M", Some(80_000.0))] {
+        let mut rows: Vec<[f64; 8]> = Vec::new();
+        for _ in 0..3 {
+            let Some(mut r) = rig("qemu_figures", workload, false) else { return };
+            let p = probe(&r.topo);
+            std::thread::sleep(Duration::from_millis(2000));
+            let m =
+                r.sys.migrate(&QemuMigrateOptions { policy: policy(bw), auto_converge: false, verify: false }).unwrap();
+            std::thread::sleep(Duration::from_millis(2000));
+            let res = p.stop_and_join().unwrap();
+            assert_eq!(m.stats.outcome, Outcome::Completed, "{:?}", m.stats.reason);
+            assert_eq!((res.summary.corruptions, res.summary.reconnects), (0, 0));
+            let s = &m.stats;
+            let t0 = res.probe_time_ns(s.start_mono_ns).unwrap_or(0);
+            let t1 =
+                res.probe_time_ns(s.start_mono_ns + (s.resumed_at_ms.unwrap_or(s.total_ms) * 1e6) as u64).unwrap_or(t0);
+            let ph = res.phase_rates(t0, t1);
+            let row = [
+                r.boot_to_http.as_secs_f64() * 1e3,
+                m.qemu.total_time_ms.unwrap_or(-1) as f64,
+                m.qemu.downtime_ms.unwrap_or(-1) as f64,
+                m.qemu.setup_time_ms.unwrap_or(-1) as f64,
+                res.app_downtime().map_or(0.0, |g| g.duration_ms()),
+                ph.before.mean_mbps,
+                ph.during.mean_mbps,
+                ph.after.mean_mbps,
+            ];
+            eprintln!("{name}: boot {:.0} ms, total {:.0} ms, downtime {:.0} ms, setup {:.0} ms, STOP→RESUME {:?} ms, gap {:.1} ms, Mbit/s before/during/after {:.0}/{:.0}/{:.0}, rounds {}", row[0], row[1], row[2], row[3], s.downtime_ms, row[4], row[5], row[6], row[7], s.rounds.len());
+            rows.push(row);
+        }
+        let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
+        eprintln!(
+            "MEDIAN {name}: boot {:.0} ms, total {:.0} ms, downtime {:.0} ms, setup {:.0} ms, gap {:.1} ms, Mbit/s before/during/after {:.0}/{:.0}/{:.0}",
+            col(0), col(1), col(2), col(3), col(4), col(5), col(6), col(7)
+        );
+    }
+}
