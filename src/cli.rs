@@ -38,6 +38,8 @@ pub enum Command {
     /// Regenerate report.md, report.html and the charts of a results folder from its raw JSON
     /// (runs nothing); with --baseline, also the regression view against another folder.
     Report(ReportArgs),
+    /// The Linux guest image of the `qemu` system: build it from Debian packages, or show the cached one.
+    Image(crate::image_cmd::ImageArgs),
 }
 
 pub use scenarios::scenario::parse_duration;

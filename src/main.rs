@@ -3,6 +3,7 @@
 
 mod bench_cmd;
 mod cli;
+mod image_cmd;
 mod migrate_cmd;
 mod net_cmd;
 mod probe_cmd;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         cli::Command::Check(a) => scenario_cmd::check(a),
         cli::Command::TlsInit(a) => tls_cmd::init(a),
         cli::Command::Report(a) => report_cmd::run(a),
+        cli::Command::Image(a) => image_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -14,6 +14,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", guest.join(p).display());
     }
     println!("cargo:rerun-if-changed={}", manifest.join("../bench-suites/src").display());
+    println!("cargo:rerun-if-changed={}", manifest.join("../served-file/src").display());
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = out.join("guest-target");

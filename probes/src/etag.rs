@@ -11,9 +11,13 @@
 //! The probe hashes the body incrementally as chunks arrive with [`Fnv1a64`]
 //! and compares with [`etag_matches`], which accepts a weak `W/` prefix and
 //! upper-case hex.
+//!
+//! The hash itself lives in the `served-file` crate, with the served content,
+//! so that every guest and the probe share one implementation.
 
-/// The running FNV-1a 64 hash of a body: the state of the `fnv` crate's
-/// hasher, kept as a plain value so that it can be copied and compared.
+pub use served_file::{FNV64_OFFSET, FNV64_PRIME};
+
+/// Incremental FNV-1a 64-bit hasher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fnv1a64(u64);
 
@@ -24,26 +28,24 @@ impl Default for Fnv1a64 {
 }
 
 impl Fnv1a64 {
-    /// A fresh hash.
+    /// A hasher in its initial state.
     pub fn new() -> Self {
-        Fnv1a64(std::hash::Hasher::finish(&fnv::FnvHasher::default()))
+        Fnv1a64(FNV64_OFFSET)
     }
 
-    /// Adds `bytes`.
+    /// Feed more bytes.
     pub fn update(&mut self, bytes: &[u8]) {
-        let mut h = fnv::FnvHasher::with_key(self.0);
-        std::hash::Hasher::write(&mut h, bytes);
-        self.0 = std::hash::Hasher::finish(&h);
+        self.0 = served_file::fnv1a(self.0, bytes);
     }
 
-    /// The hash so far.
+    /// The hash of everything fed so far.
     pub fn finish(&self) -> u64 {
         self.0
     }
 
-    /// The hash so far as an ETag value.
+    /// The ETag for everything fed so far (see [`etag_of`]).
     pub fn etag(&self) -> String {
-        format_etag(self.finish())
+        format_etag(self.0)
     }
 }
 
@@ -54,6 +56,7 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// Render a hash as a strong ETag: `"` + 16 lowercase hex digits + `"`.
 pub fn format_etag(hash: u64) -> String {
     format!("\"{hash:016x}\"")
 }

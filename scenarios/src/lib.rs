@@ -11,6 +11,7 @@
 pub mod error;
 pub mod netns;
 pub mod process;
+pub mod qemu;
 pub mod runner;
 pub mod scenario;
 pub mod system;

@@ -6,8 +6,5 @@ pub const ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/migbench-guest.
 /// A short fingerprint of the image (FNV-1a 64), so a migration destination
 /// can refuse a source running a different guest.
 pub fn fingerprint() -> u64 {
-    use std::hash::Hasher;
-    let mut h = fnv::FnvHasher::default();
-    h.write(ELF);
-    h.finish()
+    served_file::fnv1a64(ELF)
 }

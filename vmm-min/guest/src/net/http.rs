@@ -17,7 +17,6 @@
 //!   aborted too, so a client trickling a byte at a time (slowloris) cannot
 //!   either.
 
-use core::hash::Hasher;
 use alloc::vec::Vec;
 use core::fmt::Write;
 use smoltcp::iface::{SocketHandle, SocketSet};
@@ -36,57 +35,7 @@ pub const IDLE_TIMEOUT_MS: u64 = 30_000;
 pub const HEAD_TIMEOUT_MS: u64 = 10_000;
 const HEALTH_BODY: &[u8] = b"ok\n";
 
-/// FNV-1a 64 of `bytes` (the `fnv` crate's hasher).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h = fnv::FnvHasher::default();
-    h.write(bytes);
-    h.finish()
-}
-
-/// Word `w` of the served file: splitmix64 of the word index.
-fn content_word(w: u64) -> u64 {
-    let mut z = w.wrapping_add(0x9E37_79B9_7F4A_7C15).wrapping_mul(0x6d69_6762_656e_6368 | 1);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Fills `buf` with the file's bytes starting at offset `off`.
-pub fn fill(buf: &mut [u8], off: u64) {
-    let mut i = 0;
-    let mut pos = off;
-    // Unaligned head.
-    while i < buf.len() && !pos.is_multiple_of(8) {
-        buf[i] = content_word(pos / 8).to_le_bytes()[(pos % 8) as usize];
-        i += 1;
-        pos += 1;
-    }
-    let mut chunks = buf[i..].chunks_exact_mut(8);
-    for c in &mut chunks {
-        c.copy_from_slice(&content_word(pos / 8).to_le_bytes());
-        pos += 8;
-    }
-    let rest = chunks.into_remainder();
-    if !rest.is_empty() {
-        let w = content_word(pos / 8).to_le_bytes();
-        let n = rest.len();
-        rest.copy_from_slice(&w[..n]);
-    }
-}
-
-/// The hash of the whole file of `len` bytes.
-pub fn file_hash(len: u64) -> u64 {
-    let mut h = fnv::FnvHasher::default();
-    let mut buf = [0u8; 4096];
-    let mut off = 0u64;
-    while off < len {
-        let n = (len - off).min(buf.len() as u64) as usize;
-        fill(&mut buf[..n], off);
-        h.write(&buf[..n]);
-        off += n as u64;
-    }
-    h.finish()
-}
+use served_file::{file_hash, fill, fnv1a64 as fnv1a};
 
 /// A fixed buffer that `write!` appends to (truncating when full).
 struct Head {

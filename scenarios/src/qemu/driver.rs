@@ -1,0 +1,889 @@
+//! Starting, migrating and ending QEMU processes.
+//!
+//! - **Processes:** each QEMU is a child started by its own pid: it enters
+//!   the run's lan namespace (`setns` between fork and exec, so its TAP opens
+//!   there and `-incoming tcp:127.0.0.1:PORT` is that namespace's loopback),
+//!   gets `PR_SET_PDEATHSIG(SIGKILL)` so it dies with the runner, and is
+//!   killed by that pid and reaped on drop. Nothing is found by name.
+//! - **Guest:** `-kernel`/`-initrd` of the image, the [`GuestParams`] on the
+//!   kernel command line, a virtio-net NIC on the run's TAP with the run's
+//!   MAC (no option ROM: the guest boots from `-kernel`), the console on a
+//!   file in the run directory.
+//! - **Migration** ([`QemuSystem::migrate`]): capabilities and parameters
+//!   from the policy, `migrate` to the destination, `query-migrate` every
+//!   [`POLL`] with each reply's monotonic receipt time (rounds in
+//!   [`super::rounds`]), QEMU's `total-time`, `downtime` and `setup-time`,
+//!   and the STOP (source) and RESUME (destination) events as they arrive.
+//! - **`--verify`:** the destination was started with `-S`; once the
+//!   migration completed, both paused sides `pmemsave` all of RAM and the
+//!   dumps are compared page by page; only then is the destination `cont`ed.
+//!   The time spent is reported apart and taken out of the downtime.
+//! - **Failure:** a migration that fails or is cancelled leaves the source
+//!   running (QEMU restarts it; the driver `cont`s it if QEMU did not) and
+//!   the destination is killed, so exactly one copy runs.
+
+use super::accel::{self, AccelChoice, AccelDecision};
+use super::qmp::{Qmp, QmpError, TimedEvent};
+use super::rounds::{self, RamSample};
+use crate::netns::Names;
+use linux_guest::params::{GuestParams, Workload};
+use qapi::qmp;
+use results::clock::{mono_ns, ms_between};
+use results::{MigrationStats, Outcome, VerifyStats};
+use results::{OnTimeout, Policy};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How often `query-migrate` is polled.
+pub const POLL: Duration = Duration::from_millis(50);
+/// How long QEMU may take to create its QMP socket.
+const QMP_WAIT: Duration = Duration::from_secs(10);
+
+/// A failure of the QEMU system.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    /// The QEMU binary is not there.
+    #[error("{0} not found: apt-get install qemu-system-x86 (or pass the binary's path)")]
+    NoBinary(String),
+    /// A kernel or initrd is missing.
+    #[error("{what} {path} does not exist (run `migbench image build`, or pass --kernel and --initrd)")]
+    NoFile {
+        /// Kernel or initrd.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// Starting or watching a process failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A QMP command failed.
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    /// The policy has no QEMU counterpart.
+    #[error("{0}")]
+    NotApplicable(String),
+    /// The call came in the wrong state (no source, no destination, …).
+    #[error("{0}")]
+    State(String),
+    /// The guest did not come up.
+    #[error("{0}")]
+    Guest(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> QemuError {
+    let what = what.into();
+    move |source| QemuError::Io { what, source }
+}
+
+/// How to run QEMU (the scenario file's `[qemu]` table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuConfig {
+    /// The binary.
+    pub binary: PathBuf,
+    /// `-machine`.
+    pub machine: String,
+    /// `-accel`.
+    pub accel: AccelChoice,
+    /// Guest RAM, MiB.
+    pub memory_mib: u32,
+    /// vCPUs.
+    pub smp: u32,
+    /// The guest kernel.
+    pub kernel: PathBuf,
+    /// The guest initramfs (with the agent as init).
+    pub initrd: PathBuf,
+    /// Extra arguments, appended to both QEMUs.
+    pub extra_args: Vec<String>,
+}
+
+impl QemuConfig {
+    /// Defaults (512 MiB, 1 vCPU, `pc`, `auto`) for the given kernel and initrd.
+    pub fn new(kernel: PathBuf, initrd: PathBuf) -> QemuConfig {
+        QemuConfig {
+            binary: "qemu-system-x86_64".into(),
+            machine: "pc".into(),
+            accel: AccelChoice::Auto,
+            memory_mib: 512,
+            smp: 1,
+            kernel,
+            initrd,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// The binary's path if it can be run: a path, or a name on `PATH`.
+pub fn find_binary(b: &Path) -> Option<PathBuf> {
+    if b.components().count() > 1 {
+        return b.is_file().then(|| b.to_path_buf());
+    }
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(b)).find(|p| p.is_file())
+}
+
+/// Which side a QEMU plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Source,
+    Destination,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Source => "source",
+            Role::Destination => "destination",
+        }
+    }
+}
+
+/// One QEMU child and its QMP connection.
+struct QemuProcess {
+    role: Role,
+    child: Child,
+    qmp: Qmp,
+    launched_ns: u64,
+    console: PathBuf,
+}
+
+impl QemuProcess {
+    fn kill(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill() on our own child's pid; it is not reaped yet
+            // (try_wait above saw it running), so the pid is still ours.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for QemuProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// How a QEMU migration is asked to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QemuMigrateOptions {
+    /// The policy (`downtime` only; `xen` is n/a for QEMU).
+    pub policy: Policy,
+    /// `auto-converge` (`--throttle`).
+    pub auto_converge: bool,
+    /// Compare both sides' RAM before the destination runs.
+    pub verify: bool,
+}
+
+/// What [`run_migration`] needs besides the two processes.
+struct MigrationPlan<'a> {
+    dir: &'a Path,
+    port: u16,
+    ram_bytes: u64,
+    accel: AccelDecision,
+    downtime_ms: f64,
+    timeout_ms: f64,
+    on_timeout: OnTimeout,
+    bw_mbps: Option<f64>,
+    opts: &'a QemuMigrateOptions,
+}
+
+/// QEMU's own figures for a migration, next to the common statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QemuTotals {
+    /// `total-time`, ms.
+    pub total_time_ms: Option<i64>,
+    /// `downtime` as QEMU measured it on the source, ms.
+    pub downtime_ms: Option<i64>,
+    /// `setup-time`, ms.
+    pub setup_time_ms: Option<i64>,
+    /// `query-migrate` polls made.
+    pub polls: usize,
+    /// QEMU's error, for a failed migration.
+    pub error: Option<String>,
+    /// The accelerator both sides ran with, and why.
+    pub accel: AccelDecision,
+    /// Pages whose content differed between source and destination
+    /// (`--verify`).
+    pub verify_mismatched_pages: Option<u64>,
+}
+
+/// A migration's results: the common model, and QEMU's totals.
+#[derive(Debug, Clone)]
+pub struct QemuMigration {
+    /// In the common results model.
+    pub stats: MigrationStats,
+    /// QEMU's own numbers.
+    pub qemu: QemuTotals,
+}
+
+/// The `qemu` system under test for one run: the network names, the guest,
+/// and up to two QEMUs.
+pub struct QemuSystem {
+    rt: tokio::runtime::Runtime,
+    cfg: QemuConfig,
+    binary: PathBuf,
+    accel: AccelDecision,
+    names: Names,
+    params: GuestParams,
+    dir: PathBuf,
+    source: Option<QemuProcess>,
+    dest: Option<QemuProcess>,
+    incoming_port: Option<u16>,
+}
+
+impl Drop for QemuSystem {
+    fn drop(&mut self) {
+        // Processes first (they hold files in the directory).
+        self.dest = None;
+        self.source = None;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl QemuSystem {
+    /// Checks the binary, kernel and initrd, decides the accelerator and
+    /// creates the run directory `dir` (removed on drop).
+    pub fn new(
+        cfg: QemuConfig,
+        names: &Names,
+        file_bytes: u64,
+        workload: Workload,
+        dir: &Path,
+    ) -> Result<QemuSystem, QemuError> {
+        let binary = find_binary(&cfg.binary).ok_or_else(|| QemuError::NoBinary(cfg.binary.display().to_string()))?;
+        for (what, path) in [("kernel", &cfg.kernel), ("initrd", &cfg.initrd)] {
+            if !path.is_file() {
+                return Err(QemuError::NoFile { what, path: path.clone() });
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(io_err("starting the QMP runtime"))?;
+        let params = GuestParams {
+            ip: names.guest_ip,
+            prefix: names.prefix,
+            mac: names.guest_mac.clone(),
+            file_bytes,
+            workload,
+        };
+        Ok(QemuSystem {
+            rt,
+            accel: accel::decide(cfg.accel),
+            cfg,
+            binary,
+            names: names.clone(),
+            params,
+            dir: dir.to_path_buf(),
+            source: None,
+            dest: None,
+            incoming_port: None,
+        })
+    }
+
+    /// The accelerator and why.
+    pub fn accel(&self) -> &AccelDecision {
+        &self.accel
+    }
+
+    /// The source QEMU's pid, if it runs.
+    pub fn source_pid(&self) -> Option<u32> {
+        self.source.as_ref().map(|p| p.child.id())
+    }
+
+    /// The destination QEMU's pid, if it runs.
+    pub fn destination_pid(&self) -> Option<u32> {
+        self.dest.as_ref().map(|p| p.child.id())
+    }
+
+    /// The last `lines` lines of the console of the source or destination
+    /// (for error messages).
+    pub fn console_tail(&self, destination: bool, lines: usize) -> String {
+        let p = if destination { &self.dest } else { &self.source };
+        let Some(p) = p else { return String::new() };
+        let text = std::fs::read_to_string(&p.console).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    fn args(&self, role: Role, tap: &str, qmp: &Path, console: &Path) -> Vec<String> {
+        let c = &self.cfg;
+        let mut a: Vec<String> = vec![
+            "-name".into(),
+            format!("migbench-{}-{}", self.names.run_id, role.name()),
+            "-machine".into(),
+            c.machine.clone(),
+            "-accel".into(),
+            self.accel.accel.to_string(),
+            "-m".into(),
+            format!("{}M", c.memory_mib),
+            "-smp".into(),
+            c.smp.to_string(),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-display".into(),
+            "none".into(),
+            "-no-reboot".into(),
+            "-serial".into(),
+            format!("file:{}", console.display()),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", qmp.display()),
+            "-kernel".into(),
+            c.kernel.display().to_string(),
+            "-initrd".into(),
+            c.initrd.display().to_string(),
+            "-append".into(),
+            format!("console=ttyS0 panic=-1 quiet {}", self.params.to_cmdline()),
+            "-netdev".into(),
+            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=n0,mac={},romfile=", self.names.guest_mac),
+        ];
+        a.extend(c.extra_args.iter().cloned());
+        a
+    }
+
+    fn spawn(&self, role: Role, extra: &[String]) -> Result<QemuProcess, QemuError> {
+        let tag = role.name();
+        let qmp_path = self.dir.join(format!("{tag}.qmp"));
+        let console = self.dir.join(format!("{tag}.console"));
+        let _ = std::fs::remove_file(&qmp_path);
+        let tap = match role {
+            Role::Source => &self.names.tap_src,
+            Role::Destination => &self.names.tap_dst,
+        };
+        let mut args = self.args(role, tap, &qmp_path, &console);
+        args.extend(extra.iter().cloned());
+        let ns = File::open(Path::new("/var/run/netns").join(&self.names.lan_ns))
+            .map_err(io_err(format!("opening network namespace {}", self.names.lan_ns)))?;
+        let ns_fd = ns.as_raw_fd();
+        let stderr = File::create(self.dir.join(format!("{tag}.stderr"))).map_err(io_err("creating the QEMU log"))?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        // SAFETY: runs in the child between fork and exec; setns and prctl
+        // are async-signal-safe and `ns_fd` stays open in the parent until
+        // spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let launched_ns = mono_ns();
+        let child = cmd.spawn().map_err(io_err(format!("starting the {tag} QEMU ({})", self.binary.display())))?;
+        drop(ns);
+        let mut proc_ = QemuProcessPending { child: Some(child) };
+        let qmp = self.rt.block_on(Qmp::connect(&qmp_path, QMP_WAIT)).map_err(|e| {
+            let log = std::fs::read_to_string(self.dir.join(format!("{tag}.stderr"))).unwrap_or_default();
+            QemuError::Guest(format!("the {tag} QEMU did not open QMP: {e}; its stderr: {}", log.trim()))
+        })?;
+        let child = proc_.child.take().ok_or_else(|| QemuError::State("child vanished".into()))?;
+        Ok(QemuProcess { role, child, qmp, launched_ns, console })
+    }
+
+    /// Starts the source QEMU with the guest and its workload.
+    pub fn start_source(&mut self) -> Result<(), QemuError> {
+        if self.source.is_some() {
+            return Err(QemuError::State("the source QEMU already runs".into()));
+        }
+        self.source = Some(self.spawn(Role::Source, &[])?);
+        Ok(())
+    }
+
+    /// Starts the destination QEMU waiting on the lan namespace's loopback;
+    /// `paused` adds `-S` (needed for verification).
+    pub fn start_destination(&mut self, paused: bool) -> Result<(), QemuError> {
+        if self.dest.is_some() {
+            return Err(QemuError::State("the destination QEMU already runs".into()));
+        }
+        let port = crate::netns::run_in_netns(&self.names.lan_ns, || {
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port())
+        })
+        .map_err(|e| QemuError::State(format!("entering the lan namespace: {e}")))?
+        .map_err(io_err("choosing a port for -incoming"))?;
+        let mut extra = vec!["-incoming".to_string(), format!("tcp:127.0.0.1:{port}")];
+        if paused {
+            extra.push("-S".into());
+        }
+        self.dest = Some(self.spawn(Role::Destination, &extra)?);
+        self.incoming_port = Some(port);
+        Ok(())
+    }
+
+    /// Waits until the guest answers `GET /health` from the probe namespace;
+    /// returns the time from the source QEMU's launch.
+    pub fn wait_http_ready(&self, limit: Duration) -> Result<Duration, QemuError> {
+        let launched = self.source.as_ref().ok_or_else(|| QemuError::State("no source QEMU".into()))?.launched_ns;
+        let addr = std::net::SocketAddr::from((self.names.guest_ip, linux_guest::api::PORT));
+        let t = Instant::now();
+        let ok = crate::netns::run_in_netns(&self.names.probe_ns, || {
+            while t.elapsed() < limit {
+                if let Ok(200) = http_get(addr, linux_guest::api::HEALTH_PATH).map(|(c, _)| c) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        })
+        .map_err(|e| QemuError::State(format!("entering the probe namespace: {e}")))?;
+        if ok {
+            Ok(Duration::from_nanos(mono_ns().saturating_sub(launched)))
+        } else {
+            Err(QemuError::Guest(format!(
+                "the guest did not answer /health within {limit:?}; its console ends:\n{}",
+                self.console_tail(false, 12)
+            )))
+        }
+    }
+
+    /// GETs `path` from the guest, from the probe namespace: status and body.
+    pub fn guest_get(&self, path: &str) -> Result<(u16, Vec<u8>), QemuError> {
+        let addr = std::net::SocketAddr::from((self.names.guest_ip, linux_guest::api::PORT));
+        crate::netns::run_in_netns(&self.names.probe_ns, || http_get(addr, path))
+            .map_err(|e| QemuError::State(format!("entering the probe namespace: {e}")))?
+            .map_err(io_err(format!("GET {path} from the guest")))
+    }
+
+    /// The guest's memcheck report (workload `memcheck`).
+    pub fn memcheck(&self) -> Result<linux_guest::api::MemcheckReport, QemuError> {
+        let (code, body) = self.guest_get(linux_guest::api::MEMCHECK_PATH)?;
+        if code != 200 {
+            return Err(QemuError::Guest(format!("GET /memcheck answered {code}")));
+        }
+        serde_json::from_slice(&body).map_err(|e| QemuError::Guest(format!("GET /memcheck: {e}")))
+    }
+
+    /// `query-status` of the source or destination: whether it runs and its run state.
+    pub fn status(&self, destination: bool) -> Result<(bool, String), QemuError> {
+        let p = if destination { &self.dest } else { &self.source };
+        let p = p.as_ref().ok_or_else(|| QemuError::State("that QEMU is not running".into()))?;
+        let s = self.rt.block_on(p.qmp.execute(qmp::query_status {}))?;
+        Ok((s.running, format!("{:?}", s.status)))
+    }
+
+    /// Kills the destination QEMU (fault injection and cleanup).
+    pub fn kill_destination(&mut self) {
+        self.dest = None;
+    }
+
+    /// Migrates the source to the destination.
+    pub fn migrate(&mut self, opts: &QemuMigrateOptions) -> Result<QemuMigration, QemuError> {
+        let (downtime_ms, timeout_ms, on_timeout, bw_mbps) = match &opts.policy {
+            Policy::Downtime { downtime_ms, timeout_ms, on_timeout, max_bandwidth_mbps } => {
+                (*downtime_ms, *timeout_ms, *on_timeout, *max_bandwidth_mbps)
+            }
+            Policy::Xen { .. } => {
+                return Err(QemuError::NotApplicable(
+                    "policy xen is n/a for QEMU: QEMU has no Xen-style dynamic rate limiting (its rate is a fixed max-bandwidth); use the downtime policy".into(),
+                ))
+            }
+        };
+        let port = self.incoming_port.ok_or_else(|| QemuError::State("start the destination first".into()))?;
+        let ram_bytes = u64::from(self.cfg.memory_mib) << 20;
+        let mut src = self.source.take().ok_or_else(|| QemuError::State("no source QEMU".into()))?;
+        let mut dst = self.dest.take().ok_or_else(|| QemuError::State("no destination QEMU".into()))?;
+        let plan = MigrationPlan {
+            dir: &self.dir,
+            port,
+            ram_bytes,
+            accel: self.accel.clone(),
+            downtime_ms,
+            timeout_ms,
+            on_timeout,
+            bw_mbps,
+            opts,
+        };
+        let res = self.rt.block_on(run_migration(&mut src, &mut dst, &plan));
+        let out = match res {
+            Ok(m) => m,
+            Err(e) => {
+                // Keep exactly one copy: the source, running.
+                self.rt.block_on(ensure_running(&src));
+                drop(dst);
+                self.source = Some(src);
+                return Err(e);
+            }
+        };
+        if out.stats.outcome == Outcome::Completed {
+            // The destination runs the guest now; the source's copy is stale.
+            drop(src);
+            self.source = Some(dst);
+        } else {
+            self.rt.block_on(ensure_running(&src));
+            drop(dst);
+            self.source = Some(src);
+        }
+        self.incoming_port = None;
+        Ok(out)
+    }
+}
+
+/// Holds a child until QMP is up, so an early return kills it.
+struct QemuProcessPending {
+    child: Option<Child>,
+}
+
+impl Drop for QemuProcessPending {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `cont` the source if a failed migration left it paused.
+async fn ensure_running(src: &QemuProcess) {
+    if let Ok(s) = src.qmp.execute(qmp::query_status {}).await {
+        if !s.running {
+            let _ = src.qmp.execute(qmp::cont {}).await;
+        }
+    }
+}
+
+fn ram_sample(t: u64, info: &qmp::MigrationInfo) -> Option<RamSample> {
+    let r = info.ram.as_ref()?;
+    Some(RamSample {
+        mono_ns: t,
+        active: matches!(info.status, Some(qmp::MigrationStatus::active)),
+        dirty_sync_count: r.dirty_sync_count,
+        transferred: r.transferred,
+        remaining: r.remaining,
+        duplicate: r.duplicate,
+        normal: r.normal,
+        dirty_pages_rate: r.dirty_pages_rate,
+        page_size: r.page_size,
+    })
+}
+
+fn event_time(events: &[TimedEvent], want: impl Fn(&qmp::Event) -> bool) -> Option<u64> {
+    events.iter().find(|e| want(&e.event)).map(|e| e.mono_ns)
+}
+
+async fn run_migration(
+    src: &mut QemuProcess,
+    dst: &mut QemuProcess,
+    plan: &MigrationPlan<'_>,
+) -> Result<QemuMigration, QemuError> {
+    let MigrationPlan { dir, port, ram_bytes, downtime_ms, timeout_ms, on_timeout, bw_mbps, opts, .. } = *plan;
+    debug_assert!(src.role == Role::Source && dst.role == Role::Destination);
+    src.qmp
+        .execute(qmp::migrate_set_capabilities {
+            capabilities: vec![qmp::MigrationCapabilityStatus {
+                capability: qmp::MigrationCapability::auto_converge,
+                state: opts.auto_converge,
+            }],
+        })
+        .await?;
+    let max_bandwidth = bw_mbps.map(|m| (m * 1e6 / 8.0) as u64);
+    src.qmp
+        .execute(qmp::migrate_set_parameters(qmp::MigrateSetParameters {
+            downtime_limit: Some(downtime_ms.max(1.0) as u64),
+            max_bandwidth,
+            ..Default::default()
+        }))
+        .await?;
+    // QEMU's own default cap when none is given: 128 MiB/s (7.2 and later).
+    let limit_mbps = bw_mbps.or(Some(128.0 * 1048576.0 * 8.0 / 1e6));
+    let _ = src.qmp.take_events();
+    let _ = dst.qmp.take_events();
+    let start = mono_ns();
+    src.qmp
+        .execute(qmp::migrate {
+            uri: Some(format!("tcp:127.0.0.1:{port}")),
+            channels: None,
+            detach: None,
+            resume: None,
+        })
+        .await?;
+    let mut polls = Vec::new();
+    let mut src_events = Vec::new();
+    let mut forced = false;
+    let mut cancelled_by_policy = false;
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (status, info) = loop {
+        tick.tick().await;
+        let info = src.qmp.execute(qmp::query_migrate {}).await?;
+        let t = mono_ns();
+        src_events.extend(src.qmp.take_events());
+        if let Some(s) = ram_sample(t, &info) {
+            polls.push(s);
+        }
+        match info.status {
+            Some(qmp::MigrationStatus::completed) => break (Outcome::Completed, info),
+            Some(qmp::MigrationStatus::failed) => break (Outcome::Failed, info),
+            Some(qmp::MigrationStatus::cancelled) => break (Outcome::Cancelled, info),
+            _ => {}
+        }
+        if !forced && !cancelled_by_policy && ms_between(start, t) > timeout_ms {
+            match on_timeout {
+                OnTimeout::Cancel => {
+                    src.qmp.execute(qmp::migrate_cancel {}).await?;
+                    cancelled_by_policy = true;
+                }
+                OnTimeout::Force => {
+                    // QEMU cannot be told to switch over now; a downtime
+                    // limit of 2000 s makes the next check switch over.
+                    src.qmp
+                        .execute(qmp::migrate_set_parameters(qmp::MigrateSetParameters {
+                            downtime_limit: Some(2_000_000),
+                            ..Default::default()
+                        }))
+                        .await?;
+                    forced = true;
+                }
+            }
+        }
+    };
+    let mut verify = None;
+    let mut mismatched = None;
+    let mut resume_ns = None;
+    let mut verify_span_ms = 0.0;
+    if status == Outcome::Completed {
+        if opts.verify {
+            // Wait for the destination to finish loading (it stays paused: -S).
+            let t_v = Instant::now();
+            loop {
+                let s = dst.qmp.execute(qmp::query_status {}).await?;
+                if !matches!(s.status, qmp::RunState::inmigrate) {
+                    break;
+                }
+                if t_v.elapsed() > Duration::from_secs(30) {
+                    return Err(QemuError::Guest("the destination did not finish loading within 30 s".into()));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let v0 = mono_ns();
+            let (sd, dd) = (dir.join("source.ram"), dir.join("destination.ram"));
+            src.qmp.execute(qmp::pmemsave { val: 0, size: ram_bytes, filename: sd.display().to_string() }).await?;
+            let v1 = mono_ns();
+            dst.qmp.execute(qmp::pmemsave { val: 0, size: ram_bytes, filename: dd.display().to_string() }).await?;
+            let (bad, first) = compare_dumps(&sd, &dd)?;
+            let _ = std::fs::remove_file(&sd);
+            let _ = std::fs::remove_file(&dd);
+            let v2 = mono_ns();
+            verify_span_ms = ms_between(v0, v2);
+            verify =
+                Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
+            mismatched = Some(bad);
+            if bad > 0 {
+                // A mismatch fails the migration: the source resumes, the
+                // destination (never run) is dropped by the caller.
+                src.qmp.execute(qmp::cont {}).await?;
+                return Ok(QemuMigration {
+                    stats: common_stats(
+                        Outcome::Failed,
+                        Some(format!(
+                            "memory verification: {bad} pages differ, the first at {}",
+                            first.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(" ")
+                        )),
+                        start,
+                        &info,
+                        &polls,
+                        ram_bytes,
+                        limit_mbps,
+                        &src_events,
+                        None,
+                        verify,
+                        0.0,
+                        &opts.policy,
+                    ),
+                    qemu: totals(&info, polls.len(), Some(bad), plan),
+                });
+            }
+            dst.qmp.execute(qmp::cont {}).await?;
+        }
+        let (ev, _) = dst.qmp.wait_event(Duration::from_secs(30), |e| matches!(e, qmp::Event::RESUME { .. })).await;
+        resume_ns = ev.map(|e| e.mono_ns);
+        src_events.extend(src.qmp.take_events());
+    }
+    let reason = match status {
+        Outcome::Completed => None,
+        Outcome::Cancelled => Some(if cancelled_by_policy {
+            format!("cancelled after the {timeout_ms} ms timeout")
+        } else {
+            "cancelled".into()
+        }),
+        // QEMU's own migration has no commitment phase of ours: it never
+        // reports an indeterminate outcome.
+        Outcome::Failed | Outcome::Indeterminate => {
+            Some(format!("QEMU: {}", info.error_desc.clone().unwrap_or_else(|| "migration failed".into())))
+        }
+    };
+    Ok(QemuMigration {
+        stats: common_stats(
+            status,
+            reason,
+            start,
+            &info,
+            &polls,
+            ram_bytes,
+            limit_mbps,
+            &src_events,
+            resume_ns,
+            verify,
+            verify_span_ms,
+            &opts.policy,
+        ),
+        qemu: totals(&info, polls.len(), mismatched, plan),
+    })
+}
+
+fn totals(info: &qmp::MigrationInfo, polls: usize, mismatched: Option<u64>, plan: &MigrationPlan<'_>) -> QemuTotals {
+    QemuTotals {
+        total_time_ms: info.total_time,
+        downtime_ms: info.downtime,
+        setup_time_ms: info.setup_time,
+        polls,
+        error: info.error_desc.clone(),
+        accel: plan.accel.clone(),
+        verify_mismatched_pages: mismatched,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn common_stats(
+    outcome: Outcome,
+    reason: Option<String>,
+    start: u64,
+    info: &qmp::MigrationInfo,
+    polls: &[RamSample],
+    ram_bytes: u64,
+    limit_mbps: Option<f64>,
+    src_events: &[TimedEvent],
+    resume_ns: Option<u64>,
+    verify: Option<VerifyStats>,
+    verify_span_ms: f64,
+    policy: &Policy,
+) -> MigrationStats {
+    let stop_ns = event_time(src_events, |e| matches!(e, qmp::Event::STOP { .. }));
+    let ram = info.ram.as_ref();
+    let last_active = polls.iter().rev().find(|p| p.active);
+    let paused_total = match (stop_ns, resume_ns) {
+        (Some(a), Some(b)) => Some(ms_between(a, b)),
+        _ => None,
+    };
+    MigrationStats {
+        outcome,
+        reason,
+        stop_reason: (outcome == Outcome::Completed)
+            .then(|| "QEMU: the remaining RAM fits the downtime limit at the measured bandwidth".into()),
+        policy: policy.clone(),
+        start_mono_ns: start,
+        total_ms: info.total_time.map_or(0.0, |t| t as f64),
+        ram_bytes,
+        transferred_bytes: ram.map_or(0, |r| r.transferred.max(0) as u64),
+        zero_pages: ram.map_or(0, |r| r.duplicate.max(0) as u64),
+        rounds: rounds::derive(start, polls, limit_mbps),
+        final_pages: last_active.map_or(0, |p| p.remaining.max(0) as u64 / p.page_size.max(1) as u64),
+        paused_at_ms: stop_ns.map(|t| ms_between(start, t)),
+        resumed_at_ms: resume_ns.map(|t| ms_between(start, t)),
+        downtime_ms: paused_total.map(|p| (p - verify_span_ms).max(0.0)),
+        downtime_breakdown: None,
+        paused_total_ms: paused_total,
+        verify,
+    }
+}
+
+/// Pages (4 KiB) that differ between two RAM dumps (a length difference
+/// counts its pages as differing), and the guest-physical addresses of the
+/// first few.
+fn compare_dumps(a: &Path, b: &Path) -> Result<(u64, Vec<u64>), QemuError> {
+    let mut fa = File::open(a).map_err(io_err(format!("opening {}", a.display())))?;
+    let mut fb = File::open(b).map_err(io_err(format!("opening {}", b.display())))?;
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let (mut bad, mut first, mut off) = (0u64, Vec::new(), 0u64);
+    loop {
+        let na = read_full(&mut fa, &mut ba).map_err(io_err("reading the source dump"))?;
+        let nb = read_full(&mut fb, &mut bb).map_err(io_err("reading the destination dump"))?;
+        let n = na.min(nb);
+        for (i, (x, y)) in ba[..n].chunks(4096).zip(bb[..n].chunks(4096)).enumerate() {
+            if x != y {
+                bad += 1;
+                if first.len() < 8 {
+                    first.push(off + i as u64 * 4096);
+                }
+            }
+        }
+        bad += (na.max(nb) - n).div_ceil(4096) as u64;
+        off += n as u64;
+        if na == 0 || nb == 0 {
+            return Ok((bad, first));
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// A one-shot HTTP/1.1 GET with `Connection: close`: status and body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", addr.ip())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
+    let status = std::str::from_utf8(&buf[..head_end]).map_err(|_| bad())?;
+    let code = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(bad)?;
+    Ok((code, buf[head_end + 4..].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dumps_are_compared_page_by_page() {
+        let d = std::env::temp_dir().join(format!("mbq-cmp-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let (a, b) = (d.join("a"), d.join("b"));
+        let mut x = vec![7u8; 5 * 4096];
+        std::fs::write(&a, &x).unwrap();
+        std::fs::write(&b, &x).unwrap();
+        assert_eq!(compare_dumps(&a, &b).unwrap(), (0, vec![]));
+        x[4096 * 3 + 17] = 0;
+        x[10] = 1;
+        std::fs::write(&b, &x).unwrap();
+        assert_eq!(compare_dumps(&a, &b).unwrap(), (2, vec![0, 3 * 4096]));
+        std::fs::write(&b, &x[..4096 * 4]).unwrap();
+        assert_eq!(compare_dumps(&a, &b).unwrap().0, 3, "2 changed pages + 1 missing");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_missing_binary_says_how_to_install_it() {
+        let names = Names::for_run("t9").unwrap();
+        let cfg = QemuConfig { binary: "qemu-system-nonexistent".into(), ..QemuConfig::new("/k".into(), "/i".into()) };
+        let e = QemuSystem::new(cfg, &names, 4096, Workload::Idle, Path::new("/tmp/unused")).err().unwrap();
+        assert!(e.to_string().contains("apt-get install qemu-system-x86"), "{e}");
+    }
+}

@@ -1,0 +1,15 @@
+//! The `qemu` system under test: QEMU with a Linux guest built from Debian
+//! packages.
+//!
+//! - [`image`]: `migbench image build`: kernel, initramfs, agent, manifest.
+//! - [`accel`]: which accelerator (`kvm` or `tcg`) and why.
+//! - [`qmp`]: the typed QMP client (the `qapi` crate).
+//! - [`rounds`]: per-round statistics from `query-migrate` polls.
+//! - [`driver`]: starting source and destination QEMUs, migrating,
+//!   statistics, memory verification, teardown.
+
+pub mod accel;
+pub mod driver;
+pub mod image;
+pub mod qmp;
+pub mod rounds;

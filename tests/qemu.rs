@@ -1,0 +1,301 @@
+//! The `qemu` system end to end: `migbench image build`, then real QEMU
+//! processes with the Linux guest on real TAPs in namespaces the test
+//! creates, the real HTTP probe, and memory verification by `pmemsave`.
+//!
+//! The tests share one image (built once) and run one at a time: each boots
+//! TCG guests, and the CI machine has two cores.
+
+mod common;
+
+use results::{OnTimeout, Outcome, Policy};
+use scenarios::netns::{self, Topology};
+use scenarios::qemu::driver::{QemuConfig, QemuMigrateOptions, QemuMigration, QemuSystem};
+use scenarios::qemu::image::Manifest;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+static IMAGE: OnceLock<(std::path::PathBuf, std::path::PathBuf, Manifest)> = OnceLock::new();
+
+/// Builds (or reuses) the image with the real CLI; kernel, initrd, manifest.
+fn image() -> &'static (std::path::PathBuf, std::path::PathBuf, Manifest) {
+    IMAGE.get_or_init(|| {
+        let out = common::run_with_limit(&["image", "build", "--json"], Duration::from_secs(600));
+        assert!(out.status.success(), "image build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let m: Manifest = serde_json::from_slice(&out.stdout).expect("the manifest is JSON");
+        let dir = scenarios::qemu::image::default_cache_dir().unwrap().join(&m.key);
+        (dir.join("vmlinuz"), dir.join("initrd.img"), m)
+    })
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn image_build_records_every_file_with_its_package() {
+    let _g = lock();
+    let (kernel, initrd, m) = image();
+    assert!(kernel.is_file() && initrd.is_file());
+    assert!(m.kernel_release.ends_with("-cloud-amd64"), "{}", m.kernel_release);
+    for module in ["virtio_net", "virtio_pci"] {
+        assert!(
+            m.modules.iter().any(|x| x == module) || m.builtin_modules.iter().any(|x| x == module),
+            "{module} missing"
+        );
+    }
+    let pos = |n: &str| m.modules.iter().position(|x| x == n);
+    if let (Some(a), Some(b)) = (pos("virtio"), pos("virtio_net")) {
+        assert!(a < b, "dependencies load first: {:?}", m.modules);
+    }
+    for (path, pkg) in [
+        ("bin/busybox", "busybox-static"),
+        ("usr/bin/stress", "stress"),
+        ("usr/bin/stress-ng", "stress-ng"),
+        ("lib64/ld-linux-x86-64.so.2", "libc6"),
+        ("lib/x86_64-linux-gnu/libc.so.6", "libc6"),
+        ("bin/migbench-agent", "migbench"),
+        ("init", "migbench"),
+    ] {
+        let f = m.files.iter().find(|f| f.path == path).unwrap_or_else(|| panic!("{path} is not in the image"));
+        assert_eq!(f.package, pkg, "{path}");
+        assert!(f.bytes > 0 && !f.version.is_empty(), "{path}");
+    }
+    for f in &m.files {
+        assert!(
+            f.package == "migbench" || m.packages.iter().any(|p| p.name == f.package && p.version == f.version),
+            "{f:?}"
+        );
+    }
+    // A second build finds the cached image.
+    let t = Instant::now();
+    let out = common::run_with_limit(&["image", "build"], Duration::from_secs(120));
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cached image is current"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("cached image check: {:?}", t.elapsed());
+}
+
+struct Rig {
+    topo: Topology,
+    sys: QemuSystem,
+    boot_to_http: Duration,
+}
+
+fn rig(test: &str, workload: &str, destination_paused: bool) -> Option<Rig> {
+    if !common::root_or_skip(test) {
+        return None;
+    }
+    let (kernel, initrd, _) = image();
+    let id = format!("q{}", &netns::new_run_id()[..5]);
+    let topo = Topology::create(&id, 1500).expect("topology");
+    let dir = common::temp_path(&format!("qemu-{id}"));
+    let cfg = QemuConfig::new(kernel.clone(), initrd.clone());
+    let mut sys = QemuSystem::new(cfg, topo.names(), 1 << 20, workload.parse().unwrap(), &dir).expect("qemu system");
+    eprintln!("{test}: accelerator {}", sys.accel().reason);
+    sys.start_source().expect("source QEMU");
+    let boot_to_http = sys.wait_http_ready(Duration::from_secs(60)).expect("guest HTTP");
+    eprintln!("{test}: boot to first HTTP 200: {boot_to_http:?}");
+    sys.start_destination(destination_paused).expect("destination QEMU");
+    Some(Rig { topo, sys, boot_to_http })
+}
+
+fn probe(topo: &Topology) -> probes::http::ProbeHandle {
+    let mut cfg = probes::http::ProbeConfig::new(format!("http://{}/file", topo.names().guest_ip));
+    cfg.connections = 4;
+    netns::run_in_netns(&topo.names().probe_ns, move || probes::http::spawn(cfg)).unwrap().expect("probe")
+}
+
+fn policy(max_bandwidth_mbps: Option<f64>) -> Policy {
+    Policy::Downtime { downtime_ms: 300.0, timeout_ms: 60_000.0, on_timeout: OnTimeout::Cancel, max_bandwidth_mbps }
+}
+
+/// Migrates under the probe, then checks what every successful migration
+/// must show; returns the migration and the probe's gap, ms.
+fn migrate_checked(r: &mut Rig, test: &str, bw: Option<f64>) -> (QemuMigration, f64) {
+    let p = probe(&r.topo);
+    std::thread::sleep(Duration::from_millis(1500));
+    let opts = QemuMigrateOptions { policy: policy(bw), auto_converge: false, verify: true };
+    let m = r.sys.migrate(&opts).expect("migration");
+    std::thread::sleep(Duration::from_millis(1500));
+    let res = p.stop_and_join().expect("probe result");
+    let s = &m.stats;
+    let q = &m.qemu;
+    let gap = res.app_downtime().map_or(0.0, |g| g.duration_ms());
+    eprintln!(
+        "{test}: outcome {:?} total {:?} ms, QEMU downtime {:?} ms, setup {:?} ms; STOP→RESUME less verify {:?} ms; verify {:?}; rounds {}; probe gap {gap:.1} ms, {} bytes, {} requests, reconnects {}, corruptions {}",
+        s.outcome, q.total_time_ms, q.downtime_ms, q.setup_time_ms, s.downtime_ms, s.verify, s.rounds.len(),
+        res.summary.bytes, res.summary.requests, res.summary.reconnects, res.summary.corruptions
+    );
+    assert_eq!(s.outcome, Outcome::Completed, "{:?} {:?}", s.reason, q.error);
+    let v = s.verify.as_ref().expect("verified");
+    assert!(v.ok && q.verify_mismatched_pages == Some(0), "memory differs: {:?} pages", q.verify_mismatched_pages);
+    assert!(q.total_time_ms.unwrap_or(0) > 0 && q.downtime_ms.is_some() && q.setup_time_ms.is_some());
+    assert!(!s.rounds.is_empty(), "no pre-copy round was seen");
+    assert!(s.rounds.iter().map(|x| x.bytes).sum::<u64>() > 1 << 20, "rounds carry bytes: {:?}", s.rounds);
+    let (paused, resumed) = (s.paused_at_ms.expect("STOP event"), s.resumed_at_ms.expect("RESUME event"));
+    assert!(
+        resumed > paused && s.downtime_ms.unwrap() < s.paused_total_ms.unwrap(),
+        "verification is out of the downtime"
+    );
+    assert_eq!(res.summary.corruptions, 0, "corrupted responses");
+    assert_eq!(res.summary.reconnects, 0, "a TCP connection did not survive");
+    let resume_ns = s.start_mono_ns + (resumed * 1e6) as u64;
+    let after: u64 =
+        res.samples.iter().filter(|x| res.probe_time_ns(resume_ns).is_some_and(|t| x.t_ns > t)).map(|x| x.bytes).sum();
+    assert!(after > 0, "no data after the resume");
+    // Only the destination runs now, and it serves.
+    assert!(r.sys.destination_pid().is_none());
+    let (running, state) = r.sys.status(false).unwrap();
+    assert!(running, "the migrated guest is {state}");
+    assert_eq!(r.sys.guest_get("/health").unwrap().0, 200);
+    (m, gap)
+}
+
+#[test]
+fn idle_qemu_migration_keeps_connections_and_memory() {
+    let _g = lock();
+    let Some(mut r) = rig("idle_qemu_migration", "idle", true) else { return };
+    assert!(r.boot_to_http < Duration::from_secs(60));
+    let src_pid = r.sys.source_pid().unwrap();
+    let (m, _) = migrate_checked(&mut r, "idle", None);
+    assert!(m.qemu.accel.reason.contains("tcg") || m.qemu.accel.reason.contains("kvm"));
+    // The old source process is gone.
+    assert!(!std::path::Path::new(&format!("/proc/{src_pid}")).exists(), "the source QEMU still runs");
+}
+
+#[test]
+fn loaded_qemu_migration_with_raised_bandwidth() {
+    let _g = lock();
+    let Some(mut r) = rig("loaded_qemu_migration", "stress:vm=3,bytes=128M", true) else { return };
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, body) = r.sys.guest_get("/status").unwrap();
+    let st: linux_guest::api::AgentStatus = serde_json::from_slice(&body).unwrap();
+    assert!(code == 200 && st.workload_running, "stress is not running: {st:?}");
+    let (m, _) = migrate_checked(&mut r, "loaded", Some(80_000.0));
+    assert!(m.stats.rounds.len() >= 2, "a dirtying guest needs more than one round: {:?}", m.stats.rounds);
+    let (_, body) = r.sys.guest_get("/status").unwrap();
+    let st: linux_guest::api::AgentStatus = serde_json::from_slice(&body).unwrap();
+    assert!(st.workload_running, "stress died with the migration: {st:?}");
+}
+
+/// The guest's own check: memcheck tags every page of 64 MiB and checks
+/// each on the next pass, across the migration.
+///
+/// Ignored: with this workload, QEMU 7.2 under TCG here loses guest memory.
+/// In 4 of 5 runs the destination's kernel oopsed right after the switchover
+/// (`timerqueue_add`, "unable to handle page fault", then "Attempted to kill
+/// the idle task"), and `--verify` found 168 to 402 kernel pages differing
+/// between the paused source and destination. Run it with `--ignored` when
+/// trying another QEMU or a KVM host.
+#[test]
+#[ignore = "QEMU 7.2 TCG loses kernel pages with this workload (destination oops); see the doc comment"]
+fn memcheck_finds_no_damage_across_a_qemu_migration() {
+    let _g = lock();
+    let Some(mut r) = rig("memcheck_qemu_migration", "memcheck:mb=64", false) else { return };
+    std::thread::sleep(Duration::from_secs(1));
+    let before = r.sys.memcheck().unwrap();
+    let opts = QemuMigrateOptions { policy: policy(Some(80_000.0)), auto_converge: false, verify: false };
+    let m = r.sys.migrate(&opts).expect("migration");
+    assert_eq!(m.stats.outcome, Outcome::Completed, "{:?}", m.stats.reason);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = r.sys.memcheck().unwrap_or_else(|e| {
+        panic!(
+            "after the migration: {e}; the guest is {:?}; its console ends:\n{}",
+            r.sys.status(false),
+            r.sys.console_tail(false, 60)
+        )
+    });
+    eprintln!(
+        "memcheck: before {before:?}, after {after:?}; total {:?} ms, downtime {:?} ms",
+        m.qemu.total_time_ms, m.qemu.downtime_ms
+    );
+    assert!(after.passes > before.passes + 1, "memcheck did not run on after the migration: {before:?} {after:?}");
+    assert_eq!(after.mismatches, 0, "{after:?}");
+}
+
+#[test]
+fn killing_the_destination_during_precopy_leaves_the_source_serving() {
+    let _g = lock();
+    let Some(mut r) = rig("qemu_destination_killed", "idle", false) else { return };
+    let dst = r.sys.destination_pid().unwrap() as libc::pid_t;
+    // 40 Mbit/s keeps pre-copy going for several seconds.
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        // SAFETY: kill() of the destination QEMU's pid, a child of this test
+        // process that is not reaped before the migration returns.
+        unsafe { libc::kill(dst, libc::SIGKILL) }
+    });
+    let opts = QemuMigrateOptions { policy: policy(Some(40.0)), auto_converge: false, verify: false };
+    let m = r.sys.migrate(&opts).expect("migrate returns a result");
+    assert_eq!(killer.join().unwrap(), 0);
+    eprintln!(
+        "destination killed: outcome {:?}, reason {:?}, rounds {}",
+        m.stats.outcome,
+        m.stats.reason,
+        m.stats.rounds.len()
+    );
+    assert_eq!(m.stats.outcome, Outcome::Failed);
+    assert!(m.stats.paused_at_ms.is_none(), "the source was never stopped during pre-copy");
+    let (running, state) = r.sys.status(false).unwrap();
+    assert!(running, "the source is {state}");
+    assert!(r.sys.destination_pid().is_none(), "the dead destination was reaped");
+    let (code, body) = r.sys.guest_get("/file").unwrap();
+    assert_eq!((code, body.len()), (200, 1 << 20));
+    let mut want = vec![0u8; 1 << 20];
+    served_file::fill(&mut want, 0);
+    assert!(body == want, "the source serves the wrong content");
+}
+
+/// The figures for the report: idle and loaded (`stress --vm 3 --vm-bytes
+/// 128M`, max-bandwidth 10 GB/s), three of each without `--verify`, under
+/// the probe; prints each run and the medians. Slow, so not part of CI:
+/// `cargo test --release --test qemu -- --ignored qemu_figures --nocapture`.
+#[test]
+#[ignore = "a measurement (about 2 minutes), not a check"]
+fn qemu_figures() {
+    let _g = lock();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    for (name, workload, bw) in [("idle", "idle", None), ("loaded", "stress:vm=3,bytes=128M", Some(80_000.0))] {
+        let mut rows: Vec<[f64; 8]> = Vec::new();
+        for _ in 0..3 {
+            let Some(mut r) = rig("qemu_figures", workload, false) else { return };
+            let p = probe(&r.topo);
+            std::thread::sleep(Duration::from_millis(2000));
+            let m =
+                r.sys.migrate(&QemuMigrateOptions { policy: policy(bw), auto_converge: false, verify: false }).unwrap();
+            std::thread::sleep(Duration::from_millis(2000));
+            let res = p.stop_and_join().unwrap();
+            assert_eq!(m.stats.outcome, Outcome::Completed, "{:?}", m.stats.reason);
+            assert_eq!((res.summary.corruptions, res.summary.reconnects), (0, 0));
+            let s = &m.stats;
+            let t0 = res.probe_time_ns(s.start_mono_ns).unwrap_or(0);
+            let t1 =
+                res.probe_time_ns(s.start_mono_ns + (s.resumed_at_ms.unwrap_or(s.total_ms) * 1e6) as u64).unwrap_or(t0);
+            let ph = res.phase_rates(t0, t1);
+            let row = [
+                r.boot_to_http.as_secs_f64() * 1e3,
+                m.qemu.total_time_ms.unwrap_or(-1) as f64,
+                m.qemu.downtime_ms.unwrap_or(-1) as f64,
+                m.qemu.setup_time_ms.unwrap_or(-1) as f64,
+                res.app_downtime().map_or(0.0, |g| g.duration_ms()),
+                ph.before.mean_mbps,
+                ph.during.mean_mbps,
+                ph.after.mean_mbps,
+            ];
+            eprintln!("{name}: boot {:.0} ms, total {:.0} ms, downtime {:.0} ms, setup {:.0} ms, STOP→RESUME {:?} ms, gap {:.1} ms, Mbit/s before/during/after {:.0}/{:.0}/{:.0}, rounds {}", row[0], row[1], row[2], row[3], s.downtime_ms, row[4], row[5], row[6], row[7], s.rounds.len());
+            rows.push(row);
+        }
+        let col = |i: usize| median(rows.iter().map(|r| r[i]).collect());
+        eprintln!(
+            "MEDIAN {name}: boot {:.0} ms, total {:.0} ms, downtime {:.0} ms, setup {:.0} ms, gap {:.1} ms, Mbit/s before/during/after {:.0}/{:.0}/{:.0}",
+            col(0), col(1), col(2), col(3), col(4), col(5), col(6), col(7)
+        );
+    }
+}
