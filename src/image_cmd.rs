@@ -52,25 +52,24 @@ pub fn run(a: ImageArgs) -> anyhow::Result<ExitCode> {
                 None => image::default_cache_dir()?,
             };
             let t0 = Instant::now();
-            let img = image::build(&root, force, &mut |s| {
+            let progress = crate::progress::Progress::new(&[]);
+            let built = image::build(&root, force, &mut |s| {
                 let at = t0.elapsed().as_secs_f64();
-                match s {
-                    Step::Resolving => eprintln!("[{at:5.1}s] resolving packages with apt-cache"),
-                    Step::Cached(d) => eprintln!("[{at:5.1}s] cached image is current: {}", d.display()),
-                    Step::Downloading { count } => {
-                        eprintln!("[{at:5.1}s] downloading {count} packages with apt-get download")
-                    }
-                    Step::Extracting { package, index, count } => {
-                        eprintln!("[{at:5.1}s] extracting {index}/{count} {package}")
-                    }
-                    Step::Assembling => eprintln!("[{at:5.1}s] assembling the initramfs"),
+                let line = match s {
+                    Step::Resolving => "resolving packages with apt-cache".to_string(),
+                    Step::Cached(d) => format!("cached image is current: {}", d.display()),
+                    Step::Downloading { count } => format!("downloading {count} packages with apt-get download"),
+                    Step::Extracting { package, index, count } => format!("extracting {index}/{count} {package}"),
+                    Step::Assembling => "assembling the initramfs".to_string(),
                     Step::Compressing { bytes } => {
-                        eprintln!("[{at:5.1}s] writing and compressing {:.1} MiB", bytes as f64 / 1048576.0)
+                        format!("writing and compressing {:.1} MiB", bytes as f64 / 1048576.0)
                     }
-                    Step::Done(d) => eprintln!("[{at:5.1}s] done: {}", d.display()),
-                }
-            })
-            .context("building the Linux guest image")?;
+                    Step::Done(d) => format!("done: {}", d.display()),
+                };
+                progress.update(crate::progress::Update::Phase(&format!("image: [{at:5.1}s] {line}")));
+            });
+            progress.finish();
+            let img = built.context("building the Linux guest image")?;
             let m = &img.manifest;
             eprintln!("kernel  {} ({})", img.kernel.display(), m.kernel_release);
             eprintln!("initrd  {}", img.initrd.display());
