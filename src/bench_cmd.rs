@@ -5,7 +5,6 @@
 use crate::cli::BenchArgs;
 use crate::progress::{Progress, Update};
 use anyhow::{bail, Context, Result};
-use bench_suites::env::Environment;
 use bench_suites::native::{self, NativeOptions};
 use bench_suites::{BenchReport, Row};
 use serde_json::Value;
@@ -191,7 +190,7 @@ pub fn run_guest(quick: bool, only: &[String], ids: &[String], progress: &mut dy
 /// `progress`.
 pub fn collect(which: &str, quick: bool, only: &[String], progress: &Progress) -> Result<BenchReport> {
     let opts = NativeOptions { quick, only: only.to_vec(), ..Default::default() };
-    let mut env = Environment::collect();
+    let mut env = bench_suites::env::collect();
     let ids = native::row_ids(&opts);
     let native_rows = if which != "guest" {
         progress.rows("native rows", ids.len() as u64);

@@ -74,7 +74,7 @@ fn run_scenario(s: &Scenario, o: Overrides, dir: &Path, progress: &Progress) -> 
     let raw = serde_json::json!({"schema_version": reports::schema::SCHEMA_VERSION, "scenario": s, "checks": r.checks, "failures": r.failures, "loopback_tcp_ms": r.loopback_tcp_ms});
     std::fs::write(&checks, serde_json::to_string_pretty(&raw)?)
         .with_context(|| format!("writing {}", checks.display()))?;
-    let env = bench_suites::env::Environment::collect();
+    let env = bench_suites::env::collect();
     let result = ScenarioResult::new(s.name.clone(), reports::now_rfc3339(), env, r.migration, r.probe)
         .with_description(s.description.clone());
     let mut failures = r.failures;

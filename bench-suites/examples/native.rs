@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use bench_suites::env::Environment;
 use bench_suites::native::{self, NativeOptions};
 use bench_suites::{table, BenchReport};
 
@@ -30,7 +29,7 @@ fn main() {
     let t = Instant::now();
     let rows = native::run(&opts, &mut |id| eprintln!("running {id}"));
     eprintln!("native suite took {:.1} s", t.elapsed().as_secs_f64());
-    let report = BenchReport { env: Environment::collect(), native: rows, guest: Vec::new() };
+    let report = BenchReport { env: bench_suites::env::collect(), native: rows, guest: Vec::new() };
     print!("{}", table::markdown(&report));
     if let Some(path) = json {
         match report.to_json() {

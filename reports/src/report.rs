@@ -18,8 +18,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use bench_suites::env::Environment;
-use bench_suites::BenchReport;
+use results::bench::BenchReport;
+use results::environment::Environment;
 
 use crate::charts::{self, Chart};
 use crate::error::ReportError;

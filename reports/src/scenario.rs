@@ -24,7 +24,7 @@
 
 use std::path::Path;
 
-use bench_suites::env::Environment;
+use results::environment::Environment;
 use results::{DowntimeBreakdown, MigrationStats, Outcome};
 use results::{Gap, PhaseRates, ProbeResult};
 use serde::{Deserialize, Serialize};
