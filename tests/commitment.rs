@@ -217,10 +217,15 @@ fn the_control_socket_bounds_its_clients_and_guards_a_migrating_vm() {
     assert_eq!(status(&src.sock).phase, Phase::Running);
 
     // More than 16 connections: the 17th is refused, the VMM still answers.
+    // (First let the server finish with the status connections above: a
+    // connection counts until its thread has seen the client close it.)
+    std::thread::sleep(Duration::from_secs(1));
     let held: Vec<_> = (0..16).map(|_| UnixStream::connect(&src.sock).expect("connect")).collect();
     std::thread::sleep(Duration::from_millis(100));
     let mut extra = String::new();
-    BufReader::new(UnixStream::connect(&src.sock).expect("connect")).read_line(&mut extra).expect("refusal");
+    let extra_conn = UnixStream::connect(&src.sock).expect("connect");
+    extra_conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    BufReader::new(extra_conn).read_line(&mut extra).expect("refusal");
     assert!(extra.contains("too many control connections"), "{extra}");
     drop(held);
     std::thread::sleep(Duration::from_millis(100));
