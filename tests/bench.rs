@@ -36,7 +36,7 @@ fn bench_compare_quick_produces_a_complete_table_and_json() {
         assert!(md.contains(&format!("| {} |", row.id)), "table lacks {}", row.id);
     }
     // The guest measures these itself; they must not be n/a.
-    for id in ["null_call", "null_io", "page_fault", "mem_rd_bw", "mem_lat_4k"] {
+    for id in ["null_call", "null_io", "anon_fault", "mem_rd_bw", "mem_lat_4k"] {
         let g = report.guest.iter().find(|r| r.id == id).expect("guest row");
         assert!(g.value.is_some(), "guest {id} not measured: {g:?}");
     }
