@@ -1,9 +1,11 @@
-//! `migbench bench native|guest|compare`: the lmbench-style rows natively
-//! (bench-suites) and inside the built-in guest (its `bench` workload), and
-//! the native-against-virtualized table in the Xen paper's shape.
+//! `migbench bench native|guest|compare|crosscheck`: the lmbench-style rows
+//! natively (bench-suites) and inside the built-in guest (its `bench`
+//! workload), the native-against-virtualized table in the Xen paper's shape,
+//! and the cross-check of the native rows against independent tools.
 
 use crate::cli::BenchArgs;
 use anyhow::{bail, Context, Result};
+use bench_suites::crosscheck::{CrossCheck, CrossOptions};
 use bench_suites::env::Environment;
 use bench_suites::native::{self, NativeOptions};
 use bench_suites::{BenchReport, Row};
@@ -152,7 +154,8 @@ pub fn run_guest(quick: bool, only: &[String], ids: &[String], progress: &mut dy
     for line in vmm.results() {
         let v: Value = serde_json::from_str(&line).with_context(|| format!("malformed guest result '{line}'"))?;
         if let Some(r) = v.get("row") {
-            let mut row = serde_json::from_value::<Row>(r.clone()).with_context(|| format!("malformed guest row {r}"))?;
+            let mut row =
+                serde_json::from_value::<Row>(r.clone()).with_context(|| format!("malformed guest row {r}"))?;
             // The guest's "page_fault" is a demand fault on a not-present
             // anonymous page: the counterpart of the native `anon_fault`,
             // not of the native file-backed `page_fault` (lmbench's).
@@ -218,16 +221,35 @@ pub fn collect(which: &str, quick: bool, only: &[String]) -> Result<BenchReport>
     Ok(BenchReport { env, native: native_rows, guest: guest_rows })
 }
 
-pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    if !matches!(args.which.as_str(), "native" | "guest" | "compare") {
-        bail!("unknown bench '{}': expected native, guest or compare", args.which);
+/// Runs the cross-check (`LMBENCH_DIR` from the environment), with progress
+/// on stderr.
+pub fn crosscheck(quick: bool) -> CrossCheck {
+    let opts = CrossOptions::from_env(quick);
+    eprintln!("migbench: cross-check, {} round(s) of ours against each installed tool", opts.rounds());
+    let c = bench_suites::crosscheck::run(&opts, &mut |step| eprintln!("migbench: crosscheck {step}"));
+    for s in &c.skipped {
+        eprintln!("migbench: crosscheck skipped {}: {} (install: {})", s.tool, s.reason, s.install);
     }
-    let report = collect(&args.which, args.quick, &args.only)?;
-    let table = bench_suites::table::markdown(&report);
+    c
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    if !matches!(args.which.as_str(), "native" | "guest" | "compare" | "crosscheck") {
+        bail!("unknown bench '{}': expected native, guest, compare or crosscheck", args.which);
+    }
+    let (table, json) = if args.which == "crosscheck" {
+        if !args.only.is_empty() {
+            bail!("--only does not apply to crosscheck: it runs every pair of an installed tool");
+        }
+        let c = crosscheck(args.quick);
+        (bench_suites::crosscheck::markdown(&c), c.to_json().context("serializing the cross-check")?)
+    } else {
+        let report = collect(&args.which, args.quick, &args.only)?;
+        (bench_suites::table::markdown(&report), report.to_json().context("serializing the report")?)
+    };
     println!("{table}");
     if let Some(p) = &args.json {
-        std::fs::write(p, report.to_json().context("serializing the report")?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("migbench: JSON written to {}", p.display());
     }
     if let Some(p) = &args.markdown {

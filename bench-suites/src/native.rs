@@ -84,7 +84,8 @@ impl NativeOptions {
         self.enough.unwrap_or(if self.quick { QUICK_ENOUGH } else { DEFAULT_ENOUGH })
     }
 
-    fn bw_bytes(&self) -> usize {
+    /// Buffer size of the bandwidth rows in force.
+    pub fn bw_bytes(&self) -> usize {
         self.bw_bytes.unwrap_or(if self.quick { QUICK_BW_BYTES } else { DEFAULT_BW_BYTES }).max(4096)
     }
 }
@@ -369,7 +370,17 @@ pub fn row_ids(opts: &NativeOptions) -> Vec<String> {
 /// with each row's id before it runs. Never fails: a row that cannot run
 /// comes back as "n/a" with the reason.
 pub fn run(opts: &NativeOptions, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
-    let selected: Vec<Spec> = specs(opts).into_iter().filter(|s| opts.selects(&s.id)).collect();
+    run_selected(opts, &|id| opts.selects(id), progress)
+}
+
+/// Run the one row whose id is exactly `id` (the `only` filter is ignored);
+/// `None` when there is no such row.
+pub fn run_one(opts: &NativeOptions, id: &str) -> Option<Row> {
+    run_selected(opts, &|i| i == id, &mut |_| {}).pop()
+}
+
+fn run_selected(opts: &NativeOptions, select: &dyn Fn(&str) -> bool, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
+    let selected: Vec<Spec> = specs(opts).into_iter().filter(|s| select(&s.id)).collect();
     if selected.is_empty() {
         return Vec::new();
     }
@@ -940,8 +951,8 @@ pub fn ctx_hop(h: &Harness, procs: usize, kib: usize, pinned: bool) -> Result<Ct
     }
     let result = match fork_err {
         Some(e) => Err(e),
-        None => {
-            h.measure(&mut |n| {
+        None => h
+            .measure(&mut |n| {
                 let mut t = [1u8; 1];
                 for _ in 0..n {
                     std::hint::black_box(kernels::read_sum(d0));
@@ -951,8 +962,7 @@ pub fn ctx_hop(h: &Harness, procs: usize, kib: usize, pinned: bool) -> Result<Ct
                 }
                 Ok(())
             })
-            .map_err(harness_err)
-        }
+            .map_err(harness_err),
     };
     drop(kids);
     close_fd(rd);
@@ -1241,7 +1251,10 @@ fn prot_fault(c: &Ctx) -> Result<(f64, String), String> {
     let raw_us = r.us(Summary::Median);
     Ok((
         raw_us - catch_us,
-        format!("raw {raw_us:.4} µs per fault, signal catch {catch_us:.4} µs subtracted; {}", how(c, &r, Summary::Median)),
+        format!(
+            "raw {raw_us:.4} µs per fault, signal catch {catch_us:.4} µs subtracted; {}",
+            how(c, &r, Summary::Median)
+        ),
     ))
 }
 
@@ -1437,7 +1450,16 @@ mod tests {
         dedup.sort();
         dedup.dedup();
         assert_eq!(dedup.len(), ids.len(), "duplicate row ids");
-        for id in ["null_call", "ctx_2p_0k", "ctx_16p_64k", "ctx_2p_0k_unpinned", "mem_lat_1m", "tcp_bw", "page_fault", "anon_fault"] {
+        for id in [
+            "null_call",
+            "ctx_2p_0k",
+            "ctx_16p_64k",
+            "ctx_2p_0k_unpinned",
+            "mem_lat_1m",
+            "tcp_bw",
+            "page_fault",
+            "anon_fault",
+        ] {
             assert!(ids.iter().any(|i| i == id), "missing {id}");
         }
     }
