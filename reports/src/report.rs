@@ -180,7 +180,11 @@ pub fn write_report(
     }
 
     let generated = crate::now_rfc3339();
-    let md = markdown(scenarios, bench, &rendered, &generated, &|r: &Rendered| format!("{}.png", r.stem), true);
+    // A cross-check saved beside the results (`migbench bench crosscheck
+    // --json DIR/crosscheck.json`) gets its own section; empty otherwise.
+    let crosscheck = bench_suites::crosscheck::section_for_dir(dir);
+    let md = markdown(scenarios, bench, &rendered, &generated, &|r: &Rendered| format!("{}.png", r.stem), true)
+        + &crosscheck;
     let md_path = dir.join("report.md");
     write_file(&md_path, md.as_bytes())?;
 
@@ -193,7 +197,7 @@ pub fn write_report(
             format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&r.chart.png))
         },
         false,
-    );
+    ) + &crosscheck;
     let html = html_page("migbench report", &md_inline);
     let html_path = dir.join("report.html");
     write_file(&html_path, html.as_bytes())?;
