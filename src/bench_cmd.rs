@@ -1,10 +1,12 @@
-//! `migbench bench native|guest|compare`: the lmbench-style rows natively
-//! (bench-suites) and inside the built-in guest (its `bench` workload), and
-//! the native-against-virtualized table in the Xen paper's shape.
+//! `migbench bench native|guest|compare|crosscheck`: the lmbench-style rows
+//! natively (bench-suites) and inside the built-in guest (its `bench`
+//! workload), the native-against-virtualized table in the Xen paper's shape,
+//! and the cross-check of the native rows against independent tools.
 
 use crate::cli::BenchArgs;
 use crate::progress::{Progress, Update};
 use anyhow::{bail, Context, Result};
+use bench_suites::crosscheck::{CrossCheck, CrossOptions};
 use bench_suites::native::{self, NativeOptions};
 use bench_suites::{BenchReport, Row};
 use serde_json::Value;
@@ -22,7 +24,7 @@ const EMULATION_RATIO: f64 = 20.0;
 fn guest_na_reason(id: &str) -> &'static str {
     match id {
         "fork_exit" | "fork_exec" | "fork_sh" => "no processes in the built-in guest",
-        "stat" | "open_close" | "mmap_lat" => "no file system in the built-in guest",
+        "stat" | "open_close" | "mmap_lat" | "page_fault" => "no file system in the built-in guest",
         "sig_install" | "sig_handle" | "prot_fault" => "no signals in the built-in guest",
         id if id.starts_with("ctx_") => "no processes to switch between in the built-in guest",
         _ => "not measured in the guest",
@@ -152,8 +154,16 @@ pub fn run_guest(quick: bool, only: &[String], ids: &[String], progress: &mut dy
     for line in vmm.results() {
         let v: Value = serde_json::from_str(&line).with_context(|| format!("malformed guest result '{line}'"))?;
         if let Some(r) = v.get("row") {
-            measured
-                .push(serde_json::from_value::<Row>(r.clone()).with_context(|| format!("malformed guest row {r}"))?);
+            let mut row =
+                serde_json::from_value::<Row>(r.clone()).with_context(|| format!("malformed guest row {r}"))?;
+            // The guest's "page_fault" is a demand fault on a not-present
+            // anonymous page: the counterpart of the native `anon_fault`,
+            // not of the native file-backed `page_fault` (lmbench's).
+            if row.id == "page_fault" {
+                row.id = "anon_fault".to_owned();
+                row.label = "anon fault".to_owned();
+            }
+            measured.push(row);
         } else if let Some(r) = v.get("ring0") {
             let (r0, r3) = (r["ring0_ns_per_iter"].as_f64(), r["ring3_ns_per_iter"].as_f64());
             ring0_ratio = r0.zip(r3).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
@@ -212,18 +222,37 @@ pub fn collect(which: &str, quick: bool, only: &[String], progress: &Progress) -
     Ok(BenchReport { env, native: native_rows, guest: guest_rows })
 }
 
-pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    if !matches!(args.which.as_str(), "native" | "guest" | "compare") {
-        bail!("unknown bench '{}': expected native, guest or compare", args.which);
+/// Runs the cross-check (`LMBENCH_DIR` from the environment), with progress
+/// on stderr.
+pub fn crosscheck(quick: bool) -> CrossCheck {
+    let opts = CrossOptions::from_env(quick);
+    eprintln!("migbench: cross-check, {} round(s) of ours against each installed tool", opts.rounds());
+    let c = bench_suites::crosscheck::run(&opts, &mut |step| eprintln!("migbench: crosscheck {step}"));
+    for s in &c.skipped {
+        eprintln!("migbench: crosscheck skipped {}: {} (install: {})", s.tool, s.reason, s.install);
     }
-    let progress = Progress::new(&[]);
-    let report = collect(&args.which, args.quick, &args.only, &progress)?;
-    progress.finish();
-    let table = bench_suites::table::markdown(&report);
+    c
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    if !matches!(args.which.as_str(), "native" | "guest" | "compare" | "crosscheck") {
+        bail!("unknown bench '{}': expected native, guest, compare or crosscheck", args.which);
+    }
+    let (table, json) = if args.which == "crosscheck" {
+        if !args.only.is_empty() {
+            bail!("--only does not apply to crosscheck: it runs every pair of an installed tool");
+        }
+        let c = crosscheck(args.quick);
+        (bench_suites::crosscheck::markdown(&c), c.to_json().context("serializing the cross-check")?)
+    } else {
+        let progress = Progress::new(&[]);
+        let report = collect(&args.which, args.quick, &args.only, &progress)?;
+        progress.finish();
+        (bench_suites::table::markdown(&report), report.to_json().context("serializing the report")?)
+    };
     println!("{table}");
     if let Some(p) = &args.json {
-        std::fs::write(p, report.to_json().context("serializing the report")?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("migbench: JSON written to {}", p.display());
     }
     if let Some(p) = &args.markdown {

@@ -355,13 +355,15 @@ pub struct ReportArgs {
 /// `migbench bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// native (host processes), guest (the built-in guest's ring 3) or compare (both, side by side).
+    /// native (host processes), guest (the built-in guest's ring 3), compare (both, side by side), or
+    /// crosscheck (native rows against iperf3, perf bench sched pipe, sysbench memory and, with
+    /// LMBENCH_DIR set to an lmbench 3 build, lmbench; run alternately, with ratios).
     #[arg(default_value = "compare")]
     pub which: String,
-    /// Short runs for CI (ENOUGH 1 ms, fewer sizes): under a minute.
+    /// Short runs for CI (ENOUGH 1 ms, fewer sizes; one cross-check round): under a minute.
     #[arg(long)]
     pub quick: bool,
-    /// Only rows whose id starts with one of these (comma-separated), e.g. null_call,mem_lat.
+    /// Only rows whose id starts with one of these (comma-separated), e.g. null_call,mem_lat (not crosscheck).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Write the results as JSON.

@@ -1,5 +1,6 @@
 //! `migbench bench compare --quick`: every row measured or "n/a" with a
-//! reason, a table, and JSON that parses.
+//! reason, a table, and JSON that parses; `migbench bench crosscheck
+//! --quick`: every installed tool ran and gave ratios.
 
 mod common;
 
@@ -36,10 +37,66 @@ fn bench_compare_quick_produces_a_complete_table_and_json() {
         assert!(md.contains(&format!("| {} |", row.id)), "table lacks {}", row.id);
     }
     // The guest measures these itself; they must not be n/a.
-    for id in ["null_call", "null_io", "page_fault", "mem_rd_bw", "mem_lat_4k"] {
+    for id in ["null_call", "null_io", "anon_fault", "mem_rd_bw", "mem_lat_4k"] {
         let g = report.guest.iter().find(|r| r.id == id).expect("guest row");
         assert!(g.value.is_some(), "guest {id} not measured: {g:?}");
     }
     assert!(report.env.guest_ring0_emulated.is_some(), "ring-0 emulation not measured");
     assert!(md.contains("n/a ("), "n/a rows carry their reason");
+}
+
+/// `migbench bench crosscheck --quick`: each installed tool ran against our
+/// row and gave a ratio; a missing tool is listed as skipped with its
+/// package. No ratio bound: these machines are noisy.
+#[test]
+fn bench_crosscheck_quick_runs_each_installed_tool() {
+    let json_path = temp_path("crosscheck.json");
+    let out = run_with_limit(
+        &["bench", "crosscheck", "--quick", "--json", json_path.to_str().expect("utf8")],
+        Duration::from_secs(300),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c: bench_suites::crosscheck::CrossCheck =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("json written")).expect("JSON parses");
+    let _ = std::fs::remove_file(&json_path);
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.contains("## Cross-check against independent tools"), "{md}");
+
+    let on_path = |tool: &str| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(tool).is_file())
+    };
+    for (tool, row_tool, ids) in [
+        ("iperf3", "iperf3", &["tcp_bw"][..]),
+        ("perf", "perf bench sched pipe", &["ctx_2p_0k", "ctx_2p_0k_unpinned"][..]),
+        ("sysbench", "sysbench memory", &["mem_rd_bw", "mem_wr_bw"][..]),
+    ] {
+        let skipped = c.skipped.iter().find(|s| s.tool.starts_with(tool));
+        if !on_path(tool) {
+            let s = skipped.unwrap_or_else(|| panic!("{tool} is not installed but not listed as skipped"));
+            assert!(!s.install.is_empty(), "{s:?}");
+            continue;
+        }
+        if tool == "perf" && skipped.is_some() {
+            // Installed, but perf refuses this kernel: listed, with why.
+            eprintln!("perf skipped: {skipped:?}");
+            continue;
+        }
+        assert!(skipped.is_none(), "{tool} is installed but was skipped: {skipped:?}");
+        for id in ids {
+            let r = c
+                .rows
+                .iter()
+                .find(|r| r.tool == row_tool && r.id == *id)
+                .unwrap_or_else(|| panic!("no {row_tool} row for {id}"));
+            assert_eq!(r.ours.len(), c.rounds, "{r:?}");
+            assert_eq!(r.theirs.len(), c.rounds, "{r:?}");
+            let ratio = r.ratio.unwrap_or_else(|| panic!("no ratio for {id} against {row_tool}: {r:?}"));
+            assert!(ratio.is_finite() && ratio > 0.0, "{r:?}");
+            assert!(r.within.is_some());
+            assert!(md.contains(&format!("| {id} | {row_tool} |")), "table lacks {id}/{row_tool}");
+        }
+    }
+    if std::env::var_os("LMBENCH_DIR").is_none() {
+        assert!(c.skipped.iter().any(|s| s.tool == "lmbench 3"), "lmbench not listed as skipped");
+    }
 }

@@ -5,7 +5,9 @@
 //! * With the `std` feature (the default): [`harness`] (lmbench's timing
 //!   method), [`native`] (the native rows, Linux), [`env`] (the environment
 //!   record), [`report`] (rows and the JSON result set) and [`table`] (the
-//!   Markdown comparison in the Xen paper's shape).
+//!   Markdown comparison in the Xen paper's shape), and on Linux
+//!   [`crosscheck`] (the native rows against iperf3, perf, sysbench and
+//!   lmbench 3, run alternately in one invocation).
 //!
 //! A guest depends on this crate with `default-features = false` and uses
 //! only [`kernels`].
@@ -13,6 +15,8 @@
 
 pub mod kernels;
 
+#[cfg(all(feature = "std", target_os = "linux"))]
+pub mod crosscheck;
 #[cfg(feature = "std")]
 pub mod env;
 #[cfg(feature = "std")]

@@ -9,11 +9,18 @@
 //! Rows, in order (ids):
 //! * processes: `null_call`, `null_io`, `stat`, `open_close`, `sig_install`,
 //!   `sig_handle`, `fork_exit`, `fork_exec`, `fork_sh`;
-//! * context switches: `ctx_{2,8,16}p_{0,16,64}k`;
-//! * file and VM: `mmap_lat`, `prot_fault`, `page_fault`;
+//! * context switches: `ctx_{2,8,16}p_{0,16,64}k` (pinned to one CPU, as
+//!   lmbench with `LMBENCH_SCHED=SINGLE`) and the same with `_unpinned`
+//!   (scheduler's choice, lmbench's default);
+//! * file and VM: `mmap_lat`, `prot_fault`, `page_fault` (lmbench
+//!   `lat_pagefault`: faults on a mapped, cached file), `anon_fault`
+//!   (anonymous first touch, which lmbench does not measure);
 //! * memory: `mem_rd_bw`, `mem_wr_bw`, `mem_cp_bw`, `mem_lat_<size>` for
 //!   512 B..64 MiB (`512b`, `1k`, ..., `64m`);
 //! * network: `tcp_lat`, `tcp_bw`.
+//!
+//! Each row's method ends with how it still differs from lmbench 3, where it
+//! does, in one sentence.
 //!
 //! Forked children only call async-signal-safe functions (`read`, `write`,
 //! `close`, `execve`, `_exit`) and the allocation-free kernels, so forking
@@ -77,7 +84,8 @@ impl NativeOptions {
         self.enough.unwrap_or(if self.quick { QUICK_ENOUGH } else { DEFAULT_ENOUGH })
     }
 
-    fn bw_bytes(&self) -> usize {
+    /// Buffer size of the bandwidth rows in force.
+    pub fn bw_bytes(&self) -> usize {
         self.bw_bytes.unwrap_or(if self.quick { QUICK_BW_BYTES } else { DEFAULT_BW_BYTES }).max(4096)
     }
 }
@@ -118,6 +126,11 @@ fn size_human(bytes: usize) -> String {
 /// Context-switch row id, e.g. `ctx_2p_16k`.
 pub fn ctx_id(procs: usize, kib: usize) -> String {
     format!("ctx_{procs}p_{kib}k")
+}
+
+/// Unpinned context-switch row id, e.g. `ctx_2p_16k_unpinned`.
+pub fn ctx_unpinned_id(procs: usize, kib: usize) -> String {
+    format!("ctx_{procs}p_{kib}k_unpinned")
 }
 
 type Body = Box<dyn Fn(&Ctx) -> Result<(f64, String), String>>;
@@ -171,71 +184,88 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
             "null_call",
             "null call",
             UNIT_US,
-            "getppid via syscall(SYS_getppid) (not cached by libc)",
+            "getppid via syscall(SYS_getppid) (not cached by libc); lmbench lat_syscall null times getppid() too",
             Box::new(null_call),
         ),
         spec(
             "null_io",
             "null I/O",
             UNIT_US,
-            "mean of a 1-byte read(2) of /dev/zero and a 1-byte write(2) to /dev/null (lmbench summary's null I/O)",
+            "mean of a 1-byte read(2) of /dev/zero and a 1-byte write(2) to /dev/null (lmbench summary's null I/O, the mean of lat_syscall read and write)",
             Box::new(null_io),
         ),
-        spec("stat", "stat", UNIT_US, "stat(2) of a small file in the scratch dir", Box::new(stat_row)),
+        spec(
+            "stat",
+            "stat",
+            UNIT_US,
+            "stat(2) of a small file in the scratch dir; lmbench lat_syscall stat stats the file it is given",
+            Box::new(stat_row),
+        ),
         spec(
             "open_close",
             "open/close",
             UNIT_US,
-            "open(2) O_RDONLY + close(2) of a small file in the scratch dir",
+            "open(2) O_RDONLY + close(2) of a small file in the scratch dir; lmbench lat_syscall open does the same on the file it is given",
             Box::new(open_close),
         ),
         spec(
             "sig_install",
             "sig inst",
             UNIT_US,
-            "sigaction(2) installing a SIGUSR1 handler",
+            "sigaction(2) installing a SIGUSR1 handler (lmbench lat_sig install)",
             Box::new(sig_install),
         ),
         spec(
             "sig_handle",
             "sig hndl",
             UNIT_US,
-            "tgkill(2) of SIGUSR1 to the calling thread, delivered to an installed handler that counts it",
+            "tgkill(2) of SIGUSR1 to the calling thread, delivered to an installed handler that counts it, minus the cost of sending signal 0 (no delivery), as lmbench lat_sig catch subtracts kill(me, 0); differs from lmbench in sending with tgkill(2) to the thread, where lmbench uses kill(2) to the process",
             Box::new(sig_handle),
         ),
         spec(
             "fork_exit",
             "fork proc",
             UNIT_US,
-            "fork(2); the child _exit(0)s; the parent waitpid(2)s",
+            "fork(2); the child _exit(0)s; the parent waitpid(2)s; differs from lmbench lat_proc fork in the size of the forking process (the whole migbench binary, not lmbench's small benchmark child), which fork's page-table copy scales with",
             Box::new(fork_exit),
         ),
         spec(
             "fork_exec",
             "exec proc",
             UNIT_US,
-            "fork(2); the child execve(2)s /bin/true; the parent waitpid(2)s",
+            "fork(2); the child execve(2)s /bin/true with an empty environment; the parent waitpid(2)s; differs from lmbench lat_proc exec only in the program: /bin/true, like lmbench's /tmp/hello, is a dynamically linked C program that loads only libc and returns from main (lmbench times a failed execve, about a fork, if /tmp/hello is missing)",
             Box::new(fork_exec),
         ),
         spec(
             "fork_sh",
             "sh proc",
             UNIT_US,
-            "fork(2); the child execve(2)s /bin/sh -c /bin/true (as lmbench runs sh -c on a program); the parent waitpid(2)s",
+            "fork(2); the child execve(2)s /bin/sh -c /bin/true (as lmbench lat_proc shell runs sh -c /tmp/hello); the parent waitpid(2)s",
             Box::new(fork_sh),
         ),
     ];
-    for &p in &CTX_PROCS {
-        for &k in &CTX_KIB {
-            v.push(spec(
-                &ctx_id(p, k),
-                &format!("ctx {p}p/{k}K"),
-                UNIT_US,
-                &format!(
-                    "context switch: ring of {p} processes passing a 1-byte token through pipes, each summing its own {k} KiB before passing it on; all pinned to one CPU; per hop, minus the single-process overhead (token through a pipe to itself + the sum)"
-                ),
-                Box::new(move |c: &Ctx| ctx_switch(c, p, k)),
-            ));
+    for pinned in [true, false] {
+        for &p in &CTX_PROCS {
+            for &k in &CTX_KIB {
+                let (id, label, placement) = if pinned {
+                    (ctx_id(p, k), format!("ctx {p}p/{k}K"), "all pinned to one CPU (lmbench LMBENCH_SCHED=SINGLE)")
+                } else {
+                    (
+                        ctx_unpinned_id(p, k),
+                        format!("ctx {p}p/{k}K unpinned"),
+                        "not pinned: the scheduler places the processes, so hops may cross CPUs (lmbench's default)",
+                    )
+                };
+                v.push(spec(
+                    &id,
+                    &label,
+                    UNIT_US,
+                    &format!(
+                        "context switch: ring of {p} processes passing a 1-byte token through pipes, each summing its own {k} KiB before passing it on; {placement}; per hop, minus the single-process overhead (token through a pipe to itself + the sum), as lmbench lat_ctx -s {k} {p}; differs from lmbench in summing 64-bit words (lmbench sums ints)"
+                    ),
+                    Box::new(move |c: &Ctx| ctx_switch(c, p, k, pinned)),
+                ));
+            }
         }
     }
     v.push(spec(
@@ -253,29 +283,40 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
         "prot_fault",
         "prot fault",
         UNIT_US,
-        "a 1-byte write to a present read-only page: SIGSEGV, a handler that steps over the faulting instruction, and sigreturn",
+        "a 1-byte write to a present read-only page: SIGSEGV, a handler, and sigreturn, minus the sig_handle cost (delivery and return of a sent signal), as lmbench lat_sig prot subtracts its catch cost; differs from lmbench in the page (anonymous, where lmbench maps a file) and in the handler stepping over the store, where lmbench's returns and lets the store fault again",
         Box::new(prot_fault),
     ));
     v.push(spec(
         "page_fault",
         "page fault",
         UNIT_US,
-        "first-touch read of each page of a freshly mmap'ed file already in the page cache (MAP_PRIVATE, PROT_READ); time per minor fault counted by getrusage(RUSAGE_THREAD)",
+        "lmbench lat_pagefault: read one byte of every page, in a fixed random order, of a file in the page cache mapped MAP_SHARED, PROT_READ; per page touched, including the extra munmap(2) cost of the populated mapping (an mmap+munmap+msync(MS_INVALIDATE) of an untouched mapping is timed separately and subtracted); the kernel's fault-around maps several pages per fault, so this is less than one fault per page, exactly as in lmbench; differs from lmbench in the file, 16 MiB (4 MiB quick) written in 64 KiB writes, where lmbench's run script uses a file of 70% of memory: the figure depends on the file's size and on how it was written (the page cache's folio sizes)",
         Box::new(page_fault),
+    ));
+    v.push(spec(
+        "anon_fault",
+        "anon fault",
+        UNIT_US,
+        "first-touch 1-byte write to each page of a fresh anonymous private mapping (MADV_NOHUGEPAGE, so each 4 KiB page is one zero-fill fault); time per minor fault counted by getrusage(RUSAGE_THREAD); lmbench has no such row (its page fault is page_fault)",
+        Box::new(anon_fault),
     ));
     let bw = size_human(opts.bw_bytes());
     v.push(spec(
         "mem_rd_bw",
         "mem rd bw",
         UNIT_MBS,
-        &format!("kernels::read_sum over a {bw} buffer (every 64-bit word; lmbench bw_mem rd), MB = 10^6 B"),
+        &format!(
+            "kernels::read_sum over a {bw} buffer, MB = 10^6 B (lmbench bw_mem rd); differs from lmbench in reading every 64-bit word, where lmbench reads one int per 16 bytes, though both fetch every cache line"
+        ),
         Box::new(|c: &Ctx| mem_bw(c, BwKind::Read)),
     ));
     v.push(spec(
         "mem_wr_bw",
         "mem wr bw",
         UNIT_MBS,
-        &format!("kernels::write_fill over a {bw} buffer (volatile 64-bit stores; lmbench bw_mem wr), MB = 10^6 B"),
+        &format!(
+            "kernels::write_fill over a {bw} buffer, MB = 10^6 B (lmbench bw_mem wr); differs from lmbench in storing every 64-bit word, where lmbench stores one int per 16 bytes, though both write every cache line"
+        ),
         Box::new(|c: &Ctx| mem_bw(c, BwKind::Write)),
     ));
     v.push(spec(
@@ -283,7 +324,7 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
         "mem cp bw",
         UNIT_MBS,
         &format!(
-            "kernels::copy from one {bw} buffer to another (bytes copied per second; lmbench bw_mem cp), MB = 10^6 B"
+            "kernels::copy from one {bw} buffer to another, bytes copied per second, MB = 10^6 B (lmbench bw_mem cp); differs from lmbench in copying every 64-bit word, where lmbench copies one int per 16 bytes, though both move every cache line"
         ),
         Box::new(|c: &Ctx| mem_bw(c, BwKind::Copy)),
     ));
@@ -303,7 +344,7 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
         "tcp_lat",
         "TCP lat",
         UNIT_US,
-        "1-byte round trip over TCP on 127.0.0.1 (TCP_NODELAY) to an echo server thread",
+        "1-byte round trip over TCP on 127.0.0.1 (TCP_NODELAY) to an echo server; differs from lmbench lat_tcp in the server being a thread of this process, not a separate process",
         Box::new(tcp_lat),
     ));
     v.push(spec(
@@ -311,7 +352,7 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
         "TCP bw",
         UNIT_MBS,
         &format!(
-            "{} KiB write(2)s over TCP on 127.0.0.1 to a server process that reads them all, then acks; MB = 10^6 B",
+            "{} KiB write(2)s over TCP on 127.0.0.1 to a server process that reads them all, then acks; MB = 10^6 B; as lmbench bw_tcp -m 64k and iperf3 -l 64K",
             TCP_MSG_BYTES >> 10
         ),
         Box::new(tcp_bw),
@@ -329,7 +370,17 @@ pub fn row_ids(opts: &NativeOptions) -> Vec<String> {
 /// with each row's id before it runs. Never fails: a row that cannot run
 /// comes back as "n/a" with the reason.
 pub fn run(opts: &NativeOptions, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
-    let selected: Vec<Spec> = specs(opts).into_iter().filter(|s| opts.selects(&s.id)).collect();
+    run_selected(opts, &|id| opts.selects(id), progress)
+}
+
+/// Run the one row whose id is exactly `id` (the `only` filter is ignored);
+/// `None` when there is no such row.
+pub fn run_one(opts: &NativeOptions, id: &str) -> Option<Row> {
+    run_selected(opts, &|i| i == id, &mut |_| {}).pop()
+}
+
+fn run_selected(opts: &NativeOptions, select: &dyn Fn(&str) -> bool, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
+    let selected: Vec<Spec> = specs(opts).into_iter().filter(|s| select(&s.id)).collect();
     if selected.is_empty() {
         return Vec::new();
     }
@@ -405,15 +456,37 @@ fn cpath(p: &Path) -> Result<CString, String> {
 
 fn make_file(c: &Ctx, name: &str, bytes: usize) -> Result<PathBuf, String> {
     let p = c.dir.0.join(name);
-    let mut f = File::create(&p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-    let chunk = vec![0x5au8; 64 << 10];
+    write_file(&p, bytes)?;
+    Ok(p)
+}
+
+/// Bytes per write(2) when making a scratch file. The page cache's folio
+/// sizes follow the writes, and a fault maps at most a folio or the
+/// fault-around window, so `page_fault` depends on this.
+pub const FILE_WRITE_BYTES: usize = 64 << 10;
+
+/// Size of the file `page_fault` maps (quick or not).
+pub fn fault_file_bytes(quick: bool) -> usize {
+    if quick {
+        4 << 20
+    } else {
+        16 << 20
+    }
+}
+
+/// Writes `bytes` bytes of 0x5a to `p` in [`FILE_WRITE_BYTES`] writes, so
+/// the file is in the page cache afterwards (as the native rows' files are;
+/// the cross-check gives lmbench a file made the same way).
+pub fn write_file(p: &Path, bytes: usize) -> Result<(), String> {
+    let mut f = File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+    let chunk = vec![0x5au8; FILE_WRITE_BYTES];
     let mut left = bytes;
     while left > 0 {
         let k = left.min(chunk.len());
         f.write_all(&chunk[..k]).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
         left -= k;
     }
-    Ok(p)
+    Ok(())
 }
 
 // ---------------------------------------------------------------- processes
@@ -563,18 +636,34 @@ fn sig_install(c: &Ctx) -> Result<(f64, String), String> {
     )
 }
 
-fn sig_handle(c: &Ctx) -> Result<(f64, String), String> {
+/// lmbench's signal catch cost: a SIGUSR1 sent to this thread and caught by
+/// an installed handler, minus sending signal 0 (checked, never delivered).
+/// Returns (catch µs, send µs, the catch measurement).
+fn sig_catch(c: &Ctx) -> Result<(f64, f64, Measurement), String> {
     let sa = make_sigaction(usr1_handler as extern "C" fn(c_int) as usize, 0);
     let _restore = SigGuard::install(libc::SIGUSR1, &sa)?;
     // SAFETY: getpid and gettid take no arguments and cannot fail.
     let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid)) };
-    median_us(
-        c,
+    let send = |sig: c_int| {
+        // SAFETY: sends `sig` (SIGUSR1, which has a handler, or 0, which is
+        // only checked) to this thread.
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) == 0 }
+    };
+    let sent =
+        c.h.measure(&mut |n| {
+            for _ in 0..n {
+                if !send(0) {
+                    return Err(os_err("tgkill"));
+                }
+            }
+            Ok(())
+        })
+        .map_err(harness_err)?;
+    let caught =
         c.h.measure(&mut |n| {
             let before = USR1_COUNT.load(Ordering::Relaxed);
             for _ in 0..n {
-                // SAFETY: sends SIGUSR1, which has a handler, to this thread.
-                if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) } != 0 {
+                if !send(libc::SIGUSR1) {
                     return Err(os_err("tgkill"));
                 }
             }
@@ -583,8 +672,15 @@ fn sig_handle(c: &Ctx) -> Result<(f64, String), String> {
                 return Err(format!("sent {n} signals, handler saw {got}"));
             }
             Ok(())
-        }),
-    )
+        })
+        .map_err(harness_err)?;
+    let send_us = sent.us(Summary::Median);
+    Ok((caught.us(Summary::Median) - send_us, send_us, caught))
+}
+
+fn sig_handle(c: &Ctx) -> Result<(f64, String), String> {
+    let (catch_us, send_us, m) = sig_catch(c)?;
+    Ok((catch_us, format!("sending signal 0 {send_us:.4} µs subtracted; {}", how(c, &m, Summary::Median))))
 }
 
 /// Fork `n` children that run `child` (which should not return, and may only
@@ -733,12 +829,45 @@ impl Drop for Kids {
     }
 }
 
-fn ctx_switch(c: &Ctx, procs: usize, kib: usize) -> Result<(f64, String), String> {
+/// One context-switch measurement: the ring's time per hop and the
+/// single-process overhead lmbench subtracts from it.
+#[derive(Clone, Debug)]
+pub struct CtxHop {
+    /// Time per hop of the ring, in µs, nothing subtracted (what `perf bench
+    /// sched pipe` reports, per switch).
+    pub raw_us: f64,
+    /// The single-process overhead per hop (a token through a pipe to itself
+    /// plus the sum), in µs.
+    pub overhead_us: f64,
+    /// The CPU the ring was pinned to, if it was.
+    pub pinned_cpu: Option<i32>,
+    /// The ring's measurement.
+    pub measurement: Measurement,
+}
+
+impl CtxHop {
+    /// The context-switch time as lmbench `lat_ctx` reports it: per hop,
+    /// minus the overhead.
+    pub fn switch_us(&self) -> f64 {
+        self.raw_us - self.overhead_us
+    }
+}
+
+/// Measures a ring of `procs` processes that each sum `kib` KiB per hop,
+/// pinned to the current CPU or not, with harness `h`.
+pub fn ctx_hop(h: &Harness, procs: usize, kib: usize, pinned: bool) -> Result<CtxHop, String> {
+    if procs == 0 {
+        return Err("a ring needs at least one process".to_string());
+    }
     let words = kib * 1024 / 8;
     // Each process gets its own, written (so really allocated) data.
     let data: Vec<Vec<u64>> = (0..procs).map(|i| vec![i as u64 + 1; words]).collect();
 
-    let pin = PinGuard::pin();
+    let pin = if pinned {
+        Some(PinGuard::pin().ok_or_else(|| os_err("pinning to the current CPU (sched_setaffinity)"))?)
+    } else {
+        None
+    };
 
     // Overhead: one process passing the token through a pipe to itself and
     // summing its data, per hop.
@@ -746,7 +875,7 @@ fn ctx_switch(c: &Ctx, procs: usize, kib: usize) -> Result<(f64, String), String
     let tok = [7u8; 1];
     let mut back = [0u8; 1];
     let d0 = &data[0];
-    let ovh = c.h.measure(&mut |n| {
+    let ovh = h.measure(&mut |n| {
         for _ in 0..n {
             std::hint::black_box(kernels::read_sum(d0));
             if !write1(ow, &tok) || !read1(or, &mut back) {
@@ -822,8 +951,8 @@ fn ctx_switch(c: &Ctx, procs: usize, kib: usize) -> Result<(f64, String), String
     }
     let result = match fork_err {
         Some(e) => Err(e),
-        None => {
-            c.h.measure(&mut |n| {
+        None => h
+            .measure(&mut |n| {
                 let mut t = [1u8; 1];
                 for _ in 0..n {
                     std::hint::black_box(kernels::read_sum(d0));
@@ -833,8 +962,7 @@ fn ctx_switch(c: &Ctx, procs: usize, kib: usize) -> Result<(f64, String), String
                 }
                 Ok(())
             })
-            .map_err(harness_err)
-        }
+            .map_err(harness_err),
     };
     drop(kids);
     close_fd(rd);
@@ -842,20 +970,27 @@ fn ctx_switch(c: &Ctx, procs: usize, kib: usize) -> Result<(f64, String), String
     let pinned = pin.as_ref().map(|p| p.cpu);
     drop(pin);
     let m = result?;
-    let lap_ns = m.ns(Summary::Median);
-    let hop_ns = lap_ns / procs as f64;
-    let value_us = (hop_ns - overhead_ns) / 1000.0;
+    Ok(CtxHop {
+        raw_us: m.ns(Summary::Median) / procs as f64 / 1000.0,
+        overhead_us: overhead_ns / 1000.0,
+        pinned_cpu: pinned,
+        measurement: m,
+    })
+}
+
+fn ctx_switch(c: &Ctx, procs: usize, kib: usize, pinned: bool) -> Result<(f64, String), String> {
+    let hop = ctx_hop(&c.h, procs, kib, pinned)?;
     Ok((
-        value_us,
+        hop.switch_us(),
         format!(
             "raw {:.3} µs per hop, overhead {:.3} µs per hop subtracted; {}; {}",
-            hop_ns / 1000.0,
-            overhead_ns / 1000.0,
-            match pinned {
+            hop.raw_us,
+            hop.overhead_us,
+            match hop.pinned_cpu {
                 Some(cpu) => format!("pinned to CPU {cpu}"),
-                None => "NOT pinned (sched_setaffinity failed)".to_string(),
+                None => "not pinned".to_string(),
             },
-            how(c, &m, Summary::Median)
+            how(c, &hop.measurement, Summary::Median)
         ),
     ))
 }
@@ -920,30 +1055,116 @@ fn minor_faults() -> Option<i64> {
     Some(ru.ru_minflt)
 }
 
+/// Page offsets of `pages` pages in a fixed random order (Fisher-Yates with
+/// the kernels' SplitMix64), as lmbench's `permutation()` gives
+/// lat_pagefault (with a seed from its pid).
+fn page_permutation(pages: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..pages).map(|p| p * PAGE).collect();
+    let mut rng = kernels::SplitMix64::new(kernels::DEFAULT_SEED);
+    for i in (1..v.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// A shared read-only mapping of `len` bytes of `fd`, dropped from the
+/// cache's view of this mapping with msync(MS_INVALIDATE), as lmbench does
+/// after each mmap.
+fn map_shared_ro(len: usize, fd: RawFd) -> Result<Map, String> {
+    let m = Map::new(len, libc::PROT_READ, libc::MAP_SHARED, fd)?;
+    // SAFETY: `m` is a live mapping of exactly `len` bytes.
+    if unsafe { libc::msync(m.ptr.cast(), len, libc::MS_INVALIDATE) } != 0 {
+        return Err(os_err("msync"));
+    }
+    Ok(m)
+}
+
 fn page_fault(c: &Ctx) -> Result<(f64, String), String> {
-    let bytes: usize = if c.quick { 4 << 20 } else { 16 << 20 };
+    let bytes = fault_file_bytes(c.quick);
     let pages = bytes / PAGE;
+    let order = page_permutation(pages);
     let p = make_file(c, "fault-file", bytes)?;
     let f = File::open(&p).map_err(|e| format!("cannot open {}: {e}", p.display()))?;
     let fd = f.as_raw_fd();
+    // lmbench's two loops over one mapping that each iteration replaces:
+    // "touch every page, then munmap + mmap + msync", and "munmap + mmap +
+    // msync" alone; the difference is the faults (and the extra cost of
+    // unmapping what they populated).
+    let mut map = Some(map_shared_ro(bytes, fd)?);
+    let mut passes = 0u64;
+    let mut faults = 0i64;
+    let mut sum = 0u8;
+    let touched =
+        c.h.measure(&mut |n| {
+            for _ in 0..n {
+                let m = map.take().ok_or("no mapping")?;
+                let f0 = minor_faults().ok_or_else(|| os_err("getrusage"))?;
+                for &off in &order {
+                    // SAFETY: `off` < bytes, inside the readable mapping.
+                    sum = sum.wrapping_add(unsafe { std::ptr::read_volatile(m.ptr.add(off)) });
+                }
+                faults += minor_faults().ok_or_else(|| os_err("getrusage"))? - f0;
+                passes += 1;
+                drop(m);
+                map = Some(map_shared_ro(bytes, fd)?);
+            }
+            Ok(())
+        })
+        .map_err(harness_err)?;
+    let remap =
+        c.h.measure(&mut |n| {
+            for _ in 0..n {
+                drop(map.take());
+                map = Some(map_shared_ro(bytes, fd)?);
+            }
+            Ok(())
+        })
+        .map_err(harness_err)?;
+    drop(map);
+    std::hint::black_box(sum);
+    if faults <= 0 || passes == 0 {
+        return Err("no minor faults were counted while touching the mapped file".to_string());
+    }
+    let per_pass_faults = faults as f64 / passes as f64;
+    let (touch_ns, remap_ns) = (touched.ns(Summary::Median), remap.ns(Summary::Median));
+    Ok((
+        (touch_ns - remap_ns) / pages as f64 / 1000.0,
+        format!(
+            "{} file, {pages} pages per pass, {per_pass_faults:.1} faults per pass ({:.2} pages mapped per fault: kernel fault-around), {:.4} µs per fault; remap {:.1} µs per pass subtracted; {}",
+            size_human(bytes),
+            pages as f64 / per_pass_faults,
+            (touch_ns - remap_ns) / per_pass_faults / 1000.0,
+            remap_ns / 1000.0,
+            how(c, &touched, Summary::Median)
+        ),
+    ))
+}
+
+fn anon_fault(c: &Ctx) -> Result<(f64, String), String> {
+    let bytes: usize = if c.quick { 4 << 20 } else { 16 << 20 };
+    let pages = bytes / PAGE;
     let mut passes = 0u64;
     let mut faults = 0i64;
     let m =
         c.h.measure_timed(&mut |n| {
             let mut total = Duration::ZERO;
             for _ in 0..n {
-                let m = Map::new(bytes, libc::PROT_READ, libc::MAP_PRIVATE, fd)?;
+                let m =
+                    Map::new(bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)?;
+                // SAFETY: advising on exactly the mapping just made. Without
+                // it a transparent huge page would turn 512 faults into one.
+                if unsafe { libc::madvise(m.ptr.cast(), bytes, libc::MADV_NOHUGEPAGE) } != 0 {
+                    return Err(os_err("madvise(MADV_NOHUGEPAGE)"));
+                }
                 let f0 = minor_faults().ok_or_else(|| os_err("getrusage"))?;
                 let t = Instant::now();
-                let mut sum = 0u8;
                 for pg in 0..pages {
-                    // SAFETY: pg * PAGE < bytes, inside the readable mapping.
-                    sum = sum.wrapping_add(unsafe { std::ptr::read_volatile(m.ptr.add(pg * PAGE)) });
+                    // SAFETY: pg * PAGE < bytes, inside the writable mapping.
+                    unsafe { std::ptr::write_volatile(m.ptr.add(pg * PAGE), 1) };
                 }
                 total += t.elapsed();
-                let f1 = minor_faults().ok_or_else(|| os_err("getrusage"))?;
-                std::hint::black_box(sum);
-                faults += f1 - f0;
+                faults += minor_faults().ok_or_else(|| os_err("getrusage"))? - f0;
                 passes += 1;
                 drop(m);
             }
@@ -958,10 +1179,8 @@ fn page_fault(c: &Ctx) -> Result<(f64, String), String> {
     Ok((
         pass_ns / per_pass_faults / 1000.0,
         format!(
-            "{} file, {pages} pages per pass, {per_pass_faults:.1} faults per pass ({:.2} pages mapped per fault: kernel fault-around), {:.4} µs per page touched; {}",
+            "{} mapping, {pages} pages per pass, {per_pass_faults:.1} faults per pass; {}",
             size_human(bytes),
-            pages as f64 / per_pass_faults,
-            pass_ns / pages as f64 / 1000.0,
             how(c, &m, Summary::Median)
         ),
     ))
@@ -1027,7 +1246,16 @@ fn prot_fault(c: &Ctx) -> Result<(f64, String), String> {
     drop(guard);
     PROT_PAGE.store(0, Ordering::Relaxed);
     drop(m);
-    median_us(c, r)
+    let r = r.map_err(harness_err)?;
+    let (catch_us, _, _) = sig_catch(c)?;
+    let raw_us = r.us(Summary::Median);
+    Ok((
+        raw_us - catch_us,
+        format!(
+            "raw {raw_us:.4} µs per fault, signal catch {catch_us:.4} µs subtracted; {}",
+            how(c, &r, Summary::Median)
+        ),
+    ))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -1222,7 +1450,16 @@ mod tests {
         dedup.sort();
         dedup.dedup();
         assert_eq!(dedup.len(), ids.len(), "duplicate row ids");
-        for id in ["null_call", "ctx_2p_0k", "ctx_16p_64k", "mem_lat_1m", "tcp_bw", "page_fault"] {
+        for id in [
+            "null_call",
+            "ctx_2p_0k",
+            "ctx_16p_64k",
+            "ctx_2p_0k_unpinned",
+            "mem_lat_1m",
+            "tcp_bw",
+            "page_fault",
+            "anon_fault",
+        ] {
             assert!(ids.iter().any(|i| i == id), "missing {id}");
         }
     }
@@ -1231,7 +1468,19 @@ mod tests {
     fn only_filter_is_a_prefix_match() {
         let o = NativeOptions { only: vec!["ctx_2p".into(), "null".into()], ..Default::default() };
         let ids = row_ids(&o);
-        assert_eq!(ids, vec!["null_call", "null_io", "ctx_2p_0k", "ctx_2p_16k", "ctx_2p_64k"]);
+        assert_eq!(
+            ids,
+            vec![
+                "null_call",
+                "null_io",
+                "ctx_2p_0k",
+                "ctx_2p_16k",
+                "ctx_2p_64k",
+                "ctx_2p_0k_unpinned",
+                "ctx_2p_16k_unpinned",
+                "ctx_2p_64k_unpinned"
+            ]
+        );
         let none = NativeOptions { only: vec!["nope".into()], ..Default::default() };
         assert!(run(&none, &mut |_| {}).is_empty());
     }

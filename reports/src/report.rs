@@ -266,11 +266,15 @@ fn write_documents(
         chart_paths.push(ChartPaths { kind: r.kind, scenario: r.scenario.clone(), svg, png });
     }
 
-    let md = markdown(scenarios, bench, &rendered, &|r: &Rendered| format!("{}.png", r.stem), true);
+    // A cross-check saved beside the results (`migbench bench crosscheck
+    // --json DIR/crosscheck.json`) gets its own section; empty otherwise.
+    let crosscheck = bench_suites::crosscheck::section_for_dir(dir);
+    let md = markdown(scenarios, bench, &rendered, &|r: &Rendered| format!("{}.png", r.stem), true) + &crosscheck;
     let md_path = dir.join("report.md");
     write_file(&md_path, md.as_bytes())?;
 
-    let md_inline = markdown(scenarios, bench, &rendered, &|r: &Rendered| png_data_uri(&r.chart.png), false);
+    let md_inline =
+        markdown(scenarios, bench, &rendered, &|r: &Rendered| png_data_uri(&r.chart.png), false) + &crosscheck;
     let html = html_page("migbench report", &md_inline);
     let html_path = dir.join("report.html");
     write_file(&html_path, html.as_bytes())?;
