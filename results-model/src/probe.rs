@@ -6,24 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::series::Sample;
 use crate::series::{self, Gap, PhaseRates};
-
-/// One tick of the sampler.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    /// Real `CLOCK_MONOTONIC` time of the sample, in ns since the probe's
-    /// start ([`ProbeResult::start_monotonic_ns`]).
-    pub t_ns: u64,
-    /// Cumulative body bytes received by all connections so far.
-    pub bytes_total: u64,
-    /// Bytes received since the previous sample (since the start for the first).
-    pub bytes: u64,
-    /// `bytes` over the *real* time since the previous sample, in Mbit/s (10^6 bit/s).
-    pub rate_mbps: f64,
-    /// Actual spacing from the previous sample minus the nominal interval, in µs.
-    /// Positive: the tick came late.
-    pub jitter_us: i64,
-}
 
 /// Per-request latency (request start to last body byte) of complete responses, in µs.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
