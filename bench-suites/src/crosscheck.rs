@@ -452,7 +452,9 @@ fn wait_limited(child: Child, limit: Duration) -> Result<Output, String> {
             // SAFETY: signalling our own child, which has not been reaped
             // (the waiter still waits for it).
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            let _ = waiter.join();
+            // Not joined: a grandchild may still hold the output pipes, and
+            // the waiter ends (and reaps) when they close.
+            drop(waiter);
             Err(format!("did not finish within {limit:?}; killed"))
         }
     }
@@ -660,14 +662,37 @@ struct LmServer<'a> {
 
 impl<'a> LmServer<'a> {
     fn start(lm: &'a Lmbench, prog: &'static str) -> Result<Self, String> {
-        run_tool(lm.cmd(prog).arg("-s"))?;
+        // The server forks a daemon that keeps whatever descriptors it was
+        // given, so it gets none of ours: a pipe it held would never close.
+        let child = lm
+            .cmd(prog)
+            .arg("-s")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {prog} -s: {e}"))?;
+        let out = wait_limited(child, TOOL_LIMIT)?;
+        if !out.status.success() {
+            return Err(format!("{prog} -s failed ({})", out.status));
+        }
         Ok(LmServer { lm, prog })
     }
 }
 
 impl Drop for LmServer<'_> {
     fn drop(&mut self) {
-        let _ = run_tool(self.lm.cmd(self.prog).args(["-S", "127.0.0.1"]));
+        let stop = self
+            .lm
+            .cmd(self.prog)
+            .args(["-S", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Ok(child) = stop {
+            let _ = wait_limited(child, TOOL_LIMIT);
+        }
     }
 }
 
