@@ -45,6 +45,10 @@ pub struct RoundStats {
     pub rate_limit_mbps: Option<f64>,
     /// Pages dirtied per second during the round.
     pub dirty_rate_pages_s: f64,
+    /// Auto-converge: the share of time the worker vCPUs were held off
+    /// during the round, percent (`null`: not throttled).
+    #[serde(default)]
+    pub throttle_pct: Option<f64>,
 }
 
 /// Where the downtime went. The parts add up to `downtime_ms`.
@@ -89,6 +93,10 @@ pub struct MigrationStats {
     pub start_mono_ns: u64,
     /// Start to end (acknowledgement or failure), ms.
     pub total_ms: f64,
+    /// Setup: from the start to the first page sent, ms (QEMU's
+    /// `setup-time`). `null` when no page was sent.
+    #[serde(default)]
+    pub setup_ms: Option<f64>,
     /// Guest RAM, bytes.
     pub ram_bytes: u64,
     /// Bytes written to the stream, headers and state included.

@@ -31,6 +31,7 @@ fn rounds(spec: &[R]) -> Vec<RoundStats> {
             rate_mbps,
             rate_limit_mbps: limit,
             dirty_rate_pages_s: dirty_pages as f64 / (duration_ms / 1e3),
+            throttle_pct: None,
         })
         .collect()
 }
@@ -48,6 +49,7 @@ pub fn stats(policy: Policy, spec: &[R], downtime_ms: f64) -> MigrationStats {
         policy,
         start_mono_ns: PROBE_START + MIGRATION_OFFSET_NS,
         total_ms: resumed + 25.0,
+        setup_ms: rs.first().map(|r| r.start_ms),
         ram_bytes: 512 << 20,
         transferred_bytes: rs.iter().map(|r| r.bytes).sum::<u64>() + 3_000_000,
         zero_pages: 60_000,

@@ -789,6 +789,7 @@ fn common_stats(
         policy: policy.clone(),
         start_mono_ns: start,
         total_ms: info.total_time.map_or(0.0, |t| t as f64),
+        setup_ms: info.setup_time.map(|t| t as f64),
         ram_bytes,
         transferred_bytes: ram.map_or(0, |r| r.transferred.max(0) as u64),
         zero_pages: ram.map_or(0, |r| r.duplicate.max(0) as u64),

@@ -74,6 +74,7 @@ pub fn derive(start_ns: u64, polls: &[RamSample], rate_limit_mbps: Option<f64>) 
             rate_mbps: if dur_ns > 0 { bytes as f64 * 8.0 / (dur_ns as f64 / 1e9) / 1e6 } else { 0.0 },
             rate_limit_mbps,
             dirty_rate_pages_s: b.dirty_pages_rate.max(0) as f64,
+            throttle_pct: None,
         });
     }
     rounds

@@ -109,6 +109,7 @@ fn new_stats(vmm: &Vmm, policy: &Policy) -> MigrationStats {
         policy: policy.clone(),
         start_mono_ns: mono_ns(),
         total_ms: 0.0,
+        setup_ms: None,
         ram_bytes: vmm.config().memory,
         transferred_bytes: 0,
         zero_pages: 0,
@@ -294,6 +295,7 @@ impl Source<'_> {
                 rate_mbps: sent.bytes as f64 * 8.0 / secs / 1e6,
                 rate_limit_mbps: rate,
                 dirty_rate_pages_s: dirty as f64 / secs,
+                throttle_pct: None,
             };
             events(SourceEvent::Round(&r));
             let decision = policy::decide(
