@@ -28,6 +28,9 @@ pub enum RunnerError {
     /// A VMM-side check failed (configuration, KVM).
     #[error(transparent)]
     Vmm(#[from] vmm_min::Error),
+    /// The QEMU system failed (process, QMP, guest).
+    #[error("qemu: {0}")]
+    Qemu(#[from] crate::qemu::driver::QemuError),
     /// A system under test did not get ready or answered nonsense.
     #[error("{system}: {message}")]
     System {

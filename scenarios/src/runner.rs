@@ -76,6 +76,10 @@ pub struct ExperimentResult {
     pub loopback_tcp_ms: Option<f64>,
     /// The topology's names, if there was one.
     pub names: Option<Names>,
+    /// How the system ran (its version, accelerator and why), if it says.
+    pub system_note: Option<String>,
+    /// Launch of the source to the guest's first HTTP 200, ms.
+    pub boot_to_http_ms: Option<f64>,
 }
 
 /// What the runner tells its caller while it works.
@@ -105,27 +109,49 @@ fn heartbeats(sut: &dyn SystemUnderTest, side: Side, span: Duration) -> Result<(
     Ok((a, sut.heartbeat(side)?))
 }
 
-/// Waits until the guest's HTTP server accepts connections from the probe namespace.
-fn wait_for_guest_http(names: &Names) -> Result<(), RunnerError> {
+/// How long the guest may take to answer its first HTTP request after the
+/// system started (a Linux guest under TCG boots in seconds; the system's
+/// own start already waited for the boot where it knows how).
+const HTTP_READY_LIMIT: Duration = Duration::from_secs(30);
+
+/// The status code of one `GET /health` (`Connection: close`), read from
+/// the status line; `None` when there is no answer yet.
+fn health_status(addr: std::net::SocketAddr) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", addr.ip()).as_bytes()).ok()?;
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].contains(&b'\n') {
+        match s.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    let line = std::str::from_utf8(&buf[..n]).ok()?;
+    line.strip_prefix("HTTP/1.")?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits until the guest answers `GET /health` with 200 from the probe
+/// namespace; the monotonic time of that answer.
+fn wait_for_guest_http(names: &Names) -> Result<u64, RunnerError> {
     let addr = std::net::SocketAddr::from((names.guest_ip, 80));
     let ok = netns::run_in_netns(&names.probe_ns, || {
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return true;
+        while t.elapsed() < HTTP_READY_LIMIT {
+            if health_status(addr) == Some(200) {
+                return Some(results::clock::mono_ns());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
+        None
     })?;
-    if ok {
-        Ok(())
-    } else {
-        Err(RunnerError::System {
-            system: "guest",
-            message: format!("the guest's HTTP server at {addr} did not answer within 10 s"),
-        })
-    }
+    ok.ok_or_else(|| RunnerError::System {
+        system: "guest",
+        message: format!(
+            "the guest's HTTP server at {addr} did not answer GET /health with 200 within {HTTP_READY_LIMIT:?}"
+        ),
+    })
 }
 
 /// Runs `exp` on `sut`; `events` hears of each step and of the
@@ -200,8 +226,11 @@ fn run_in(
 
     // 3. The probe, inside the probe namespace.
     let mut probe: Option<ProbeHandle> = None;
+    let mut boot_to_http_ms = sut.boot_to_http_ms();
     if let (Some(n), Some(net)) = (ctx.names, &exp.net) {
-        wait_for_guest_http(n)?;
+        let ready = wait_for_guest_http(n)?;
+        boot_to_http_ms =
+            boot_to_http_ms.or_else(|| sut.source_launched_ns().map(|l| results::clock::ms_between(l, ready)));
         if let Some(p) = &net.probe {
             probe = Some(start_probe(n, p, events)?);
         }
@@ -274,6 +303,8 @@ fn run_in(
         failures,
         loopback_tcp_ms,
         names: ctx.names.cloned(),
+        system_note: sut.note(),
+        boot_to_http_ms,
     })
 }
 

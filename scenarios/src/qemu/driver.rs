@@ -197,6 +197,9 @@ struct MigrationPlan<'a> {
     on_timeout: OnTimeout,
     bw_mbps: Option<f64>,
     opts: &'a QemuMigrateOptions,
+    /// The destination waits with `-S`: without `--verify` it is `cont`ed
+    /// as soon as it has loaded the state.
+    dest_paused: bool,
 }
 
 /// QEMU's own figures for a migration, next to the common statistics.
@@ -241,6 +244,10 @@ pub struct QemuSystem {
     source: Option<QemuProcess>,
     dest: Option<QemuProcess>,
     incoming_port: Option<u16>,
+    /// Whether the destination was started with `-S`.
+    dest_paused: bool,
+    /// How the source QEMU ended after a completed migration (`quit`).
+    old_source_exit: Option<i32>,
 }
 
 impl Drop for QemuSystem {
@@ -292,6 +299,8 @@ impl QemuSystem {
             source: None,
             dest: None,
             incoming_port: None,
+            dest_paused: false,
+            old_source_exit: None,
         })
     }
 
@@ -424,7 +433,86 @@ impl QemuSystem {
         }
         self.dest = Some(self.spawn(Role::Destination, &extra)?);
         self.incoming_port = Some(port);
+        self.dest_paused = paused;
         Ok(())
+    }
+
+    /// Whether the destination waits with `-S` (so `--verify` can run).
+    pub fn destination_paused(&self) -> bool {
+        self.dest.is_some() && self.dest_paused
+    }
+
+    /// The monotonic time (ns) the source QEMU was launched.
+    pub fn source_launched_ns(&self) -> Option<u64> {
+        self.source.as_ref().map(|p| p.launched_ns)
+    }
+
+    fn process(&self, destination: bool) -> Result<&QemuProcess, QemuError> {
+        let p = if destination { &self.dest } else { &self.source };
+        p.as_ref().ok_or_else(|| {
+            QemuError::State(format!("no {} QEMU runs", if destination { "destination" } else { "source" }))
+        })
+    }
+
+    /// QMP `stop` on the source or the destination (the guest's vCPUs pause).
+    pub fn pause(&self, destination: bool) -> Result<(), QemuError> {
+        let p = self.process(destination)?;
+        self.rt.block_on(p.qmp.execute(qmp::stop {}))?;
+        Ok(())
+    }
+
+    /// QMP `cont` on the source or the destination.
+    pub fn resume(&self, destination: bool) -> Result<(), QemuError> {
+        let p = self.process(destination)?;
+        self.rt.block_on(p.qmp.execute(qmp::cont {}))?;
+        Ok(())
+    }
+
+    /// The QEMU version and Debian package string, e.g. `7.2.19 (Debian 1:7.2+dfsg-7+deb12u16)`.
+    pub fn version(&self) -> Result<String, QemuError> {
+        let p = self.source.as_ref().or(self.dest.as_ref()).ok_or_else(|| QemuError::State("no QEMU runs".into()))?;
+        let v = self.rt.block_on(p.qmp.execute(qmp::query_version {}))?;
+        let q = v.qemu;
+        let pkg = v.package.trim();
+        Ok(if pkg.is_empty() {
+            format!("{}.{}.{}", q.major, q.minor, q.micro)
+        } else {
+            format!("{}.{}.{} ({pkg})", q.major, q.minor, q.micro)
+        })
+    }
+
+    /// How the source QEMU ended after a completed migration: it is told
+    /// to `quit` and its exit status is kept (`None`: killed, or no
+    /// migration completed).
+    pub fn old_source_exit(&self) -> Option<i32> {
+        self.old_source_exit
+    }
+
+    /// Ends both QEMUs: QMP `quit`, then a wait of up to 5 s, then SIGKILL.
+    /// Returns the exit codes of the QEMU now in the source slot (after a
+    /// completed migration, the one that received the guest) and of the
+    /// destination, if one was still there.
+    pub fn quit_all(&mut self) -> (Option<i32>, Option<i32>) {
+        let d = self.dest.take().and_then(|p| self.quit(p));
+        let s = self.source.take().and_then(|p| self.quit(p));
+        (s, d)
+    }
+
+    /// Asks `p` to quit and waits for it (at most 5 s, then SIGKILL); its
+    /// exit code if it exited by itself.
+    fn quit(&self, mut p: QemuProcess) -> Option<i32> {
+        let _ =
+            self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), p.qmp.execute(qmp::quit {})).await });
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            match p.child.try_wait() {
+                Ok(Some(st)) => return st.code(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => break,
+            }
+        }
+        p.kill();
+        None
     }
 
     /// Waits until the guest answers `GET /health` from the probe namespace;
@@ -485,6 +573,16 @@ impl QemuSystem {
 
     /// Migrates the source to the destination.
     pub fn migrate(&mut self, opts: &QemuMigrateOptions) -> Result<QemuMigration, QemuError> {
+        self.migrate_with_progress(opts, &mut |_| {})
+    }
+
+    /// Migrates the source to the destination; `progress` sees every
+    /// `query-migrate` poll's RAM counters.
+    pub fn migrate_with_progress(
+        &mut self,
+        opts: &QemuMigrateOptions,
+        progress: &mut dyn FnMut(&RamSample),
+    ) -> Result<QemuMigration, QemuError> {
         let (downtime_ms, timeout_ms, on_timeout, bw_mbps) = match &opts.policy {
             Policy::Downtime { downtime_ms, timeout_ms, on_timeout, max_bandwidth_mbps } => {
                 (*downtime_ms, *timeout_ms, *on_timeout, *max_bandwidth_mbps)
@@ -509,8 +607,9 @@ impl QemuSystem {
             on_timeout,
             bw_mbps,
             opts,
+            dest_paused: self.dest_paused,
         };
-        let res = self.rt.block_on(run_migration(&mut src, &mut dst, &plan));
+        let res = self.rt.block_on(run_migration(&mut src, &mut dst, &plan, progress));
         let out = match res {
             Ok(m) => m,
             Err(e) => {
@@ -522,8 +621,9 @@ impl QemuSystem {
             }
         };
         if out.stats.outcome == Outcome::Completed {
-            // The destination runs the guest now; the source's copy is stale.
-            drop(src);
+            // The destination runs the guest now; the source's copy is
+            // stale: it is told to quit, and how it ended is kept.
+            self.old_source_exit = self.quit(src);
             self.source = Some(dst);
         } else {
             self.rt.block_on(ensure_running(&src));
@@ -581,8 +681,10 @@ async fn run_migration(
     src: &mut QemuProcess,
     dst: &mut QemuProcess,
     plan: &MigrationPlan<'_>,
+    progress: &mut dyn FnMut(&RamSample),
 ) -> Result<QemuMigration, QemuError> {
-    let MigrationPlan { dir, port, ram_bytes, downtime_ms, timeout_ms, on_timeout, bw_mbps, opts, .. } = *plan;
+    let MigrationPlan { dir, port, ram_bytes, downtime_ms, timeout_ms, on_timeout, bw_mbps, opts, dest_paused, .. } =
+        *plan;
     debug_assert!(src.role == Role::Source && dst.role == Role::Destination);
     src.qmp
         .execute(qmp::migrate_set_capabilities {
@@ -625,6 +727,7 @@ async fn run_migration(
         let t = mono_ns();
         src_events.extend(src.qmp.take_events());
         if let Some(s) = ram_sample(t, &info) {
+            progress(&s);
             polls.push(s);
         }
         match info.status {
@@ -658,7 +761,10 @@ async fn run_migration(
     let mut resume_ns = None;
     let mut verify_span_ms = 0.0;
     if status == Outcome::Completed {
-        if opts.verify {
+        if opts.verify && !dest_paused {
+            return Err(QemuError::State("--verify needs a destination started with -S".into()));
+        }
+        if dest_paused {
             // Wait for the destination to finish loading (it stays paused: -S).
             let t_v = Instant::now();
             loop {
@@ -669,8 +775,13 @@ async fn run_migration(
                 if t_v.elapsed() > Duration::from_secs(30) {
                     return Err(QemuError::Guest("the destination did not finish loading within 30 s".into()));
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
+        }
+        if !opts.verify && dest_paused {
+            dst.qmp.execute(qmp::cont {}).await?;
+        }
+        if opts.verify {
             let v0 = mono_ns();
             let (sd, dd) = (dir.join("source.ram"), dir.join("destination.ram"));
             src.qmp.execute(qmp::pmemsave { val: 0, size: ram_bytes, filename: sd.display().to_string() }).await?;

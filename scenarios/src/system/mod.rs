@@ -6,7 +6,10 @@
 //!
 //! - [`vmm_min`]: migbench's own VMM and built-in guest, as child processes
 //!   driven over their control sockets.
+//! - [`qemu`]: QEMU with the Linux guest, driven over QMP and the guest
+//!   agent's HTTP endpoints.
 
+pub mod qemu;
 pub mod vmm_min;
 
 use crate::error::RunnerError;
@@ -107,4 +110,22 @@ pub trait SystemUnderTest {
 
     /// Asks both sides to stop and waits for them; kills what does not end.
     fn teardown(&mut self) -> Teardown;
+
+    /// What the report should say about how this system ran (version,
+    /// accelerator and why), once started.
+    fn note(&self) -> Option<String> {
+        None
+    }
+
+    /// When the source was launched (`CLOCK_MONOTONIC`, ns), so the runner
+    /// can time the boot to the guest's first HTTP answer.
+    fn source_launched_ns(&self) -> Option<u64> {
+        None
+    }
+
+    /// The launch-to-first-HTTP-200 time, ms, when the system measured it
+    /// itself while starting (the runner measures it otherwise).
+    fn boot_to_http_ms(&self) -> Option<f64> {
+        None
+    }
 }

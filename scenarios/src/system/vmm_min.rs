@@ -38,12 +38,23 @@ pub struct VmmMin {
     destination: Option<VmmProcess>,
     /// The destination's migration address, from its first `status`.
     to: Option<String>,
+    /// When the source VMM was launched (`CLOCK_MONOTONIC`, ns).
+    source_launched_ns: Option<u64>,
 }
 
 impl VmmMin {
     /// The system, with `exe` the `migbench` binary that plays both VMMs.
     pub fn new(exe: PathBuf, backend: MemoryBackend) -> Self {
-        Self { exe, backend, tls_dir: None, quiet: true, source: None, destination: None, to: None }
+        Self {
+            exe,
+            backend,
+            tls_dir: None,
+            quiet: true,
+            source: None,
+            destination: None,
+            to: None,
+            source_launched_ns: None,
+        }
     }
 
     /// Migrates over mutual TLS with the credentials in `dir`.
@@ -124,6 +135,7 @@ impl VmmMin {
         if let Some(d) = &self.tls_dir {
             cmd.arg("--tls-dir").arg(d);
         }
+        self.source_launched_ns = Some(results::clock::mono_ns());
         let mut process = ChildProcess::spawn("source VMM", cmd)?;
         let client = Client::new(&sock);
         client.wait_ready(READY_TIMEOUT, || process.exited())?;
@@ -216,6 +228,10 @@ impl SystemUnderTest for VmmMin {
 
     fn resume(&self, side: Side) -> Result<(), RunnerError> {
         self.side(side)?.client.request(&Request::Resume, Duration::from_secs(10)).map(|_| ()).map_err(Into::into)
+    }
+
+    fn source_launched_ns(&self) -> Option<u64> {
+        self.source_launched_ns
     }
 
     fn teardown(&mut self) -> Teardown {
