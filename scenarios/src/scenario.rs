@@ -3,9 +3,11 @@
 //! is strict: an unknown key, a missing one or a malformed value gives an
 //! error naming the file, the key and what was expected.
 
+use crate::qemu::accel::AccelChoice;
+use crate::qemu::driver::QemuConfig;
 use results::{OnTimeout, Policy, PolicyOverrides};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A malformed scenario.
@@ -155,6 +157,89 @@ pub struct LimitsSection {
     pub max_app_downtime_ms: Option<f64>,
 }
 
+/// Which system under test runs the scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SystemKind {
+    /// migbench's own VMM and built-in guest.
+    #[default]
+    #[serde(rename = "vmm-min")]
+    VmmMin,
+    /// QEMU with the Linux guest (`migbench image build`).
+    #[serde(rename = "qemu")]
+    Qemu,
+}
+
+impl SystemKind {
+    /// Every system, in report order.
+    pub const ALL: [SystemKind; 2] = [SystemKind::VmmMin, SystemKind::Qemu];
+
+    /// Its name, as scenario files and `--systems` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemKind::VmmMin => "vmm-min",
+            SystemKind::Qemu => "qemu",
+        }
+    }
+}
+
+impl std::str::FromStr for SystemKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SystemKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown system '{s}': expected vmm-min or qemu"))
+    }
+}
+
+/// How to run QEMU (`system = "qemu"`); what is left out takes
+/// [`QemuConfig::new`]'s defaults, and the kernel and initrd default to the
+/// cached `migbench image build` image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuSection {
+    /// The binary (a path, or a name on PATH).
+    #[serde(default)]
+    pub binary: Option<PathBuf>,
+    /// `-machine`.
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// `auto`, `kvm` or `tcg`.
+    #[serde(default)]
+    pub accel: Option<AccelChoice>,
+    /// The guest kernel.
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
+    /// The guest initramfs (its init must be migbench's agent).
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    /// Extra arguments for both QEMUs.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+impl QemuSection {
+    /// Lays the table's keys over `cfg`.
+    pub fn apply(&self, cfg: &mut QemuConfig) {
+        if let Some(b) = &self.binary {
+            cfg.binary = b.clone();
+        }
+        if let Some(m) = &self.machine {
+            cfg.machine = m.clone();
+        }
+        if let Some(a) = self.accel {
+            cfg.accel = a;
+        }
+        if let Some(k) = &self.kernel {
+            cfg.kernel = k.clone();
+        }
+        if let Some(i) = &self.initrd {
+            cfg.initrd = i.clone();
+        }
+        cfg.extra_args.extend(self.extra_args.iter().cloned());
+    }
+}
+
 /// A whole scenario.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +262,12 @@ pub struct Scenario {
     /// CI limits.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The system under test (default `vmm-min`).
+    #[serde(default)]
+    pub system: SystemKind,
+    /// How to run QEMU (only with `system = "qemu"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<QemuSection>,
 }
 
 fn d_network() -> NetworkSection {
@@ -198,8 +289,12 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
 }
 
 /// The scenarios shipped with migbench, by name.
-pub const BUILT_IN: &[(&str, &str)] =
-    &[("idle", include_str!("../files/idle.toml")), ("loaded", include_str!("../files/loaded.toml"))];
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("idle", include_str!("../files/idle.toml")),
+    ("loaded", include_str!("../files/loaded.toml")),
+    ("qemu-idle", include_str!("../files/qemu-idle.toml")),
+    ("qemu-loaded", include_str!("../files/qemu-loaded.toml")),
+];
 
 impl Scenario {
     /// Parses scenario text; `file` names it in errors.
@@ -217,7 +312,10 @@ impl Scenario {
         }
         let text = std::fs::read_to_string(Path::new(path_or_name)).map_err(|e| ScenarioError {
             file: path_or_name.to_owned(),
-            msg: format!("cannot read the scenario file: {e} (built-in scenarios: idle, loaded)"),
+            msg: format!(
+                "cannot read the scenario file: {e} (built-in scenarios: {})",
+                BUILT_IN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ),
         })?;
         Scenario::parse(&text, path_or_name)
     }
@@ -232,7 +330,21 @@ impl Scenario {
             |key: &str, v: &str| vmm_min::config::parse_size(v).map(|_| ()).map_err(|e| format!("key `{key}`: {e}"));
         size("vm.memory", &self.vm.memory)?;
         size("network.file_size", &self.network.file_size)?;
-        self.vm.workload.parse::<vmm_min::Workload>().map_err(|e| format!("key `vm.workload`: {e}"))?;
+        match self.system {
+            SystemKind::VmmMin => {
+                self.vm.workload.parse::<vmm_min::Workload>().map(|_| ()).map_err(|e| e.to_string())
+            }
+            SystemKind::Qemu => {
+                self.vm.workload.parse::<linux_guest::params::Workload>().map(|_| ()).map_err(|e| e.to_string())
+            }
+        }
+        .map_err(|e| format!("key `vm.workload` (system {}): {e}", self.system.name()))?;
+        if self.qemu.is_some() && self.system != SystemKind::Qemu {
+            return Err(format!(
+                "table `qemu`: only read with system = \"qemu\" (this scenario's system is {:?})",
+                self.system.name()
+            ));
+        }
         self.migration.policy()?;
         if self.probe.connections == 0 {
             return Err("key `probe.connections`: must be at least 1".into());
@@ -257,7 +369,9 @@ mod tests {
     fn built_in_scenarios_parse() {
         for (name, _) in BUILT_IN {
             let s = Scenario::load(name).unwrap();
-            assert_eq!(&s.name, name);
+            // The QEMU files run the same scenarios on the other system.
+            assert_eq!(s.name, name.trim_start_matches("qemu-"));
+            assert_eq!(s.system == SystemKind::Qemu, name.starts_with("qemu-"));
         }
         assert_eq!(Scenario::load("loaded").unwrap().vm.workload, "stress:vm=3,bytes=128M");
     }
@@ -282,6 +396,33 @@ mod tests {
         }
         let e = Scenario::load("/nonexistent/s.toml").unwrap_err().to_string();
         assert!(e.contains("/nonexistent/s.toml") && e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn system_and_qemu_table() {
+        let base = include_str!("../files/qemu-idle.toml");
+        let s = Scenario::parse(base, "q.toml").unwrap();
+        let mut cfg = QemuConfig::new("/k".into(), "/i".into());
+        s.qemu.clone().unwrap_or_default().apply(&mut cfg);
+        assert_eq!((cfg.accel, cfg.machine.as_str()), (AccelChoice::Auto, "pc"));
+        let t = format!("{base}\nkernel = \"/boot/vmlinuz\"\naccel = \"tcg\"\nextra_args = [\"-cpu\", \"max\"]\n");
+        let s = Scenario::parse(&t, "q.toml").unwrap();
+        s.qemu.unwrap().apply(&mut cfg);
+        assert_eq!((cfg.kernel.to_str(), cfg.accel), (Some("/boot/vmlinuz"), AccelChoice::Tcg));
+        assert_eq!(cfg.extra_args, ["-cpu", "max"]);
+        let cases = [
+            (base.replace("system = \"qemu\"", "system = \"xen\""), "system"),
+            (base.replace("[qemu]", "[qemu]\naccel = \"hvf\""), "accel"),
+            (base.replace("[qemu]", "[qemu]\nbinari = \"q\""), "binari"),
+            (base.replace("system = \"qemu\"", "system = \"vmm-min\""), "only read with system"),
+            (base.replace("workload = \"idle\"", "workload = \"memcheck:mb=0\""), "vm.workload"),
+        ];
+        for (text, key) in cases {
+            let e = Scenario::parse(&text, "q.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "expected '{key}' in: {e}");
+        }
+        assert_eq!("qemu".parse::<SystemKind>(), Ok(SystemKind::Qemu));
+        assert!("xen".parse::<SystemKind>().is_err());
     }
 
     #[test]
