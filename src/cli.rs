@@ -291,6 +291,27 @@ pub struct ScenarioArgs {
     /// Override the scenario's time after the migration.
     #[arg(long, value_parser = parse_duration)]
     pub after: Option<Duration>,
+    /// How to run QEMU (scenarios with system = "qemu").
+    #[command(flatten)]
+    pub qemu: QemuArgs,
+}
+
+/// How to run the `qemu` system; each flag overrides the scenario's `[qemu]` table.
+#[derive(Args, Debug, Clone, Default)]
+pub struct QemuArgs {
+    /// The guest kernel for QEMU [default: the cached `migbench image build` image]. On non-Debian hosts pass
+    /// --kernel and --initrd (an initrd whose init is `migbench image agent`'s binary).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// The guest initramfs for QEMU [default: the cached image's].
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// QEMU's accelerator: auto (KVM only with VT-x/AMD-V and kvm_intel/kvm_amd loaded, else TCG), kvm or tcg.
+    #[arg(long)]
+    pub accel: Option<scenarios::qemu::accel::AccelChoice>,
+    /// The QEMU binary [default: qemu-system-x86_64 on PATH].
+    #[arg(long)]
+    pub qemu_binary: Option<PathBuf>,
 }
 
 /// `migbench reproduce`.
@@ -305,6 +326,13 @@ pub struct ReproduceArgs {
     /// Leave out the microbenchmarks.
     #[arg(long)]
     pub no_bench: bool,
+    /// Systems under test, comma-separated: vmm-min, qemu, or all (every system; one that cannot run here is
+    /// listed in the report as skipped, with the reason).
+    #[arg(long, value_delimiter = ',', default_value = "vmm-min")]
+    pub systems: Vec<String>,
+    /// How to run QEMU (with --systems qemu or all).
+    #[command(flatten)]
+    pub qemu: QemuArgs,
 }
 
 /// `migbench tls-init`.

@@ -43,33 +43,44 @@ pub enum ImageAction {
     },
 }
 
+/// Builds the image (or finds it cached) in `cache_dir` (default: the
+/// per-user cache), reporting each step through `progress`.
+pub fn build_cached(
+    cache_dir: Option<PathBuf>,
+    force: bool,
+    progress: &crate::progress::Progress,
+) -> anyhow::Result<image::Image> {
+    let root = match cache_dir {
+        Some(d) => d,
+        None => image::default_cache_dir()?,
+    };
+    let t0 = Instant::now();
+    image::build(&root, force, &mut |s| {
+        let at = t0.elapsed().as_secs_f64();
+        let line = match s {
+            Step::Resolving => "resolving packages with apt-cache".to_string(),
+            Step::Cached(d) => format!("cached image is current: {}", d.display()),
+            Step::Downloading { count } => format!("downloading {count} packages with apt-get download"),
+            Step::Extracting { package, index, count } => format!("extracting {index}/{count} {package}"),
+            Step::Assembling => "assembling the initramfs".to_string(),
+            Step::Compressing { bytes } => {
+                format!("writing and compressing {:.1} MiB", bytes as f64 / 1048576.0)
+            }
+            Step::Done(d) => format!("done: {}", d.display()),
+        };
+        progress.update(crate::progress::Update::Phase(&format!("image: [{at:5.1}s] {line}")));
+    })
+    .context("building the Linux guest image")
+}
+
 /// Runs `migbench image …`.
 pub fn run(a: ImageArgs) -> anyhow::Result<ExitCode> {
     match a.action {
         ImageAction::Build { cache_dir, force, json } => {
-            let root = match cache_dir {
-                Some(d) => d,
-                None => image::default_cache_dir()?,
-            };
-            let t0 = Instant::now();
             let progress = crate::progress::Progress::new(&[]);
-            let built = image::build(&root, force, &mut |s| {
-                let at = t0.elapsed().as_secs_f64();
-                let line = match s {
-                    Step::Resolving => "resolving packages with apt-cache".to_string(),
-                    Step::Cached(d) => format!("cached image is current: {}", d.display()),
-                    Step::Downloading { count } => format!("downloading {count} packages with apt-get download"),
-                    Step::Extracting { package, index, count } => format!("extracting {index}/{count} {package}"),
-                    Step::Assembling => "assembling the initramfs".to_string(),
-                    Step::Compressing { bytes } => {
-                        format!("writing and compressing {:.1} MiB", bytes as f64 / 1048576.0)
-                    }
-                    Step::Done(d) => format!("done: {}", d.display()),
-                };
-                progress.update(crate::progress::Update::Phase(&format!("image: [{at:5.1}s] {line}")));
-            });
+            let built = build_cached(cache_dir, force, &progress);
             progress.finish();
-            let img = built.context("building the Linux guest image")?;
+            let img = built?;
             let m = &img.manifest;
             eprintln!("kernel  {} ({})", img.kernel.display(), m.kernel_release);
             eprintln!("initrd  {}", img.initrd.display());

@@ -2,16 +2,19 @@
 //! scenario files through `scenarios::runner`, turn the results into the
 //! report (`reports`), and gate CI on downtime.
 
-use crate::cli::{CheckArgs, ReproduceArgs, ScenarioArgs};
+use crate::cli::{CheckArgs, QemuArgs, ReproduceArgs, ScenarioArgs};
 use crate::progress::{Progress, Update};
 use anyhow::{bail, Context, Result};
 use reports::check::{self, Measured};
 use reports::ScenarioResult;
 use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
-use scenarios::scenario::Scenario;
+use scenarios::qemu::driver::{find_binary, QemuConfig, QemuError};
+use scenarios::scenario::{QemuSection, Scenario, SystemKind};
+use scenarios::system::qemu::Qemu;
 use scenarios::system::vmm_min::VmmMin;
-use scenarios::system::GuestSpec;
+use scenarios::system::{GuestSpec, SystemUnderTest};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::process::ExitCode;
 use std::time::Duration;
 use vmm_min::Workload;
@@ -24,15 +27,22 @@ struct Overrides {
 }
 
 fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
-    let workload: Workload = s.vm.workload.parse()?;
+    let (vcpus, memcheck, workload) = match s.system {
+        SystemKind::VmmMin => {
+            let w: Workload = s.vm.workload.parse()?;
+            (s.vm.vcpus.unwrap_or_else(|| w.vcpus_needed()), matches!(w, Workload::Memcheck { .. }), w.to_string())
+        }
+        // The Linux guest schedules its workers itself: one vCPU unless
+        // the scenario asks for more.
+        SystemKind::Qemu => {
+            let w: linux_guest::params::Workload = s.vm.workload.parse()?;
+            let memcheck = matches!(w, linux_guest::params::Workload::Memcheck { .. });
+            (s.vm.vcpus.unwrap_or(1), memcheck, s.vm.workload.clone())
+        }
+    };
     let mem = &s.migration;
     Ok(Experiment {
-        guest: GuestSpec {
-            memory: vmm_min::config::parse_size(&s.vm.memory)?,
-            vcpus: s.vm.vcpus.unwrap_or_else(|| workload.vcpus_needed()),
-            memcheck: matches!(workload, Workload::Memcheck { .. }),
-            workload: workload.to_string(),
-        },
+        guest: GuestSpec { memory: vmm_min::config::parse_size(&s.vm.memory)?, vcpus, memcheck, workload },
         policy: mem.policy().map_err(anyhow::Error::msg)?,
         warmup: o.warmup.unwrap_or_else(|| Scenario::duration(&mem.warmup)),
         after: o.after.unwrap_or_else(|| Scenario::duration(&mem.after)),
@@ -53,36 +63,103 @@ pub fn vmm_min_system() -> Result<VmmMin> {
     Ok(VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, vmm_min::MemoryBackend::Anon))
 }
 
+/// The image's kernel and initrd, built (or found cached) once per process.
+static IMAGE: OnceLock<std::result::Result<(PathBuf, PathBuf), String>> = OnceLock::new();
+
+/// How QEMU runs: the scenario's `[qemu]` table, then the flags, then the
+/// cached image for a kernel and initrd that neither gave. An error is the
+/// reason the `qemu` system cannot run here, and what to do.
+fn qemu_config(table: Option<&QemuSection>, a: &QemuArgs, progress: &Progress) -> std::result::Result<QemuConfig, String> {
+    let mut cfg = QemuConfig::new(PathBuf::new(), PathBuf::new());
+    if let Some(t) = table {
+        t.apply(&mut cfg);
+    }
+    if let Some(b) = &a.qemu_binary {
+        cfg.binary = b.clone();
+    }
+    if let Some(x) = a.accel {
+        cfg.accel = x;
+    }
+    if let Some(k) = &a.kernel {
+        cfg.kernel = k.clone();
+    }
+    if let Some(i) = &a.initrd {
+        cfg.initrd = i.clone();
+    }
+    if find_binary(&cfg.binary).is_none() {
+        return Err(QemuError::NoBinary(cfg.binary.display().to_string()).to_string());
+    }
+    match (cfg.kernel.as_os_str().is_empty(), cfg.initrd.as_os_str().is_empty()) {
+        (false, false) => {}
+        (true, true) => {
+            let (k, i) = IMAGE
+                .get_or_init(|| {
+                    crate::image_cmd::build_cached(None, false, progress)
+                        .map(|img| (img.kernel, img.initrd))
+                        .map_err(|e| format!("{e:#}; on a host without apt-get, pass --kernel and --initrd"))
+                })
+                .clone()?;
+            cfg.kernel = k;
+            cfg.initrd = i;
+        }
+        _ => return Err("give both a kernel and an initrd (--kernel and --initrd), or neither (the cached image)".into()),
+    }
+    match scenarios::system::qemu::unavailable(&cfg) {
+        Some(why) => Err(why),
+        None => Ok(cfg),
+    }
+}
+
+/// The system a scenario runs on.
+fn system_for(s: &Scenario, qemu: &QemuArgs, progress: &Progress) -> Result<Box<dyn SystemUnderTest>> {
+    Ok(match s.system {
+        SystemKind::VmmMin => Box::new(vmm_min_system()?),
+        SystemKind::Qemu => Box::new(Qemu::new(
+            qemu_config(s.qemu.as_ref(), qemu, progress)
+                .map_err(|why| anyhow::anyhow!("the qemu system cannot run here: {why}"))?,
+        )),
+    })
+}
+
 /// A results folder name: `results/<UTC timestamp>-<what>`.
 fn results_dir(out: Option<&Path>, what: &str) -> PathBuf {
     let stamp: String = reports::now_rfc3339().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     out.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("results").join(format!("{stamp}-{what}")))
 }
 
-/// Runs one scenario; returns its result and the failed checks.
-fn run_scenario(s: &Scenario, o: Overrides, dir: &Path, progress: &Progress) -> Result<(ScenarioResult, Vec<String>)> {
-    progress.println(&format!("migbench: scenario {}: {}", s.name, s.description));
+/// Runs one scenario on its system; returns its result and the failed checks.
+fn run_scenario(
+    s: &Scenario,
+    o: Overrides,
+    dir: &Path,
+    progress: &Progress,
+    qemu: &QemuArgs,
+) -> Result<(ScenarioResult, Vec<String>)> {
+    progress.println(&format!("migbench: scenario {} on {}: {}", s.name, s.system.name(), s.description));
     let exp = experiment(s, o)?;
-    let mut sut = vmm_min_system()?;
-    let r = runner::run(&exp, &mut sut, &mut progress.runner_events())?;
+    let mut sut = system_for(s, qemu, progress)?;
+    let r = runner::run(&exp, sut.as_mut(), &mut progress.runner_events())?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let slug = reports::report::result_slug(s.system.name(), &s.name);
     if let Some(p) = &r.probe {
-        let csv = dir.join(format!("{}.probe.csv", reports::report::slug(&s.name)));
+        let csv = dir.join(format!("{slug}.probe.csv"));
         p.save_csv(&csv).with_context(|| format!("writing {}", csv.display()))?;
     }
-    let checks = dir.join(format!("{}.checks.json", reports::report::slug(&s.name)));
+    let checks = dir.join(format!("{slug}.checks.json"));
     let raw = serde_json::json!({"schema_version": reports::schema::SCHEMA_VERSION, "scenario": s, "checks": r.checks, "failures": r.failures, "loopback_tcp_ms": r.loopback_tcp_ms});
     std::fs::write(&checks, serde_json::to_string_pretty(&raw)?)
         .with_context(|| format!("writing {}", checks.display()))?;
     let env = bench_suites::env::collect();
     let result = ScenarioResult::new(s.name.clone(), reports::now_rfc3339(), env, r.migration, r.probe)
-        .with_description(s.description.clone());
+        .with_description(s.description.clone())
+        .with_system(r.system, r.system_note, r.boot_to_http_ms);
     let mut failures = r.failures;
     let m = Measured::from_stats(s.name.clone(), &result.migration, result.app_downtime_ms);
     failures.extend(check::limits(&m, s.limits.max_downtime_ms, s.limits.max_app_downtime_ms));
     progress.println(&format!(
-        "migbench: {}: {:?}, total {:.0} ms, VMM downtime {}, application-visible downtime {}",
+        "migbench: {} on {}: {:?}, total {:.0} ms, VMM downtime {}, application-visible downtime {}",
         s.name,
+        s.system.name(),
         result.migration.outcome,
         result.migration.total_ms,
         result.migration.downtime_ms.map_or("n/a".into(), |d| format!("{d:.1} ms")),
@@ -116,7 +193,8 @@ pub fn scenario(args: ScenarioArgs) -> Result<ExitCode> {
     let dir = results_dir(args.out.as_deref(), &s.name);
     let progress = Progress::new(&[&s.name, "report"]);
     progress.step(0);
-    let (result, failures) = run_scenario(&s, Overrides { warmup: args.warmup, after: args.after }, &dir, &progress)?;
+    let o = Overrides { warmup: args.warmup, after: args.after };
+    let (result, failures) = run_scenario(&s, o, &dir, &progress, &args.qemu)?;
     progress.step(1);
     progress.update(Update::Phase("drawing the charts, writing report.md and report.html"));
     let paths = reports::write_report(&dir, &[result], None)?;
@@ -126,7 +204,37 @@ pub fn scenario(args: ScenarioArgs) -> Result<ExitCode> {
     Ok(finish(&failures))
 }
 
-/// `migbench reproduce`: idle, loaded, and the microbenchmark table, in one report.
+/// The scenarios `reproduce` runs on a system: idle and loaded.
+fn reproduce_scenarios(kind: SystemKind) -> [&'static str; 2] {
+    match kind {
+        SystemKind::VmmMin => ["idle", "loaded"],
+        SystemKind::Qemu => ["qemu-idle", "qemu-loaded"],
+    }
+}
+
+/// `--systems`: names, or `all`.
+fn parse_systems(names: &[String]) -> Result<Vec<SystemKind>> {
+    let mut v = Vec::new();
+    for n in names.iter().map(|n| n.trim()) {
+        let add: Vec<SystemKind> = if n == "all" {
+            SystemKind::ALL.to_vec()
+        } else {
+            vec![n.parse::<SystemKind>().map_err(|e| anyhow::anyhow!("--systems: {e}, or all"))?]
+        };
+        for k in add {
+            if !v.contains(&k) {
+                v.push(k);
+            }
+        }
+    }
+    if v.is_empty() {
+        bail!("--systems: name at least one system (vmm-min, qemu) or all");
+    }
+    Ok(v)
+}
+
+/// `migbench reproduce`: idle, loaded (on each system), and the
+/// microbenchmark table, in one report.
 pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     need_root()?;
     let dir = results_dir(args.out.as_deref(), "reproduce");
@@ -135,25 +243,47 @@ pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     } else {
         Overrides::default()
     };
+    // Which systems can run here; the others are listed with the reason.
+    let mut systems = Vec::new();
+    let mut skipped = Vec::new();
+    let check = Progress::new(&[]);
+    for kind in parse_systems(&args.systems)? {
+        let why = match kind {
+            SystemKind::VmmMin => None,
+            SystemKind::Qemu => qemu_config(None, &args.qemu, &check).err(),
+        };
+        match why {
+            None => systems.push(kind),
+            Some(reason) => {
+                eprintln!("migbench: skipping system {}: {reason}", kind.name());
+                skipped.push(reports::report::SkippedSystem { system: kind.name().into(), reason });
+            }
+        }
+    }
+    check.finish();
+    reports::report::save_skipped(&dir, &skipped)?;
+    let runs: Vec<(SystemKind, &str)> =
+        systems.iter().flat_map(|&k| reproduce_scenarios(k).into_iter().map(move |n| (k, n))).collect();
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    let mut steps = vec!["idle", "loaded"];
+    let labels: Vec<String> = runs.iter().map(|(k, n)| format!("{}: {n}", k.name())).collect();
+    let mut steps: Vec<&str> = labels.iter().map(String::as_str).collect();
     if !args.no_bench {
         steps.push("bench");
     }
     steps.push("report");
     let progress = Progress::new(&steps);
-    for (i, name) in ["idle", "loaded"].into_iter().enumerate() {
+    for (i, (kind, name)) in runs.iter().enumerate() {
         progress.step(i);
         let s = Scenario::load(name)?;
-        let (r, f) = run_scenario(&s, o, &dir, &progress)?;
+        let (r, f) = run_scenario(&s, o, &dir, &progress, &args.qemu)?;
         results.push(r);
-        failures.extend(f.into_iter().map(|f| format!("{name}: {f}")));
+        failures.extend(f.into_iter().map(|f| format!("{} {}: {f}", kind.name(), s.name)));
     }
     let bench = if args.no_bench {
         None
     } else {
-        progress.step(2);
+        progress.step(runs.len());
         let b = crate::bench_cmd::collect("compare", args.quick, &[], &progress)?;
         reports::report::save_bench(&dir.join(reports::report::BENCH_FILE), &b)?;
         for r in &mut results {

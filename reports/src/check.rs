@@ -81,6 +81,8 @@ pub struct Measured {
     pub downtime_ms: Option<f64>,
     /// Application-visible downtime, ms (scenario results only).
     pub app_downtime_ms: Option<f64>,
+    /// The system under test, when the file names it (scenario results).
+    pub system: Option<String>,
 }
 
 impl Measured {
@@ -94,6 +96,7 @@ impl Measured {
             total_ms: m.total_ms,
             downtime_ms: m.downtime_ms,
             app_downtime_ms,
+            system: None,
         }
     }
 
@@ -130,6 +133,13 @@ impl Measured {
         };
         let mut m = Measured::from_stats(source, &stats, app);
         m.scenario = obj.get("scenario").and_then(Value::as_str).map(str::to_string);
+        m.system = match obj.get("system") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(shape(format!("`system` is {}, expected a name such as \"qemu\" or null", kind(other))))
+            }
+        };
         Ok(m)
     }
 
@@ -152,6 +162,7 @@ impl From<&ScenarioResult> for Measured {
     fn from(s: &ScenarioResult) -> Self {
         let mut m = Measured::from_stats(format!("scenario {}", s.scenario), &s.migration, s.app_downtime_ms);
         m.scenario = Some(s.scenario.clone());
+        m.system = s.system.clone();
         m
     }
 }
@@ -230,6 +241,16 @@ pub fn against_baseline(r: &Measured, base: &Measured, tolerance: f64) -> Vec<St
         return out;
     }
     out.extend(not_completed(r));
+    let sys = |m: &Measured| m.system.clone().unwrap_or_else(|| crate::scenario::DEFAULT_SYSTEM.to_string());
+    if r.system.is_some() && base.system.is_some() && sys(r) != sys(base) {
+        out.push(format!(
+            "{} ran on {} but the baseline {} on {}: compare a system with its own baseline",
+            r.source,
+            sys(r),
+            base.source,
+            sys(base)
+        ));
+    }
     let metrics = [
         ("VMM downtime", "downtime_ms", r.downtime_ms, base.downtime_ms),
         ("application-visible downtime", "app_downtime_ms", r.app_downtime_ms, base.app_downtime_ms),

@@ -81,6 +81,8 @@ impl ReportPaths {
 struct Rendered {
     kind: ChartKind,
     scenario: Option<String>,
+    /// The result's slug (which scenario of which system).
+    slug: Option<String>,
     stem: String,
     alt: String,
     chart: Chart,
@@ -97,11 +99,99 @@ pub fn slug(name: &str) -> String {
     }
 }
 
+/// The file slug of a scenario's result on a system: the scenario's name
+/// for `vmm-min` (as before systems were recorded), `SYSTEM-NAME` for any
+/// other (`qemu-idle`).
+pub fn result_slug(system: &str, scenario: &str) -> String {
+    if system == crate::scenario::DEFAULT_SYSTEM {
+        slug(scenario)
+    } else {
+        slug(&format!("{system}-{scenario}"))
+    }
+}
+
+/// A system under test that did not run, and why (`reproduce --systems`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SkippedSystem {
+    /// Its name (`qemu`).
+    pub system: String,
+    /// Why, and what to do (`qemu-system-x86_64 not found: apt-get install qemu-system-x86`).
+    pub reason: String,
+}
+
+/// The file a results folder lists its skipped systems in.
+pub const SKIPPED_FILE: &str = "skipped-systems.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SkippedFile {
+    #[serde(default = "crate::schema::default_version")]
+    schema_version: u32,
+    skipped: Vec<SkippedSystem>,
+}
+
+/// Writes `skipped` to `dir/`[`SKIPPED_FILE`] (removes the file when it
+/// is empty), so that the report, and `migbench report DIR` later, list them.
+pub fn save_skipped(dir: &Path, skipped: &[SkippedSystem]) -> Result<(), ReportError> {
+    if skipped.is_empty() {
+        let _ = std::fs::remove_file(dir.join(SKIPPED_FILE));
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io { path: dir.to_path_buf(), source })?;
+    let f = SkippedFile { schema_version: crate::schema::SCHEMA_VERSION, skipped: skipped.to_vec() };
+    let json = serde_json::to_string_pretty(&f)
+        .map_err(|source| ReportError::Json { what: "the skipped systems".into(), source })?;
+    write_file(&dir.join(SKIPPED_FILE), json.as_bytes())
+}
+
+/// The skipped systems recorded in `dir` (none when the file is absent).
+pub fn load_skipped(dir: &Path) -> Result<Vec<SkippedSystem>, ReportError> {
+    let path = dir.join(SKIPPED_FILE);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Io { path: path.clone(), source })?;
+    let what = || format!("{} (expected the skipped systems)", path.display());
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| ReportError::Json { what: what(), source })?;
+    crate::schema::check(&v, &path.display().to_string())?;
+    let f: SkippedFile = serde_json::from_value(v).map_err(|source| ReportError::Json { what: what(), source })?;
+    Ok(f.skipped)
+}
+
+/// The systems of `scenarios`, in order of first appearance.
+pub fn systems_of(scenarios: &[ScenarioResult]) -> Vec<&str> {
+    let mut v: Vec<&str> = Vec::new();
+    for s in scenarios {
+        if !v.contains(&s.system_name()) {
+            v.push(s.system_name());
+        }
+    }
+    v
+}
+
+/// The rows of the comparison figure: per system (in order of first
+/// appearance), the panels [`comparison_panels`] picks from its scenarios;
+/// systems with fewer than two scenarios with a probe have no row.
+pub fn comparison_rows(scenarios: &[ScenarioResult]) -> Vec<Vec<&ScenarioResult>> {
+    systems_of(scenarios)
+        .into_iter()
+        .map(|sys| {
+            let own: Vec<&ScenarioResult> = scenarios.iter().filter(|s| s.system_name() == sys).collect();
+            pick_panels(&own)
+        })
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
 /// The scenarios the comparison figure shows: "idle" and "loaded" when both
 /// have probe series, else the first two that have one; empty when fewer
 /// than two have one.
 pub fn comparison_panels(scenarios: &[ScenarioResult]) -> Vec<&ScenarioResult> {
-    let with_probe: Vec<&ScenarioResult> = scenarios.iter().filter(|s| s.probe.is_some()).collect();
+    pick_panels(&scenarios.iter().collect::<Vec<_>>())
+}
+
+fn pick_panels<'a>(scenarios: &[&'a ScenarioResult]) -> Vec<&'a ScenarioResult> {
+    let with_probe: Vec<&ScenarioResult> = scenarios.iter().copied().filter(|s| s.probe.is_some()).collect();
     let find = |n: &str| with_probe.iter().copied().find(|s| s.scenario == n);
     if let (Some(i), Some(l)) = (find("idle"), find("loaded")) {
         return vec![i, l];
@@ -200,7 +290,7 @@ pub fn write_report_from_dir(dir: &Path) -> Result<ReportPaths, ReportError> {
 fn unique_slugs(scenarios: &[ScenarioResult]) -> Vec<String> {
     let mut slugs: Vec<String> = Vec::new();
     for s in scenarios {
-        let base = slug(&s.scenario);
+        let base = result_slug(s.system_name(), &s.scenario);
         let mut cand = base.clone();
         let mut k = 2;
         while slugs.contains(&cand) {
@@ -227,18 +317,24 @@ fn write_documents(
     results: Vec<PathBuf>,
 ) -> Result<ReportPaths, ReportError> {
     let mut rendered: Vec<Rendered> = Vec::new();
-    let panels = comparison_panels(scenarios);
-    if !panels.is_empty() {
+    let rows = comparison_rows(scenarios);
+    if !rows.is_empty() {
+        let multi = rows.len() > 1;
         rendered.push(Rendered {
             kind: ChartKind::Comparison,
             scenario: None,
+            slug: None,
             stem: "rate-comparison".into(),
             alt: format!(
                 "{}: {}",
                 charts::RATE_TITLE,
-                panels.iter().map(|s| s.scenario.as_str()).collect::<Vec<_>>().join(" vs ")
+                rows.iter()
+                    .flatten()
+                    .map(|s| if multi { format!("{} {}", s.system_name(), s.scenario) } else { s.scenario.clone() })
+                    .collect::<Vec<_>>()
+                    .join(" vs ")
             ),
-            chart: charts::comparison(&panels)?,
+            chart: charts::comparison_grid(&rows)?,
         });
     }
     for (s, sl) in scenarios.iter().zip(slugs) {
@@ -246,6 +342,7 @@ fn write_documents(
             rendered.push(Rendered {
                 kind: ChartKind::RateProgress,
                 scenario: Some(s.scenario.clone()),
+                slug: Some(sl.clone()),
                 stem: format!("rate-{sl}"),
                 alt: format!("{}: {}", charts::RATE_TITLE, s.scenario),
                 chart: charts::rate_progress(s)?,
@@ -254,6 +351,7 @@ fn write_documents(
         rendered.push(Rendered {
             kind: ChartKind::PrecopyRounds,
             scenario: Some(s.scenario.clone()),
+            slug: Some(sl.clone()),
             stem: format!("rounds-{sl}"),
             alt: format!("{}: {}", charts::ROUNDS_TITLE, s.scenario),
             chart: charts::precopy_rounds(s)?,
@@ -269,12 +367,13 @@ fn write_documents(
     // A cross-check saved beside the results (`migbench bench crosscheck
     // --json DIR/crosscheck.json`) gets its own section; empty otherwise.
     let crosscheck = bench_suites::crosscheck::section_for_dir(dir);
-    let md = markdown(scenarios, bench, &rendered, &|r: &Rendered| format!("{}.png", r.stem), true) + &crosscheck;
+    let skipped = load_skipped(dir)?;
+    let doc = Doc { scenarios, slugs, skipped: &skipped, bench, rendered: &rendered };
+    let md = markdown(&doc, &|r: &Rendered| format!("{}.png", r.stem), true) + &crosscheck;
     let md_path = dir.join("report.md");
     write_file(&md_path, md.as_bytes())?;
 
-    let md_inline =
-        markdown(scenarios, bench, &rendered, &|r: &Rendered| png_data_uri(&r.chart.png), false) + &crosscheck;
+    let md_inline = markdown(&doc, &|r: &Rendered| png_data_uri(&r.chart.png), false) + &crosscheck;
     let html = html_page("migbench report", &md_inline);
     let html_path = dir.join("report.html");
     write_file(&html_path, html.as_bytes())?;
@@ -314,12 +413,15 @@ fn opt_u64(v: Option<u64>) -> String {
     v.map_or_else(|| "n/a".into(), |v| v.to_string())
 }
 
-/// The summary table, one column per scenario, one row per metric.
+/// The summary table, one column per scenario (and system, when the rows
+/// come from more than one or from another than vmm-min), one row per metric.
 pub fn summary_table(rows: &[SummaryRow]) -> String {
     let mut out = String::new();
+    let by_system = rows.iter().any(|r| !r.system.is_empty() && r.system != crate::scenario::DEFAULT_SYSTEM);
     out.push_str("| metric |");
     for r in rows {
-        let _ = write!(out, " {} |", md_escape(&r.scenario));
+        let head = if by_system { format!("{} ({})", r.scenario, r.system) } else { r.scenario.clone() };
+        let _ = write!(out, " {} |", md_escape(&head));
     }
     out.push_str("\n|---|");
     for _ in rows {
@@ -327,9 +429,11 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
     }
     out.push('\n');
     type Cell = fn(&SummaryRow) -> String;
-    let metrics: Vec<(&str, Cell)> = vec![
+    let mut metrics: Vec<(&str, Cell)> = vec![
         ("outcome", |r| r.outcome.clone()),
+        ("boot to first HTTP 200", |r| opt_ms(r.boot_to_http_ms)),
         ("total migration time", |r| format!("{:.2} ms", r.total_ms)),
+        ("setup", |r| opt_ms(r.setup_ms)),
         ("VMM downtime", |r| opt_ms(r.downtime_ms)),
         ("… pause vCPUs", |r| opt_ms(r.downtime_breakdown.as_ref().map(|b| b.pause_ms))),
         ("… final copy", |r| opt_ms(r.downtime_breakdown.as_ref().map(|b| b.final_copy_ms))),
@@ -346,7 +450,18 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
         ("probe throughput after", |r| opt_mbps(r.after_mbps)),
         ("data corruptions (ETag mismatches)", |r| opt_u64(r.corruptions)),
         ("probe request errors", |r| opt_u64(r.probe_errors)),
+        ("memory verification", |r| {
+            match r.verified {
+                Some(true) => "identical",
+                Some(false) => "MISMATCH",
+                None => "not run",
+            }
+            .to_string()
+        }),
     ];
+    if by_system {
+        metrics.insert(0, ("system", |r| r.system.clone()));
+    }
     for (name, f) in metrics {
         let _ = write!(out, "| {name} |");
         for r in rows {
@@ -470,6 +585,17 @@ fn scenario_section(s: &ScenarioResult) -> String {
         m.resumed_at_ms
             .map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}")),
     );
+    if s.system.is_some() {
+        let _ = writeln!(
+            out,
+            "- **system:** {}{}",
+            md_escape(s.system_name()),
+            s.system_note.as_ref().map(|n| format!(" ({})", md_escape(n))).unwrap_or_default()
+        );
+    }
+    if let Some(b) = s.boot_to_http_ms {
+        let _ = writeln!(out, "- **boot:** launch of the source to the guest's first HTTP 200 in {b:.0} ms");
+    }
     if let Some(v) = &m.verify {
         let _ = writeln!(
             out,
@@ -528,15 +654,42 @@ fn scenario_section(s: &ScenarioResult) -> String {
     out
 }
 
+/// What the Markdown document is made of.
+struct Doc<'a> {
+    scenarios: &'a [ScenarioResult],
+    slugs: &'a [String],
+    skipped: &'a [SkippedSystem],
+    bench: Option<&'a BenchReport>,
+    rendered: &'a [Rendered],
+}
+
+/// The "Systems under test" list: each system that ran, with its note, and
+/// each skipped one with the reason.
+fn systems_section(doc: &Doc) -> String {
+    let mut out = String::from("## Systems under test\n\n");
+    for sys in systems_of(doc.scenarios) {
+        let runs: Vec<&ScenarioResult> = doc.scenarios.iter().filter(|s| s.system_name() == sys).collect();
+        let mut notes: Vec<&str> = runs.iter().filter_map(|s| s.system_note.as_deref()).collect();
+        notes.dedup();
+        let _ = writeln!(
+            out,
+            "- **{}:** ran {}{}",
+            md_escape(sys),
+            runs.iter().map(|s| md_escape(&s.scenario)).collect::<Vec<_>>().join(", "),
+            if notes.is_empty() { String::new() } else { format!("; {}", md_escape(&notes.join("; "))) }
+        );
+    }
+    for k in doc.skipped {
+        let _ = writeln!(out, "- **{}:** skipped: {}", md_escape(&k.system), md_escape(&k.reason));
+    }
+    out.push('\n');
+    out
+}
+
 /// The whole Markdown document. `src` gives each chart's image address;
 /// `svg_links` adds links to the SVG files beside the report.
-fn markdown(
-    scenarios: &[ScenarioResult],
-    bench: Option<&BenchReport>,
-    rendered: &[Rendered],
-    src: &dyn Fn(&Rendered) -> String,
-    svg_links: bool,
-) -> String {
+fn markdown(doc: &Doc, src: &dyn Fn(&Rendered) -> String, svg_links: bool) -> String {
+    let Doc { scenarios, slugs, bench, rendered, .. } = *doc;
     let mut out = String::new();
     out.push_str("# migbench report\n\n");
     let _ = writeln!(
@@ -561,6 +714,12 @@ fn markdown(
         }
     };
 
+    let systems = systems_of(scenarios);
+    let several = systems.len() > 1 || systems.iter().any(|s| *s != crate::scenario::DEFAULT_SYSTEM);
+    if several || !doc.skipped.is_empty() {
+        out.push_str(&systems_section(doc));
+    }
+
     if !scenarios.is_empty() {
         out.push_str("## Summary\n\n");
         let rows: Vec<SummaryRow> = scenarios.iter().map(ScenarioResult::summary_row).collect();
@@ -581,12 +740,16 @@ Mbit/s = 10^6 bit/s.\n\n",
         image(&mut out, r);
     }
 
-    for s in scenarios {
-        let _ = writeln!(out, "## Scenario: {}\n", md_escape(&s.scenario));
+    for (s, sl) in scenarios.iter().zip(slugs) {
+        if several {
+            let _ = writeln!(out, "## Scenario: {} ({})\n", md_escape(&s.scenario), md_escape(s.system_name()));
+        } else {
+            let _ = writeln!(out, "## Scenario: {}\n", md_escape(&s.scenario));
+        }
         if let Some(l) = s.load_label() {
             let _ = writeln!(out, "Load: {}\n", md_escape(&l));
         }
-        for r in rendered.iter().filter(|r| r.scenario.as_deref() == Some(s.scenario.as_str())) {
+        for r in rendered.iter().filter(|r| r.slug.as_deref() == Some(sl.as_str())) {
             image(&mut out, r);
         }
         out.push_str(&scenario_section(s));

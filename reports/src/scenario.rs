@@ -71,7 +71,20 @@ pub struct ScenarioResult {
     /// Mean probe throughput before, during and after the migration.
     #[serde(default)]
     pub throughput: Option<PhaseRates>,
+    /// The system under test (`vmm-min`, `qemu`); absent in files written
+    /// before systems were recorded, which all ran `vmm-min`.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// How the system ran, in words (version, accelerator and why).
+    #[serde(default)]
+    pub system_note: Option<String>,
+    /// Launch of the source to the guest's first HTTP 200, ms.
+    #[serde(default)]
+    pub boot_to_http_ms: Option<f64>,
 }
+
+/// The system of results that do not name one.
+pub const DEFAULT_SYSTEM: &str = "vmm-min";
 
 /// The migration's events on the probe's timeline, in seconds since the
 /// probe's start (seconds since the migration's start when there is no
@@ -119,6 +132,18 @@ pub struct SummaryRow {
     pub corruptions: Option<u64>,
     /// Failed probe requests.
     pub probe_errors: Option<u64>,
+    /// The system under test.
+    #[serde(default)]
+    pub system: String,
+    /// Migration setup, ms (where the system measures it).
+    #[serde(default)]
+    pub setup_ms: Option<f64>,
+    /// Launch of the source to the guest's first HTTP 200, ms.
+    #[serde(default)]
+    pub boot_to_http_ms: Option<f64>,
+    /// Memory verification: `Some(true)` identical, `Some(false)` a mismatch, `None` not run.
+    #[serde(default)]
+    pub verified: Option<bool>,
 }
 
 /// The outcome as the JSON spells it.
@@ -158,6 +183,9 @@ impl ScenarioResult {
             app_longest_gap: None,
             app_switchover_gap: None,
             throughput: None,
+            system: None,
+            system_note: None,
+            boot_to_http_ms: None,
         };
         r.recompute();
         r
@@ -167,6 +195,20 @@ impl ScenarioResult {
     pub fn with_description(mut self, description: impl Into<String>) -> Self {
         self.description = Some(description.into());
         self
+    }
+
+    /// Set the system under test, what to say about how it ran, and its
+    /// boot time to the first HTTP 200.
+    pub fn with_system(mut self, system: impl Into<String>, note: Option<String>, boot_to_http_ms: Option<f64>) -> Self {
+        self.system = Some(system.into());
+        self.system_note = note;
+        self.boot_to_http_ms = boot_to_http_ms;
+        self
+    }
+
+    /// The system under test ([`DEFAULT_SYSTEM`] when the file names none).
+    pub fn system_name(&self) -> &str {
+        self.system.as_deref().unwrap_or(DEFAULT_SYSTEM)
     }
 
     /// Recompute the derived fields from `migration` and `probe`.
@@ -229,6 +271,10 @@ impl ScenarioResult {
             after_mbps: t.map(|t| t.after.mean_mbps),
             corruptions: self.probe.as_ref().map(|p| p.summary.corruptions),
             probe_errors: self.probe.as_ref().map(|p| p.summary.errors),
+            system: self.system_name().to_string(),
+            setup_ms: m.setup_ms,
+            boot_to_http_ms: self.boot_to_http_ms,
+            verified: m.verify.as_ref().map(|v| v.ok),
         }
     }
 

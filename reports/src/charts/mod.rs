@@ -9,7 +9,9 @@
 //!   samples are drawn as steps and the VMM pause and the
 //!   application-visible gap carry their values.
 //! * [`comparison`]: the same chart for several scenarios side by side, on
-//!   one rate scale (the 2006 talk's "minimal load" and "heavily loaded").
+//!   one rate scale (the 2006 talk's "minimal load" and "heavily loaded");
+//!   [`comparison_grid`]: one such row per system under test (2×2 for
+//!   vmm-min and qemu, idle and loaded), each row on its own rate scale.
 //! * [`precopy_rounds`] (module `rounds`): per pre-copy round, the MB sent
 //!   and the MB dirtied (bars), and below, the achieved rate, the rate limit
 //!   and the dirtying rate (Mbit/s).
@@ -39,7 +41,7 @@ use plotters::prelude::*;
 use crate::error::ReportError;
 
 pub use overlay::overlay;
-pub use rate::{comparison, rate_progress, ZOOM_HALF_WIDTH_MS};
+pub use rate::{comparison, comparison_grid, rate_progress, ZOOM_HALF_WIDTH_MS};
 pub use rounds::precopy_rounds;
 
 /// The font family every chart uses.

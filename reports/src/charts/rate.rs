@@ -458,49 +458,75 @@ pub fn rate_progress(s: &ScenarioResult) -> Result<Chart, ReportError> {
 }
 
 struct ComparisonFigure<'a> {
-    panels: &'a [&'a ScenarioResult],
+    /// One row per system; the panels of a row share one rate scale.
+    rows: &'a [Vec<&'a ScenarioResult>],
+}
+
+impl ComparisonFigure<'_> {
+    fn panels(&self) -> impl Iterator<Item = &&ScenarioResult> {
+        self.rows.iter().flatten()
+    }
+
+    /// Several systems: every panel names its system.
+    fn multi_system(&self) -> bool {
+        self.rows.len() > 1
+    }
+
+    fn label(&self, s: &ScenarioResult) -> String {
+        if self.multi_system() {
+            format!("{} · {}", s.system_name(), scenario_label(s))
+        } else {
+            scenario_label(s)
+        }
+    }
 }
 
 impl Figure for ComparisonFigure<'_> {
     fn name(&self) -> String {
-        let names: Vec<&str> = self.panels.iter().map(|s| s.scenario.as_str()).collect();
+        let names: Vec<String> = self.panels().map(|s| self.label(s)).collect();
         format!("transmission rate comparison ({})", names.join(" vs "))
     }
     fn size(&self) -> (u32, u32) {
-        (1000 * self.panels.len().max(1) as u32, 1080)
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(1).max(1) as u32;
+        let rows = self.rows.len().max(1) as u32;
+        (1000 * cols, if rows == 1 { 1080 } else { 960 * rows + 80 })
     }
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
-        let dates: Vec<&str> = self.panels.iter().map(|s| s.date.as_str()).collect();
-        let mut uniq = dates.clone();
+        let mut uniq: Vec<&str> = self.panels().map(|s| s.date.as_str()).collect();
         uniq.dedup();
-        let heading = Heading::fit(
-            area,
-            RATE_TITLE,
-            &format!(
-                "{} — same rate scale in every panel — {}",
-                self.panels.iter().map(|s| scenario_label(s)).collect::<Vec<_>>().join(" vs "),
-                uniq.join(", ")
-            ),
-            28.0,
-        )?;
+        let what = if self.multi_system() {
+            let systems: Vec<&str> = self.rows.iter().filter_map(|r| r.first()).map(|s| s.system_name()).collect();
+            format!(
+                "{} (rows) × {} — one rate scale per row",
+                systems.join(", "),
+                self.rows[0].iter().map(|s| s.scenario.as_str()).collect::<Vec<_>>().join(" vs ")
+            )
+        } else {
+            format!("{} — same rate scale in every panel", self.panels().map(|s| scenario_label(s)).collect::<Vec<_>>().join(" vs "))
+        };
+        let heading = Heading::fit(area, RATE_TITLE, &format!("{what} — {}", uniq.join(", ")), 28.0)?;
         let rest = heading.draw(area)?;
-        let y_top = rate_y_top(self.panels.iter().map(|s| max_rate(s)).fold(0.0, f64::max));
-        let cells = rest.split_evenly((1, self.panels.len().max(1)));
-        let mut captions = Vec::new();
-        for (cell, s) in cells.iter().zip(self.panels.iter()) {
-            let text = format!(
-                "{} — VMM downtime {}, app-visible {}",
-                scenario_label(s),
-                ms(s.migration.downtime_ms),
-                ms(s.app_downtime_ms)
-            );
-            captions.push(fit_caption(cell, &text, 19.0)?);
-        }
-        // One caption height for all, so the panels line up.
-        let height = captions.iter().map(|c| c.height()).max().unwrap_or(0);
-        for ((cell, s), c) in cells.iter().zip(self.panels.iter()).zip(&captions) {
-            let below = draw_caption(cell, c, height)?;
-            draw_rate_cell(&below, s, y_top, 0.95)?;
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let row_areas = rest.split_evenly((self.rows.len().max(1), 1));
+        for (row_area, row) in row_areas.iter().zip(self.rows) {
+            let y_top = rate_y_top(row.iter().map(|s| max_rate(s)).fold(0.0, f64::max));
+            let cells = row_area.split_evenly((1, cols));
+            let mut captions = Vec::new();
+            for (cell, s) in cells.iter().zip(row.iter()) {
+                let text = format!(
+                    "{} — VMM downtime {}, app-visible {}",
+                    self.label(s),
+                    ms(s.migration.downtime_ms),
+                    ms(s.app_downtime_ms)
+                );
+                captions.push(fit_caption(cell, &text, 19.0)?);
+            }
+            // One caption height for all, so the panels line up.
+            let height = captions.iter().map(|c| c.height()).max().unwrap_or(0);
+            for ((cell, s), c) in cells.iter().zip(row.iter()).zip(&captions) {
+                let below = draw_caption(cell, c, height)?;
+                draw_rate_cell(&below, s, y_top, 0.95)?;
+            }
         }
         Ok(())
     }
@@ -510,17 +536,24 @@ impl Figure for ComparisonFigure<'_> {
 /// (the idle-vs-loaded figure), each with its zoom panel. Every scenario
 /// needs a probe series.
 pub fn comparison(panels: &[&ScenarioResult]) -> Result<Chart, ReportError> {
-    if let Some(s) = panels.iter().find(|s| s.probe.is_none()) {
+    comparison_grid(&[panels.to_vec()])
+}
+
+/// The comparison as a grid: one row per system (idle and loaded, say),
+/// each row on its own rate scale, since systems' rates differ by orders of
+/// magnitude. Every scenario needs a probe series.
+pub fn comparison_grid(rows: &[Vec<&ScenarioResult>]) -> Result<Chart, ReportError> {
+    if let Some(s) = rows.iter().flatten().find(|s| s.probe.is_none()) {
         return Err(ReportError::NoProbe {
             chart: "transmission rate comparison".into(),
             scenario: s.scenario.clone(),
         });
     }
-    if panels.is_empty() {
+    if rows.iter().all(Vec::is_empty) {
         return Err(ReportError::Chart {
             chart: "transmission rate comparison".into(),
             message: "no scenarios given".into(),
         });
     }
-    render(&ComparisonFigure { panels })
+    render(&ComparisonFigure { rows })
 }
