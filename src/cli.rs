@@ -326,6 +326,10 @@ pub struct ReproduceArgs {
     /// Leave out the microbenchmarks.
     #[arg(long)]
     pub no_bench: bool,
+    /// Verify guest memory after every migration (the scenarios leave it off for the charts: it lengthens the
+    /// pause the probe sees, though not the reported downtime).
+    #[arg(long)]
+    pub verify: bool,
     /// Systems under test, comma-separated: vmm-min, qemu, or all (every system; one that cannot run here is
     /// listed in the report as skipped, with the reason).
     #[arg(long, value_delimiter = ',', default_value = "vmm-min")]

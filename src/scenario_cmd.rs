@@ -24,6 +24,8 @@ use vmm_min::Workload;
 struct Overrides {
     warmup: Option<Duration>,
     after: Option<Duration>,
+    /// Verify guest memory after every migration, whatever the scenario says.
+    verify: bool,
 }
 
 fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
@@ -46,7 +48,7 @@ fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
         policy: mem.policy().map_err(anyhow::Error::msg)?,
         warmup: o.warmup.unwrap_or_else(|| Scenario::duration(&mem.warmup)),
         after: o.after.unwrap_or_else(|| Scenario::duration(&mem.after)),
-        verify: mem.verify,
+        verify: mem.verify || o.verify,
         net: Some(NetSpec {
             file_bytes: vmm_min::config::parse_size(&s.network.file_size)?,
             mtu: 9000,
@@ -193,7 +195,7 @@ pub fn scenario(args: ScenarioArgs) -> Result<ExitCode> {
     let dir = results_dir(args.out.as_deref(), &s.name);
     let progress = Progress::new(&[&s.name, "report"]);
     progress.step(0);
-    let o = Overrides { warmup: args.warmup, after: args.after };
+    let o = Overrides { warmup: args.warmup, after: args.after, verify: false };
     let (result, failures) = run_scenario(&s, o, &dir, &progress, &args.qemu)?;
     progress.step(1);
     progress.update(Update::Phase("drawing the charts, writing report.md and report.html"));
@@ -238,11 +240,12 @@ fn parse_systems(names: &[String]) -> Result<Vec<SystemKind>> {
 pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     need_root()?;
     let dir = results_dir(args.out.as_deref(), "reproduce");
-    let o = if args.quick {
-        Overrides { warmup: Some(Duration::from_secs(1)), after: Some(Duration::from_secs(1)) }
+    let mut o = if args.quick {
+        Overrides { warmup: Some(Duration::from_secs(1)), after: Some(Duration::from_secs(1)), verify: false }
     } else {
         Overrides::default()
     };
+    o.verify = args.verify;
     // Which systems can run here; the others are listed with the reason.
     let mut systems = Vec::new();
     let mut skipped = Vec::new();

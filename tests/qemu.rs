@@ -307,3 +307,209 @@ fn qemu_figures() {
         );
     }
 }
+
+fn read_json(p: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A completed migration's result as every test needs it: memory verified
+/// identical, the switchover timed, the probe's connections intact.
+fn assert_migrated_verified(result: &serde_json::Value, checks: &serde_json::Value, what: &str) {
+    let m = &result["migration"];
+    assert_eq!(m["outcome"], "completed", "{what}: {}", m["reason"]);
+    assert_eq!(m["verify"]["ok"], true, "{what}: guest memory differs after the migration");
+    assert!(m["downtime_ms"].as_f64().is_some_and(|d| d > 0.0), "{what}: {}", m["downtime_ms"]);
+    assert!(m["downtime_ms"].as_f64() < m["paused_total_ms"].as_f64(), "{what}: verification is out of the downtime");
+    let c = &checks["checks"];
+    assert_eq!((c["probe"]["reconnects"].as_u64(), c["probe"]["corruptions"].as_u64()), (Some(0), Some(0)), "{what}");
+    assert!(c["probe_bytes_after_resume"].as_u64() > Some(0), "{what}: no data after the resume");
+    assert_eq!(checks["failures"].as_array().map(Vec::len), Some(0), "{what}: {}", checks["failures"]);
+}
+
+/// `migbench scenario FILE` with `system = "qemu"`: the runner drives QEMU
+/// through the system-under-test boundary only; the result says which
+/// system ran and how; `migbench check` gates it as it gates vmm-min's.
+#[test]
+fn qemu_scenario_file_runs_end_to_end_and_check_gates_it() {
+    let _g = lock();
+    if !common::root_or_skip("qemu_scenario_file_runs_end_to_end_and_check_gates_it") {
+        return;
+    }
+    let (kernel, initrd, _) = image();
+    let dir = common::temp_path("qemu-scenario");
+    let file = common::temp_path("qemu-idle.toml");
+    let text = include_str!("../scenarios/files/qemu-idle.toml").replace("verify = false", "verify = true");
+    std::fs::write(&file, text).unwrap();
+    let out = common::run_with_limit(
+        &[
+            "scenario",
+            file.to_str().unwrap(),
+            "--warmup",
+            "1s",
+            "--after",
+            "1s",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--accel",
+            "auto",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(240),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let result_path = dir.join("qemu-idle.result.json");
+    let result = read_json(&result_path);
+    let checks = read_json(&dir.join("qemu-idle.checks.json"));
+    eprintln!("qemu scenario: {}", result["migration"]);
+    assert_eq!(result["system"], "qemu");
+    let note = result["system_note"].as_str().unwrap();
+    assert!(note.contains("QEMU ") && note.contains("accelerator auto: "), "{note}");
+    assert!(result["boot_to_http_ms"].as_f64().is_some_and(|b| b > 100.0), "{}", result["boot_to_http_ms"]);
+    assert!(result["migration"]["setup_ms"].as_f64().is_some(), "QEMU's setup-time");
+    assert!(!result["migration"]["rounds"].as_array().unwrap().is_empty(), "rounds from query-migrate");
+    assert_migrated_verified(&result, &checks, "qemu idle");
+    assert_eq!(checks["checks"]["source_exit_code"], 0, "the source QEMU quit cleanly after the migration");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("| idle (qemu) |") && md.contains("## Scenario: idle (qemu)"), "{md}");
+    assert!(dir.join("rate-qemu-idle.png").is_file() && dir.join("rounds-qemu-idle.png").is_file());
+
+    // The CI gate, on the QEMU result as on vmm-min's.
+    let res = result_path.to_str().unwrap();
+    let ok = common::run_with_limit(&["check", res, "--max-downtime-ms", "60000"], Duration::from_secs(20));
+    assert!(ok.status.success(), "{}", common::stderr(&ok));
+    let tight = common::run_with_limit(&["check", res, "--max-downtime-ms", "0.001"], Duration::from_secs(20));
+    assert!(!tight.status.success() && common::stderr(&tight).contains("exceeds --max-downtime-ms"));
+    let same = common::run_with_limit(&["check", res, "--baseline", res, "--tolerance", "0%"], Duration::from_secs(20));
+    assert!(same.status.success(), "{}", common::stderr(&same));
+    // A baseline from the other system is refused, not compared.
+    let mut other = result.clone();
+    other["system"] = "vmm-min".into();
+    let base = dir.join("vmm-min-baseline.json");
+    std::fs::write(&base, other.to_string()).unwrap();
+    let cross = common::run_with_limit(
+        &["check", res, "--baseline", base.to_str().unwrap(), "--tolerance", "1000%"],
+        Duration::from_secs(20),
+    );
+    assert!(!cross.status.success(), "a vmm-min baseline gated a qemu result");
+    assert!(common::stderr(&cross).contains("compare a system with its own baseline"), "{}", common::stderr(&cross));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&file);
+}
+
+/// `reproduce --quick --systems vmm-min,qemu --verify`: one report with
+/// both systems, idle and loaded: the 2×2 rate chart, the summary with a
+/// column per system and scenario, every rounds chart, memory verified
+/// after every migration.
+///
+/// QEMU 7.2 under TCG has lost guest pages under `stress` here (see
+/// `loaded_qemu_migration_with_raised_bandwidth`); when verification
+/// catches that on the loaded QEMU run, the test checks that the harness
+/// says so (a failed migration, MISMATCH in the report, a non-zero exit)
+/// and prints it, rather than failing on QEMU's bug.
+#[test]
+fn reproduce_quick_writes_one_report_with_both_systems() {
+    let _g = lock();
+    if !common::root_or_skip("reproduce_quick_writes_one_report_with_both_systems") {
+        return;
+    }
+    let (kernel, initrd, _) = image();
+    let dir = common::temp_path("reproduce-both");
+    let t = Instant::now();
+    let out = common::run_with_limit(
+        &[
+            "reproduce",
+            "--quick",
+            "--no-bench",
+            "--verify",
+            "--systems",
+            "vmm-min,qemu",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(480),
+    );
+    eprintln!("reproduce --systems vmm-min,qemu: {:?}", t.elapsed());
+    let err = common::stderr(&out);
+    let mut qemu_loaded_mismatch = false;
+    for (slug, system) in [("idle", "vmm-min"), ("loaded", "vmm-min"), ("qemu-idle", "qemu"), ("qemu-loaded", "qemu")] {
+        let result = read_json(&dir.join(format!("{slug}.result.json")));
+        let checks = read_json(&dir.join(format!("{slug}.checks.json")));
+        assert_eq!(result["system"], system, "{slug}");
+        let m = &result["migration"];
+        eprintln!(
+            "{slug}: {} total {} ms, downtime {} ms, setup {} ms, boot {} ms, app-visible {} ms, verify {}",
+            m["outcome"], m["total_ms"], m["downtime_ms"], m["setup_ms"], result["boot_to_http_ms"],
+            result["app_downtime_ms"], m["verify"]
+        );
+        let mismatch = m["outcome"] == "failed"
+            && m["reason"].as_str().is_some_and(|r| r.starts_with("memory verification:"));
+        if slug == "qemu-loaded" && mismatch {
+            eprintln!("QEMU 7.2 TCG lost pages under stress, and verification caught it: {}", m["reason"]);
+            qemu_loaded_mismatch = true;
+            continue;
+        }
+        assert_migrated_verified(&result, &checks, slug);
+    }
+    assert_eq!(out.status.success(), !qemu_loaded_mismatch, "{err}");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for col in ["| idle (vmm-min) |", "| loaded (vmm-min) |", "| idle (qemu) |", "| loaded (qemu) |"] {
+        assert!(md.contains(col), "the summary lacks the column `{col}`:\n{md}");
+    }
+    assert!(md.contains("## Systems under test") && md.contains("- **qemu:** ran idle, loaded"), "{md}");
+    assert!(md.contains("rate-comparison.png"), "no comparison chart");
+    for f in ["rounds-idle", "rounds-loaded", "rounds-qemu-idle", "rounds-qemu-loaded"] {
+        assert!(md.contains(&format!("({f}.png)")), "{f} missing from the report");
+        assert!(dir.join(format!("{f}.png")).is_file());
+    }
+    // The comparison is the 2×2 grid: two rows (systems) of two panels.
+    let svg = std::fs::read_to_string(dir.join("rate-comparison.svg")).unwrap();
+    for label in ["vmm-min · idle", "vmm-min · loaded", "qemu · idle", "qemu · loaded"] {
+        assert!(svg.contains(label), "the comparison lacks the panel `{label}`");
+    }
+    let png = png::Decoder::new(std::fs::File::open(dir.join("rate-comparison.png")).unwrap()).read_info().unwrap();
+    let (w, h) = (png.info().width, png.info().height);
+    assert!(w >= 2000 && h >= 1900, "{w}x{h} is not a 2×2 grid");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A system that cannot run is listed as skipped, with the reason and what
+/// to do, and the rest runs (here: nothing else was asked for).
+#[test]
+fn reproduce_lists_a_system_that_cannot_run_as_skipped() {
+    let _g = lock();
+    if !common::root_or_skip("reproduce_lists_a_system_that_cannot_run_as_skipped") {
+        return;
+    }
+    let dir = common::temp_path("reproduce-skip");
+    let out = common::run_with_limit(
+        &[
+            "reproduce",
+            "--quick",
+            "--no-bench",
+            "--systems",
+            "qemu",
+            "--qemu-binary",
+            "/nonexistent/qemu-system-x86_64",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("- **qemu:** skipped: /nonexistent/qemu-system-x86\\_64 not found: apt-get install qemu-system-x86"),
+        "{md}"
+    );
+    let bad = common::run_with_limit(&["reproduce", "--systems", "xen"], Duration::from_secs(20));
+    assert!(!bad.status.success() && common::stderr(&bad).contains("unknown system 'xen'"), "{}", common::stderr(&bad));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -733,6 +733,14 @@ one sampling interval. Throughput before/during/after: the probe's mean rate bef
 start, between the start and the end (acknowledgement), and after the end. MB = 10^6 bytes; \
 Mbit/s = 10^6 bit/s.\n\n",
         );
+        if systems.contains(&"qemu") {
+            out.push_str(
+                "On qemu, VMM downtime is the source's STOP event to the destination's RESUME event, each \
+timestamped on receipt with the host's monotonic clock (memory verification excluded); setup and total are \
+QEMU's own `setup-time` and `total-time`; the rounds come from `query-migrate` polled every 50 ms (a change \
+of `dirty-sync-count` starts one), so the downtime breakdown is n/a.\n\n",
+            );
+        }
     }
 
     if let Some(r) = rendered.iter().find(|r| r.kind == ChartKind::Comparison) {
