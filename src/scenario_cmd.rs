@@ -7,15 +7,15 @@ use crate::progress::{Progress, Update};
 use anyhow::{bail, Context, Result};
 use reports::check::{self, Measured};
 use reports::ScenarioResult;
-use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
 use scenarios::qemu::driver::{find_binary, QemuConfig, QemuError};
+use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
 use scenarios::scenario::{QemuSection, Scenario, SystemKind};
 use scenarios::system::qemu::Qemu;
 use scenarios::system::vmm_min::VmmMin;
 use scenarios::system::{GuestSpec, SystemUnderTest};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 use vmm_min::Workload;
 
@@ -71,7 +71,11 @@ static IMAGE: OnceLock<std::result::Result<(PathBuf, PathBuf), String>> = OnceLo
 /// How QEMU runs: the scenario's `[qemu]` table, then the flags, then the
 /// cached image for a kernel and initrd that neither gave. An error is the
 /// reason the `qemu` system cannot run here, and what to do.
-fn qemu_config(table: Option<&QemuSection>, a: &QemuArgs, progress: &Progress) -> std::result::Result<QemuConfig, String> {
+fn qemu_config(
+    table: Option<&QemuSection>,
+    a: &QemuArgs,
+    progress: &Progress,
+) -> std::result::Result<QemuConfig, String> {
     let mut cfg = QemuConfig::new(PathBuf::new(), PathBuf::new());
     if let Some(t) = table {
         t.apply(&mut cfg);
@@ -104,7 +108,9 @@ fn qemu_config(table: Option<&QemuSection>, a: &QemuArgs, progress: &Progress) -
             cfg.kernel = k;
             cfg.initrd = i;
         }
-        _ => return Err("give both a kernel and an initrd (--kernel and --initrd), or neither (the cached image)".into()),
+        _ => {
+            return Err("give both a kernel and an initrd (--kernel and --initrd), or neither (the cached image)".into())
+        }
     }
     match scenarios::system::qemu::unavailable(&cfg) {
         Some(why) => Err(why),

@@ -446,11 +446,16 @@ fn reproduce_quick_writes_one_report_with_both_systems() {
         let m = &result["migration"];
         eprintln!(
             "{slug}: {} total {} ms, downtime {} ms, setup {} ms, boot {} ms, app-visible {} ms, verify {}",
-            m["outcome"], m["total_ms"], m["downtime_ms"], m["setup_ms"], result["boot_to_http_ms"],
-            result["app_downtime_ms"], m["verify"]
+            m["outcome"],
+            m["total_ms"],
+            m["downtime_ms"],
+            m["setup_ms"],
+            result["boot_to_http_ms"],
+            result["app_downtime_ms"],
+            m["verify"]
         );
-        let mismatch = m["outcome"] == "failed"
-            && m["reason"].as_str().is_some_and(|r| r.starts_with("memory verification:"));
+        let mismatch =
+            m["outcome"] == "failed" && m["reason"].as_str().is_some_and(|r| r.starts_with("memory verification:"));
         if slug == "qemu-loaded" && mismatch {
             eprintln!("QEMU 7.2 TCG lost pages under stress, and verification caught it: {}", m["reason"]);
             qemu_loaded_mismatch = true;
@@ -506,7 +511,9 @@ fn reproduce_lists_a_system_that_cannot_run_as_skipped() {
     assert!(out.status.success(), "{}", common::stderr(&out));
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(
-        md.contains("- **qemu:** skipped: /nonexistent/qemu-system-x86\\_64 not found: apt-get install qemu-system-x86"),
+        md.contains(
+            "- **qemu:** skipped: /nonexistent/qemu-system-x86\\_64 not found: apt-get install qemu-system-x86"
+        ),
         "{md}"
     );
     let bad = common::run_with_limit(&["reproduce", "--systems", "xen"], Duration::from_secs(20));

@@ -199,7 +199,12 @@ impl ScenarioResult {
 
     /// Set the system under test, what to say about how it ran, and its
     /// boot time to the first HTTP 200.
-    pub fn with_system(mut self, system: impl Into<String>, note: Option<String>, boot_to_http_ms: Option<f64>) -> Self {
+    pub fn with_system(
+        mut self,
+        system: impl Into<String>,
+        note: Option<String>,
+        boot_to_http_ms: Option<f64>,
+    ) -> Self {
         self.system = Some(system.into());
         self.system_note = note;
         self.boot_to_http_ms = boot_to_http_ms;

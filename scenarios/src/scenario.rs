@@ -331,9 +331,7 @@ impl Scenario {
         size("vm.memory", &self.vm.memory)?;
         size("network.file_size", &self.network.file_size)?;
         match self.system {
-            SystemKind::VmmMin => {
-                self.vm.workload.parse::<vmm_min::Workload>().map(|_| ()).map_err(|e| e.to_string())
-            }
+            SystemKind::VmmMin => self.vm.workload.parse::<vmm_min::Workload>().map(|_| ()).map_err(|e| e.to_string()),
             SystemKind::Qemu => {
                 self.vm.workload.parse::<linux_guest::params::Workload>().map(|_| ()).map_err(|e| e.to_string())
             }

@@ -502,7 +502,10 @@ impl Figure for ComparisonFigure<'_> {
                 self.rows[0].iter().map(|s| s.scenario.as_str()).collect::<Vec<_>>().join(" vs ")
             )
         } else {
-            format!("{} — same rate scale in every panel", self.panels().map(|s| scenario_label(s)).collect::<Vec<_>>().join(" vs "))
+            format!(
+                "{} — same rate scale in every panel",
+                self.panels().map(|s| scenario_label(s)).collect::<Vec<_>>().join(" vs ")
+            )
         };
         let heading = Heading::fit(area, RATE_TITLE, &format!("{what} — {}", uniq.join(", ")), 28.0)?;
         let rest = heading.draw(area)?;
