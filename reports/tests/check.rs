@@ -162,3 +162,25 @@ fn tolerances() {
         assert!(e.to_string().contains("25%"), "{e}");
     }
 }
+
+#[test]
+fn a_baseline_from_another_system_is_refused() {
+    let mut v = serde_json::json!({
+        "migration": {
+            "outcome": "completed", "reason": null, "stop_reason": null, "policy": {"kind": "downtime"},
+            "start_mono_ns": 1, "total_ms": 100.0, "ram_bytes": 1, "transferred_bytes": 1, "zero_pages": 0,
+            "rounds": [], "final_pages": 0, "paused_at_ms": 1.0, "resumed_at_ms": 2.0, "downtime_ms": 10.0,
+            "downtime_breakdown": null, "paused_total_ms": 10.0, "verify": null
+        },
+        "system": "qemu"
+    });
+    let q = reports::check::Measured::from_value(&v, "q.json").expect("qemu result");
+    assert_eq!(q.system.as_deref(), Some("qemu"));
+    assert!(reports::check::against_baseline(&q, &q, 0.0).is_empty());
+    v["system"] = "vmm-min".into();
+    let m = reports::check::Measured::from_value(&v, "m.json").expect("vmm-min result");
+    let f = reports::check::against_baseline(&q, &m, 10.0);
+    assert!(f.len() == 1 && f[0].contains("compare a system with its own baseline"), "{f:?}");
+    v["system"] = 3.into();
+    assert!(reports::check::Measured::from_value(&v, "x.json").unwrap_err().to_string().contains("`system`"));
+}

@@ -282,3 +282,56 @@ fn rounds_chart_without_rounds() {
     assert!(c.svg.contains("no pre-copy rounds recorded"));
     assert!(c.png.len() > 1000);
 }
+
+/// Two systems in one report: results filed per system, the 2×2 grid, a
+/// column per system and scenario, each scenario's charts under its own
+/// heading, the skipped system with its reason, and `report DIR` gives the
+/// same document again.
+#[test]
+fn two_systems_side_by_side_and_a_skipped_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path();
+    // Ran after the vmm-min ones, as `reproduce` runs them (a results
+    // folder is read back in the order the scenarios ran).
+    let q = |mut s: ScenarioResult, date: &str| {
+        s.date = date.into();
+        s.with_system("qemu", Some("QEMU 7.2.22; accelerator tcg: asked for".into()), Some(4321.0))
+    };
+    let scenarios = vec![
+        common::idle(),
+        common::loaded(),
+        q(common::idle(), "2026-11-26T09:00:00Z"),
+        q(common::loaded(), "2026-11-26T09:01:00Z"),
+    ];
+    let skipped = [reports::report::SkippedSystem { system: "xen".into(), reason: "not built here".into() }];
+    reports::report::save_skipped(out, &skipped).expect("skipped");
+    let paths = write_report(out, &scenarios, None).expect("report");
+    for f in ["idle", "loaded", "qemu-idle", "qemu-loaded"] {
+        assert!(out.join(format!("{f}.result.json")).is_file(), "{f}");
+        assert!(out.join(format!("rounds-{f}.png")).is_file(), "{f}");
+    }
+    let rows = reports::report::comparison_rows(&scenarios);
+    assert_eq!(rows.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2]);
+    assert_eq!((rows[0][0].system_name(), rows[1][1].system_name()), ("vmm-min", "qemu"));
+    let grid = paths.charts.iter().find(|c| c.kind == ChartKind::Comparison).expect("grid");
+    let (w, h, _, _) = decode_png(&grid.png);
+    assert!(w >= 2000 && h >= 1900, "{w}x{h}");
+    let svg = svg_text(&grid.svg);
+    assert!(svg.contains("vmm-min · idle") && svg.contains("qemu · loaded"));
+
+    let md = std::fs::read_to_string(&paths.markdown).expect("md");
+    assert!(md.contains("| metric | idle (vmm-min) | loaded (vmm-min) | idle (qemu) | loaded (qemu) |"), "{md}");
+    assert!(md.contains("| boot to first HTTP 200 | n/a | n/a | 4321.00 ms | 4321.00 ms |"), "{md}");
+    assert!(md.contains("- **xen:** skipped: not built here"), "{md}");
+    assert!(md.contains("- **qemu:** ran idle, loaded; QEMU 7.2.22; accelerator tcg: asked for"), "{md}");
+    // Each scenario heading is followed by its own system's charts.
+    let sec = md.split("## Scenario: idle (qemu)").nth(1).expect("qemu idle section");
+    let sec = sec.split("## ").next().unwrap_or_default();
+    assert!(sec.contains("(rate-qemu-idle.png)") && !sec.contains("(rate-idle.png)"), "{sec}");
+
+    let again = reports::write_report_from_dir(out).expect("from dir");
+    assert_eq!(std::fs::read_to_string(again.markdown).expect("md"), md);
+    assert_eq!(reports::report::load_skipped(out).expect("load"), skipped);
+    reports::report::save_skipped(out, &[]).expect("empty");
+    assert!(!out.join(reports::report::SKIPPED_FILE).exists(), "an empty list leaves no stale file");
+}
