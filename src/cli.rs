@@ -27,9 +27,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Download a URL over N keep-alive connections, sampling the rate every 10 ms.
     Probe(ProbeArgs),
-    /// Run one scenario file (or a built-in one: idle, loaded) and write its report.
+    /// Run one scenario file (or a built-in one: idle, loaded, qemu-idle, qemu-loaded) and write its report.
     Scenario(ScenarioArgs),
-    /// Reproduce the papers' pictures: the idle and loaded scenarios plus the microbenchmarks, in one report.
+    /// Reproduce the papers' pictures: the idle and loaded scenarios (on each system) plus the microbenchmarks, in one
+    /// report.
     Reproduce(ReproduceArgs),
     /// Gate CI on a result file: fixed limits, or a baseline with a tolerance.
     Check(CheckArgs),
@@ -280,7 +281,7 @@ pub struct ProbeArgs {
 /// `migbench scenario`.
 #[derive(Args, Debug)]
 pub struct ScenarioArgs {
-    /// A scenario file (TOML), or a built-in scenario: idle or loaded.
+    /// A scenario file (TOML), or a built-in scenario: idle, loaded, qemu-idle or qemu-loaded.
     pub scenario: String,
     /// Results folder [default: results/<timestamp>-<scenario>].
     #[arg(long)]
