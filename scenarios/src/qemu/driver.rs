@@ -15,8 +15,11 @@
 //!   [`super::rounds`]), QEMU's `total-time`, `downtime` and `setup-time`,
 //!   and the STOP (source) and RESUME (destination) events as they arrive.
 //! - **`--verify`:** the destination was started with `-S`; once the
-//!   migration completed, both paused sides `pmemsave` all of RAM and the
-//!   dumps are compared page by page; only then is the destination `cont`ed.
+//!   migration completed, both paused sides `pmemsave` all of RAM at once
+//!   (into `/dev/shm` when the host has the memory) and the dumps are
+//!   compared page by page; only then is the destination `cont`ed. Without
+//!   `--verify`, a destination started with `-S` is `cont`ed as soon as it
+//!   has loaded the state.
 //!   The time spent is reported apart and taken out of the downtime.
 //! - **Failure:** a migration that fails or is cancelled leaves the source
 //!   running (QEMU restarts it; the driver `cont`s it if QEMU did not) and
