@@ -27,9 +27,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Download a URL over N keep-alive connections, sampling the rate every 10 ms.
     Probe(ProbeArgs),
-    /// Run one scenario file (or a built-in one: idle, loaded) and write its report.
+    /// Run one scenario file (or a built-in one: idle, loaded, idle-gbit, loaded-gbit) and write its report.
     Scenario(ScenarioArgs),
-    /// Reproduce the papers' pictures: the idle and loaded scenarios plus the microbenchmarks, in one report.
+    /// Reproduce the papers' pictures: the idle and loaded scenarios (on loopback and over a 1 Gbit/s link
+    /// between simulated hosts) plus the microbenchmarks, in one report.
     Reproduce(ReproduceArgs),
     /// Gate CI on a result file: fixed limits, or a baseline with a tolerance.
     Check(CheckArgs),
@@ -234,10 +235,22 @@ pub struct MigrateArgs {
     /// Migrate over mutual TLS with the credentials in this directory (see `migbench tls-init`).
     #[arg(long)]
     pub tls_dir: Option<PathBuf>,
+    /// Migrate to a destination started elsewhere with `migbench vmm --incoming ADDR` (HOST:PORT)
+    /// instead of starting one here; needs --tls-dir unless HOST is loopback. The source runs here.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "net")]
+    pub to: Option<String>,
     /// Give the guest a NIC in fresh network namespaces and download its /file over HTTP
     /// from the probe namespace through the migration; the connections must survive. Needs root.
     #[arg(long)]
     pub net: bool,
+    /// With --net: put the source, the destination and the probe on simulated hosts (network
+    /// namespaces of their own), the migration over a veth pair between source and destination.
+    #[arg(long, requires = "net")]
+    pub hosts: bool,
+    /// With --net: shape the migration link between the hosts to this rate with tc's tbf,
+    /// e.g. 1gbit or 100mbit (implies --hosts).
+    #[arg(long, requires = "net")]
+    pub bandwidth: Option<String>,
     /// Size of the file the guest serves (with --net).
     #[arg(long, default_value = "512K", requires = "net")]
     pub file_size: String,
@@ -280,7 +293,7 @@ pub struct ProbeArgs {
 /// `migbench scenario`.
 #[derive(Args, Debug)]
 pub struct ScenarioArgs {
-    /// A scenario file (TOML), or a built-in scenario: idle or loaded.
+    /// A scenario file (TOML), or a built-in scenario: idle, loaded, idle-gbit or loaded-gbit.
     pub scenario: String,
     /// Results folder [default: results/<timestamp>-<scenario>].
     #[arg(long)]
@@ -299,7 +312,8 @@ pub struct ReproduceArgs {
     /// Results folder [default: results/<timestamp>-reproduce].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Shorter runs: 1 s before and after each migration, quick microbenchmarks.
+    /// Shorter runs: 1 s before and after each migration, 3 s of pre-copy at most for the gigabit
+    /// scenarios, quick microbenchmarks.
     #[arg(long)]
     pub quick: bool,
     /// Leave out the microbenchmarks.

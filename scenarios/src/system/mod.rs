@@ -88,6 +88,13 @@ pub trait SystemUnderTest {
         progress: &mut dyn FnMut(&MigrationProgress),
     ) -> Result<MigrationStats, RunnerError>;
 
+    /// Whether the destination was started elsewhere (a real remote host):
+    /// the runner then checks the guest there only by the migration's
+    /// outcome (the destination's Started) and not through [`Self::heartbeat`].
+    fn destination_is_remote(&self) -> bool {
+        false
+    }
+
     /// A counter that advances while the guest runs on `side`.
     fn heartbeat(&self, side: Side) -> Result<u64, RunnerError>;
 

@@ -38,17 +38,28 @@ pub struct VmmMin {
     destination: Option<VmmProcess>,
     /// The destination's migration address, from its first `status`.
     to: Option<String>,
+    /// A destination started elsewhere (`migbench vmm --incoming ADDR`),
+    /// which this system drives but does not start or check.
+    remote: Option<String>,
 }
 
 impl VmmMin {
     /// The system, with `exe` the `migbench` binary that plays both VMMs.
     pub fn new(exe: PathBuf, backend: MemoryBackend) -> Self {
-        Self { exe, backend, tls_dir: None, quiet: true, source: None, destination: None, to: None }
+        Self { exe, backend, tls_dir: None, quiet: true, source: None, destination: None, to: None, remote: None }
     }
 
     /// Migrates over mutual TLS with the credentials in `dir`.
     pub fn with_tls_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.tls_dir = dir;
+        self
+    }
+
+    /// Migrates to a destination that someone started elsewhere with
+    /// `migbench vmm --incoming ADDR` (`to` is `HOST:PORT`) instead of
+    /// starting one.
+    pub fn with_remote(mut self, to: Option<String>) -> Self {
+        self.remote = to;
         self
     }
 
@@ -69,13 +80,22 @@ impl VmmMin {
             Side::Source => self.source.as_ref(),
             Side::Destination => self.destination.as_ref(),
         }
-        .ok_or_else(|| RunnerError::System { system: "vmm-min", message: format!("no {} VMM runs", side.name()) })
+        .ok_or_else(|| {
+            let message = match (&self.remote, side) {
+                (Some(to), Side::Destination) => format!(
+                    "the destination at {to} is remote: ask it through its own control socket (`migbench vmm --control`)"
+                ),
+                _ => format!("no {} VMM runs", side.name()),
+            };
+            RunnerError::System { system: "vmm-min", message }
+        })
     }
 
     fn start_destination(&mut self, ctx: &RunContext) -> Result<(), RunnerError> {
         let sock = ctx.dir.join("destination.sock");
+        let listen = ctx.names.map_or_else(|| "127.0.0.1:0".to_string(), |n| n.migration_listen(0));
         let mut cmd = Command::new(&self.exe);
-        cmd.args(["vmm", "--incoming", "127.0.0.1:0", "--control"])
+        cmd.args(["vmm", "--incoming", &listen, "--control"])
             .arg(&sock)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
@@ -85,10 +105,20 @@ impl VmmMin {
         if let Some(n) = ctx.names {
             cmd.args(["--net-run-id", &n.run_id]);
         }
-        if let Some(d) = &self.tls_dir {
-            cmd.arg("--tls-dir").arg(d);
+        match (&self.tls_dir, ctx.names.and_then(|n| n.hosts.as_ref())) {
+            (Some(d), _) => {
+                cmd.arg("--tls-dir").arg(d);
+            }
+            // The simulated hosts' migration link is a veth pair inside
+            // namespaces this run made: the stream never leaves the machine.
+            (None, Some(_)) => {
+                cmd.arg("--insecure");
+            }
+            (None, None) => {}
         }
-        let mut process = ChildProcess::spawn("destination VMM", cmd)?;
+        // With simulated hosts the destination runs on its host.
+        let ns = ctx.names.filter(|n| n.hosts.is_some()).map(|n| n.destination_ns());
+        let mut process = ChildProcess::spawn_in("destination VMM", cmd, ns)?;
         let client = Client::new(&sock);
         let status = client.wait_ready(READY_TIMEOUT, || process.exited())?;
         let Phase::Incoming { listen } = status.phase else {
@@ -119,12 +149,13 @@ impl VmmMin {
             cmd.arg("--quiet");
         }
         if let (Some(n), Some(_)) = (ctx.names, &config.net) {
-            cmd.args(["--netns", &n.lan_ns]);
+            cmd.args(["--netns", n.source_ns()]);
         }
         if let Some(d) = &self.tls_dir {
             cmd.arg("--tls-dir").arg(d);
         }
-        let mut process = ChildProcess::spawn("source VMM", cmd)?;
+        let ns = ctx.names.filter(|n| n.hosts.is_some()).map(|n| n.source_ns());
+        let mut process = ChildProcess::spawn_in("source VMM", cmd, ns)?;
         let client = Client::new(&sock);
         client.wait_ready(READY_TIMEOUT, || process.exited())?;
         self.source = Some(VmmProcess { process, client });
@@ -139,7 +170,10 @@ impl SystemUnderTest for VmmMin {
 
     fn start(&mut self, guest: &GuestSpec, ctx: &RunContext) -> Result<(), RunnerError> {
         let config = self.config(guest, ctx)?;
-        self.start_destination(ctx)?;
+        match &self.remote {
+            Some(to) => self.to = Some(to.clone()),
+            None => self.start_destination(ctx)?,
+        }
         self.start_source(&config, ctx)
     }
 
@@ -179,6 +213,10 @@ impl SystemUnderTest for VmmMin {
                 message: format!("the source answered migrate with a '{}' reply", other.kind()),
             }),
         }
+    }
+
+    fn destination_is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     fn heartbeat(&self, side: Side) -> Result<u64, RunnerError> {
