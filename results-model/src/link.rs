@@ -57,7 +57,11 @@ impl Link {
             parts.push("unshaped".into());
         }
         let mut s = parts.join(", ");
-        s.push_str(if self.guest { "; on the migration link and the guest's network" } else { "; on the migration link" });
+        s.push_str(if self.guest {
+            "; on the migration link and the guest's network"
+        } else {
+            "; on the migration link"
+        });
         s
     }
 }
@@ -86,10 +90,9 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         Some('k') => (&t[..t.len() - 1], 1e3),
         _ => (t, 1.0),
     };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("malformed rate '{s}': expected e.g. \"1gbit\", \"100mbit\" or \"500M\" (bits per second)"))?;
+    let v: f64 = num.trim().parse().map_err(|_| {
+        format!("malformed rate '{s}': expected e.g. \"1gbit\", \"100mbit\" or \"500M\" (bits per second)")
+    })?;
     let bps = v * mult;
     // tc's tbf takes a 32-bit byte rate unless rate64 is used; 100 Gbit/s is far beyond a veth here.
     if !bps.is_finite() || !(8_000.0..=100e9).contains(&bps) {

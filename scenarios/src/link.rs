@@ -121,7 +121,8 @@ pub fn shape(ns: &str, dev: &str, link: &Link) -> Result<(), LinkError> {
         tc(ns, &args)
     };
     if link.needs_netem() {
-        run(&["root", "handle", "1:", "netem"], &netem_args(link)).map_err(missing("netem", "latency, jitter or loss"))?;
+        run(&["root", "handle", "1:", "netem"], &netem_args(link))
+            .map_err(missing("netem", "latency, jitter or loss"))?;
         if let Some(bps) = link.bandwidth_bps {
             run(&["parent", "1:1", "handle", "10:", "tbf"], &tbf_args(bps)).map_err(missing("tbf", "bandwidth"))?;
         }
@@ -134,10 +135,7 @@ pub fn shape(ns: &str, dev: &str, link: &Link) -> Result<(), LinkError> {
 /// The qdiscs on `dev` in `ns`, as `tc qdisc show` prints them (for tests
 /// and for the report's evidence).
 pub fn show(ns: &str, dev: &str) -> Result<String, LinkError> {
-    let out = Command::new("tc")
-        .args(["-n", ns, "qdisc", "show", "dev", dev])
-        .output()
-        .map_err(LinkError::Spawn)?;
+    let out = Command::new("tc").args(["-n", ns, "qdisc", "show", "dev", dev]).output().map_err(LinkError::Spawn)?;
     if !out.status.success() {
         return Err(LinkError::Command {
             cmd: format!("tc -n {ns} qdisc show dev {dev}"),

@@ -465,7 +465,20 @@ impl Topology {
             ip(&["-n", lan, "link", "set", "dev", up_lan, "up"])?;
         }
         let (src, dst) = (h.source_ns.as_str(), h.destination_ns.as_str());
-        ip(&["-n", src, "link", "add", &h.migration_src, "type", "veth", "peer", "name", &h.migration_dst, "netns", dst])?;
+        ip(&[
+            "-n",
+            src,
+            "link",
+            "add",
+            &h.migration_src,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &h.migration_dst,
+            "netns",
+            dst,
+        ])?;
         for (ns, dev, addr) in
             [(src, &h.migration_src, h.migration_src_ip), (dst, &h.migration_dst, h.migration_dst_ip)]
         {

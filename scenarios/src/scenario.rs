@@ -310,7 +310,9 @@ impl Scenario {
         }
         let text = std::fs::read_to_string(Path::new(path_or_name)).map_err(|e| ScenarioError {
             file: path_or_name.to_owned(),
-            msg: format!("cannot read the scenario file: {e} (built-in scenarios: idle, loaded, idle-gbit, loaded-gbit)"),
+            msg: format!(
+                "cannot read the scenario file: {e} (built-in scenarios: idle, loaded, idle-gbit, loaded-gbit)"
+            ),
         })?;
         Scenario::parse(&text, path_or_name)
     }
@@ -417,7 +419,8 @@ mod tests {
         assert!(e.contains("migration.tls_dir"), "{e}");
         let ok = remote.replace("to = ", "tls_dir = \"tls\"\nto = ");
         assert_eq!(Scenario::parse(&ok, "r.toml").unwrap().migration.to.as_deref(), Some("192.0.2.7:4444"));
-        assert!(Scenario::parse(&idle.replace("verify = false", "verify = false\nto = \"127.0.0.1:4444\""), "l.toml").is_ok());
+        assert!(Scenario::parse(&idle.replace("verify = false", "verify = false\nto = \"127.0.0.1:4444\""), "l.toml")
+            .is_ok());
         for bad in ["nowhere", "host:0", ":80", "h:99999"] {
             let t = idle.replace("verify = false", &format!("verify = false\nto = \"{bad}\""));
             assert!(Scenario::parse(&t, "b.toml").unwrap_err().to_string().contains("migration.to"), "{bad}");

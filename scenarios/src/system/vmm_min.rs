@@ -95,10 +95,7 @@ impl VmmMin {
         let sock = ctx.dir.join("destination.sock");
         let listen = ctx.names.map_or_else(|| "127.0.0.1:0".to_string(), |n| n.migration_listen(0));
         let mut cmd = Command::new(&self.exe);
-        cmd.args(["vmm", "--incoming", &listen, "--control"])
-            .arg(&sock)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
+        cmd.args(["vmm", "--incoming", &listen, "--control"]).arg(&sock).stdin(Stdio::null()).stdout(Stdio::null());
         if self.quiet {
             cmd.arg("--quiet");
         }
