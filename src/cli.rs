@@ -156,6 +156,10 @@ pub struct VmmArgs {
     /// Give an incoming VM's NIC the destination TAP of this run's topology (see `run --net --run-id`).
     #[arg(long)]
     pub net_run_id: Option<String>,
+    /// Give an incoming VM's NIC this existing TAP (on a real host: one bridged to the LAN that the
+    /// source's TAP is on, so the guest keeps its address).
+    #[arg(long, conflicts_with = "net_run_id")]
+    pub tap: Option<String>,
     /// Run the migrated VM for this long, then stop; 0 runs until the guest exits or `quit`.
     #[arg(long, default_value = "0", value_parser = parse_duration)]
     pub duration: Duration,
@@ -243,6 +247,16 @@ pub struct MigrateArgs {
     /// from the probe namespace through the migration; the connections must survive. Needs root.
     #[arg(long)]
     pub net: bool,
+    /// With --to: give the guest a NIC on this existing TAP here (bridged to the LAN of the
+    /// destination's `vmm --tap`), serving HTTP on port 80 at --guest-ip.
+    #[arg(long, requires_all = ["to", "guest_ip"])]
+    pub tap: Option<String>,
+    /// With --tap: the guest's address with its prefix, e.g. 192.168.50.20/24.
+    #[arg(long, requires = "tap")]
+    pub guest_ip: Option<String>,
+    /// With --tap: the guest's MAC [default: 02:6d:62 and the address's last three bytes].
+    #[arg(long, requires = "tap")]
+    pub guest_mac: Option<String>,
     /// With --net: put the source, the destination and the probe on simulated hosts (network
     /// namespaces of their own), the migration over a veth pair between source and destination.
     #[arg(long, requires = "net")]
@@ -251,8 +265,8 @@ pub struct MigrateArgs {
     /// e.g. 1gbit or 100mbit (implies --hosts).
     #[arg(long, requires = "net")]
     pub bandwidth: Option<String>,
-    /// Size of the file the guest serves (with --net).
-    #[arg(long, default_value = "512K", requires = "net")]
+    /// Size of the file the guest serves (with --net or --tap).
+    #[arg(long, default_value = "512K")]
     pub file_size: String,
     /// MTU of the bridge, TAPs and veths (with --net).
     #[arg(long, default_value_t = 9000, requires = "net")]

@@ -61,7 +61,8 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
     };
     let mut sut = VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, config.backend)
         .with_tls_dir(args.tls_dir.clone())
-        .with_remote(args.to.clone());
+        .with_remote(args.to.clone())
+        .with_nic(remote_nic(&args)?);
     let progress = crate::progress::Progress::new(&[]);
     let run = runner::run(&exp, &mut sut, &mut progress.runner_events());
     progress.finish();
@@ -128,6 +129,23 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `--tap`, `--guest-ip`, `--guest-mac`: the guest's NIC on a real host.
+fn remote_nic(args: &MigrateArgs) -> Result<Option<vmm_min::config::NetConfig>> {
+    let (Some(tap), Some(ip)) = (&args.tap, &args.guest_ip) else { return Ok(None) };
+    let addr: std::net::Ipv4Addr = ip.split_once('/').map_or(ip.as_str(), |(a, _)| a).parse().map_err(|_| {
+        anyhow::anyhow!("--guest-ip {ip}: expected an IPv4 address with its prefix, e.g. 192.168.50.20/24")
+    })?;
+    let [_, b, c, d] = addr.octets();
+    let mac = args.guest_mac.clone().unwrap_or_else(|| format!("02:6d:62:{b:02x}:{c:02x}:{d:02x}"));
+    let ip = if ip.contains('/') { ip.clone() } else { format!("{ip}/24") };
+    Ok(Some(vmm_min::config::NetConfig {
+        tap: tap.clone(),
+        mac,
+        ip,
+        file_bytes: vmm_min::config::parse_size(&args.file_size)?,
+    }))
 }
 
 fn print_summary(s: &MigrationStats) {

@@ -148,7 +148,10 @@ pub fn incoming(args: VmmArgs) -> Result<ExitCode> {
             scenarios::netns::run_in_netns(ns, || migration::destination::receive(&listener, &opts, &*service))
                 .with_context(|| format!("entering namespace {ns}"))??
         }
-        None => migration::destination::receive(&listener, &opts, &*service)?,
+        None => {
+            let opts = migration::destination::IncomingOptions { tap: args.tap.clone(), ..opts };
+            migration::destination::receive(&listener, &opts, &*service)?
+        }
     };
     eprintln!("migbench: incoming migration complete: {} pages, verified: {}", report.pages, report.verified);
     let opts = ServeOptions { duration: args.duration, json: args.json, measure_dirty_rate: false };

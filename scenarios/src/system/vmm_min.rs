@@ -41,12 +41,24 @@ pub struct VmmMin {
     /// A destination started elsewhere (`migbench vmm --incoming ADDR`),
     /// which this system drives but does not start or check.
     remote: Option<String>,
+    /// The guest's NIC when the run has no topology (a real host's TAP).
+    nic: Option<vmm_min::config::NetConfig>,
 }
 
 impl VmmMin {
     /// The system, with `exe` the `migbench` binary that plays both VMMs.
     pub fn new(exe: PathBuf, backend: MemoryBackend) -> Self {
-        Self { exe, backend, tls_dir: None, quiet: true, source: None, destination: None, to: None, remote: None }
+        Self {
+            exe,
+            backend,
+            tls_dir: None,
+            quiet: true,
+            source: None,
+            destination: None,
+            to: None,
+            remote: None,
+            nic: None,
+        }
     }
 
     /// Migrates over mutual TLS with the credentials in `dir`.
@@ -63,6 +75,13 @@ impl VmmMin {
         self
     }
 
+    /// Gives the guest this NIC (an existing TAP on this host) when the run
+    /// has no topology of its own.
+    pub fn with_nic(mut self, nic: Option<vmm_min::config::NetConfig>) -> Self {
+        self.nic = nic;
+        self
+    }
+
     /// The VM configuration of `guest` on this system.
     pub fn config(&self, guest: &GuestSpec, ctx: &RunContext) -> Result<VmConfig, RunnerError> {
         let workload: Workload = guest.workload.parse()?;
@@ -70,6 +89,8 @@ impl VmmMin {
             VmConfig { memory: guest.memory, vcpus: guest.vcpus, workload, backend: self.backend, net: None };
         if let (Some(names), Some(file_bytes)) = (ctx.names, ctx.file_bytes) {
             config.net = Some(names.source_nic(file_bytes));
+        } else if let Some(nic) = &self.nic {
+            config.net = Some(nic.clone());
         }
         vmm_min::vmm::check_on_host(&config)?;
         Ok(config)
