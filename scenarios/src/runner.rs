@@ -177,7 +177,12 @@ pub fn run(
         }
         None => None,
     };
-    let ctx = RunContext { dir: &scratch.0, names: names.as_ref(), file_bytes: exp.net.as_ref().map(|n| n.file_bytes) };
+    let ctx = RunContext {
+        dir: &scratch.0,
+        names: names.as_ref(),
+        file_bytes: exp.net.as_ref().map(|n| n.file_bytes),
+        link: exp.net.as_ref().and_then(|n| n.link.as_ref()),
+    };
     let mut result = run_in(exp, sut, &ctx, events);
     if let (Ok(r), Some(t)) = (&mut result, &topo) {
         r.link = t.link().cloned();

@@ -58,6 +58,10 @@ pub struct RunContext<'a> {
     pub names: Option<&'a Names>,
     /// The size of the file the guest serves, when it has a NIC.
     pub file_bytes: Option<u64>,
+    /// The shaped link between the hosts, when there is one: a system
+    /// sizes its deadlines by it (the stop-and-copy of a whole working set
+    /// at 1 Gbit/s takes seconds).
+    pub link: Option<&'a results::Link>,
 }
 
 /// How each side ended at teardown.

@@ -41,6 +41,9 @@ pub struct VmmMin {
     /// A destination started elsewhere (`migbench vmm --incoming ADDR`),
     /// which this system drives but does not start or check.
     remote: Option<String>,
+    /// The stop-and-copy deadline, when the link calls for a longer one
+    /// than the VMM's default.
+    stop_deadline_ms: Option<u64>,
     /// The guest's NIC when the run has no topology (a real host's TAP).
     nic: Option<vmm_min::config::NetConfig>,
 }
@@ -58,6 +61,7 @@ impl VmmMin {
             to: None,
             remote: None,
             nic: None,
+            stop_deadline_ms: None,
         }
     }
 
@@ -188,6 +192,10 @@ impl SystemUnderTest for VmmMin {
 
     fn start(&mut self, guest: &GuestSpec, ctx: &RunContext) -> Result<(), RunnerError> {
         let config = self.config(guest, ctx)?;
+        // Over a shaped link the final copy may be the whole RAM at the
+        // link's rate: allow twice that and a second, at least the VMM's 5 s.
+        self.stop_deadline_ms =
+            ctx.link.and_then(|l| l.time_ms(guest.memory)).map(|ms| (2.0 * ms + 1000.0).max(5000.0) as u64);
         match &self.remote {
             Some(to) => self.to = Some(to.clone()),
             None => self.start_destination(ctx)?,
@@ -206,7 +214,7 @@ impl SystemUnderTest for VmmMin {
             message: "no destination address: start the destination first".into(),
         })?;
         let client = self.side(Side::Source)?.client.clone();
-        let req = Request::Migrate { to, policy: policy.clone(), verify, stop_deadline_ms: None };
+        let req = Request::Migrate { to, policy: policy.clone(), verify, stop_deadline_ms: self.stop_deadline_ms };
         // The migrate request blocks until the end; a second connection
         // polls the source's status for progress meanwhile.
         let reply = std::thread::scope(|s| {
