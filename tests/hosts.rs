@@ -166,8 +166,14 @@ fn a_run_ended_by_sigterm_leaves_no_namespace_qdisc_or_process() {
     // The VMMs die with their parent (PR_SET_PDEATHSIG); give them a moment.
     std::thread::sleep(Duration::from_millis(300));
     assert_gone(&id);
-    let ps = Command::new("ps").args(["-eo", "args"]).output().expect("ps");
-    let ps = String::from_utf8_lossy(&ps.stdout);
+    // Every process's command line, from /proc.
+    let mut ps = String::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            ps.push_str(&String::from_utf8_lossy(&c).replace('\0', " "));
+            ps.push('\n');
+        }
+    }
     assert!(
         !ps.contains(&format!("mb{id}")) && !ps.contains(&format!("--net-run-id {id}")),
         "a process of run {id} is left:\n{ps}"
