@@ -340,3 +340,49 @@ fn a_remote_destination_in_another_namespace_over_tls() {
     let _ = std::fs::remove_dir_all(&tls);
     assert_gone(&id);
 }
+
+#[test]
+fn the_idle_gbit_scenario_runs_on_three_hosts_and_its_report_states_the_link() {
+    if !root_or_skip("the_idle_gbit_scenario_runs_on_three_hosts_and_its_report_states_the_link") {
+        return;
+    }
+    let dir = temp_path("idle-gbit");
+    let file = temp_path("idle-gbit.toml");
+    // The built-in scenario, with memory verification on (tests verify).
+    let text = include_str!("../scenarios/files/idle-gbit.toml").replace("verify = false", "verify = true");
+    std::fs::write(&file, text).expect("scenario file");
+    let out = run_with_limit(
+        &[
+            "scenario",
+            file.to_str().expect("utf8"),
+            "--out",
+            dir.to_str().expect("utf8"),
+            "--warmup",
+            "1s",
+            "--after",
+            "1s",
+        ],
+        Duration::from_secs(120),
+    );
+    let err = stderr(&out);
+    let id = run_id(&err);
+    assert_gone(&id);
+    assert!(out.status.success(), "the scenario failed:\n{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("idle-gbit.result.json")).expect("result"))
+            .expect("JSON");
+    assert_eq!(r["link"]["bandwidth_bps"], 1_000_000_000u64, "{r:#}");
+    assert_eq!(r["migration"]["verify"]["ok"], true, "{r:#}");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("idle-gbit.checks.json")).expect("checks"))
+            .expect("JSON");
+    assert_eq!(c["failures"], serde_json::json!([]), "{c:#}");
+    assert_eq!(c["checks"]["probe"]["reconnects"], 0, "{c:#}");
+    assert!(c["transport_limit_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{c:#}");
+    let md = std::fs::read_to_string(dir.join("report.md")).expect("report.md");
+    assert!(md.contains("- **link:** 1 Gbit/s (tbf); on the migration link"), "{md}");
+    assert!(md.contains("× the link time") && md.contains("against the 2006 talk"), "{md}");
+    assert!(dir.join("rate-idle-gbit.png").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&file);
+}
