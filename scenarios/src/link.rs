@@ -20,7 +20,7 @@ use std::process::Command;
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     /// The kernel does not have the qdisc the link needs.
-    #[error("the kernel has no `{qdisc}` qdisc, which the link's {what} needs (`tc` said: {msg}); load its module (`modprobe sch_{qdisc}`) or leave {what} out of the scenario's [link]")]
+    #[error("shaping the link: the kernel has no `{qdisc}` qdisc, which the link's {what} needs (`tc` said: {msg}); load its module (`modprobe sch_{qdisc}`) or leave {what} out of the scenario's [link]")]
     MissingQdisc {
         /// The qdisc kind ("netem", "tbf").
         qdisc: &'static str,
@@ -30,7 +30,7 @@ pub enum LinkError {
         msg: String,
     },
     /// `tc` failed otherwise.
-    #[error("`{cmd}` failed: {msg}")]
+    #[error("shaping the link: `{cmd}` failed: {msg}")]
     Command {
         /// The command line.
         cmd: String,
@@ -38,7 +38,7 @@ pub enum LinkError {
         msg: String,
     },
     /// `tc` could not be run.
-    #[error("running `tc` (install iproute2): {0}")]
+    #[error("shaping the link: cannot run `tc` (install iproute2)")]
     Spawn(#[source] std::io::Error),
 }
 

@@ -93,8 +93,8 @@ pub enum NetnsError {
         /// Its error output.
         msg: String,
     },
-    /// Shaping the link failed.
-    #[error("shaping the link: {0}")]
+    /// Shaping the link failed (the message says so and names the qdisc).
+    #[error(transparent)]
     Link(#[from] LinkError),
     /// A system call failed.
     #[error("{what}: {source}")]
