@@ -26,6 +26,8 @@ struct Overrides {
     after: Option<Duration>,
     /// Verify guest memory after every migration, whatever the scenario says.
     verify: bool,
+    /// A shorter pre-copy timeout for scenarios with a shaped link.
+    link_timeout: Option<Duration>,
 }
 
 fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
@@ -45,18 +47,35 @@ fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
     let mem = &s.migration;
     Ok(Experiment {
         guest: GuestSpec { memory: vmm_min::config::parse_size(&s.vm.memory)?, vcpus, memcheck, workload },
-        policy: mem.policy().map_err(anyhow::Error::msg)?,
+        policy: {
+            let mut p = mem.policy().map_err(anyhow::Error::msg)?;
+            if let (Some(t), Some(_), results::Policy::Downtime { timeout_ms, .. }) = (o.link_timeout, &s.link, &mut p)
+            {
+                *timeout_ms = timeout_ms.min(t.as_secs_f64() * 1e3);
+            }
+            p
+        },
         warmup: o.warmup.unwrap_or_else(|| Scenario::duration(&mem.warmup)),
         after: o.after.unwrap_or_else(|| Scenario::duration(&mem.after)),
         verify: mem.verify || o.verify,
-        net: Some(NetSpec {
-            file_bytes: vmm_min::config::parse_size(&s.network.file_size)?,
-            mtu: 9000,
-            probe: Some(ProbeSpec {
-                interval: Scenario::duration(&s.probe.interval),
-                connections: s.probe.connections,
-            }),
-        }),
+        // A remote destination is a real host: the guest has no NIC here.
+        net: s
+            .migration
+            .to
+            .is_none()
+            .then(|| -> Result<NetSpec> {
+                Ok(NetSpec {
+                    file_bytes: vmm_min::config::parse_size(&s.network.file_size)?,
+                    mtu: 9000,
+                    probe: Some(ProbeSpec {
+                        interval: Scenario::duration(&s.probe.interval),
+                        connections: s.probe.connections,
+                    }),
+                    hosts: s.network.hosts,
+                    link: s.link.as_ref().map(|l| l.link()).transpose().map_err(anyhow::Error::msg)?,
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -121,7 +140,11 @@ fn qemu_config(
 /// The system a scenario runs on.
 fn system_for(s: &Scenario, qemu: &QemuArgs, progress: &Progress) -> Result<Box<dyn SystemUnderTest>> {
     Ok(match s.system {
-        SystemKind::VmmMin => Box::new(vmm_min_system()?),
+        SystemKind::VmmMin => Box::new(
+            vmm_min_system()?
+                .with_remote(s.migration.to.clone())
+                .with_tls_dir(s.migration.tls_dir.as_ref().map(PathBuf::from)),
+        ),
         SystemKind::Qemu => Box::new(Qemu::new(
             qemu_config(s.qemu.as_ref(), qemu, progress)
                 .map_err(|why| anyhow::anyhow!("the qemu system cannot run here: {why}"))?,
@@ -154,13 +177,14 @@ fn run_scenario(
         p.save_csv(&csv).with_context(|| format!("writing {}", csv.display()))?;
     }
     let checks = dir.join(format!("{slug}.checks.json"));
-    let raw = serde_json::json!({"schema_version": reports::schema::SCHEMA_VERSION, "scenario": s, "checks": r.checks, "failures": r.failures, "loopback_tcp_ms": r.loopback_tcp_ms});
+    let raw = serde_json::json!({"schema_version": reports::schema::SCHEMA_VERSION, "scenario": s, "checks": r.checks, "failures": r.failures, "loopback_tcp_ms": r.loopback_tcp_ms, "link": r.link, "transport_limit_ms": r.transport_limit_ms()});
     std::fs::write(&checks, serde_json::to_string_pretty(&raw)?)
         .with_context(|| format!("writing {}", checks.display()))?;
     let env = bench_suites::env::collect();
     let result = ScenarioResult::new(s.name.clone(), reports::now_rfc3339(), env, r.migration, r.probe)
         .with_description(s.description.clone())
-        .with_system(r.system, r.system_note, r.boot_to_http_ms);
+        .with_system(r.system, r.system_note, r.boot_to_http_ms)
+        .with_link(r.link);
     let mut failures = r.failures;
     let m = Measured::from_stats(s.name.clone(), &result.migration, result.app_downtime_ms);
     failures.extend(check::limits(&m, s.limits.max_downtime_ms, s.limits.max_app_downtime_ms));
@@ -201,7 +225,7 @@ pub fn scenario(args: ScenarioArgs) -> Result<ExitCode> {
     let dir = results_dir(args.out.as_deref(), &s.name);
     let progress = Progress::new(&[&s.name, "report"]);
     progress.step(0);
-    let o = Overrides { warmup: args.warmup, after: args.after, verify: false };
+    let o = Overrides { warmup: args.warmup, after: args.after, link_timeout: None, verify: false };
     let (result, failures) = run_scenario(&s, o, &dir, &progress, &args.qemu)?;
     progress.step(1);
     progress.update(Update::Phase("drawing the charts, writing report.md and report.html"));
@@ -212,11 +236,12 @@ pub fn scenario(args: ScenarioArgs) -> Result<ExitCode> {
     Ok(finish(&failures))
 }
 
-/// The scenarios `reproduce` runs on a system: idle and loaded.
-fn reproduce_scenarios(kind: SystemKind) -> [&'static str; 2] {
+/// The scenarios `reproduce` runs on a system: idle and loaded (vmm-min also over a 1 Gbit/s link between
+/// simulated hosts, at the time scale of the 2006 charts).
+fn reproduce_scenarios(kind: SystemKind) -> &'static [&'static str] {
     match kind {
-        SystemKind::VmmMin => ["idle", "loaded"],
-        SystemKind::Qemu => ["qemu-idle", "qemu-loaded"],
+        SystemKind::VmmMin => &["idle", "loaded", "idle-gbit", "loaded-gbit"],
+        SystemKind::Qemu => &["qemu-idle", "qemu-loaded"],
     }
 }
 
@@ -241,13 +266,18 @@ fn parse_systems(names: &[String]) -> Result<Vec<SystemKind>> {
     Ok(v)
 }
 
-/// `migbench reproduce`: idle, loaded (on each system), and the
+/// `migbench reproduce`: idle, loaded, idle-gbit, loaded-gbit (on each system that has them), and the
 /// microbenchmark table, in one report.
 pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     need_root()?;
     let dir = results_dir(args.out.as_deref(), "reproduce");
     let mut o = if args.quick {
-        Overrides { warmup: Some(Duration::from_secs(1)), after: Some(Duration::from_secs(1)), verify: false }
+        Overrides {
+            warmup: Some(Duration::from_secs(1)),
+            after: Some(Duration::from_secs(1)),
+            link_timeout: Some(Duration::from_secs(3)),
+            verify: false,
+        }
     } else {
         Overrides::default()
     };
@@ -272,7 +302,7 @@ pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     check.finish();
     reports::report::save_skipped(&dir, &skipped)?;
     let runs: Vec<(SystemKind, &str)> =
-        systems.iter().flat_map(|&k| reproduce_scenarios(k).into_iter().map(move |n| (k, n))).collect();
+        systems.iter().flat_map(|&k| reproduce_scenarios(k).iter().map(move |&n| (k, n))).collect();
     let mut results = Vec::new();
     let mut failures = Vec::new();
     let labels: Vec<String> = runs.iter().map(|(k, n)| format!("{}: {n}", k.name())).collect();

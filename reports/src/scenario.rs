@@ -81,6 +81,9 @@ pub struct ScenarioResult {
     /// Launch of the source to the guest's first HTTP 200, ms.
     #[serde(default)]
     pub boot_to_http_ms: Option<f64>,
+    /// The shaped link the migration crossed between simulated hosts, if any.
+    #[serde(default)]
+    pub link: Option<results::Link>,
 }
 
 /// The system of results that do not name one.
@@ -186,6 +189,7 @@ impl ScenarioResult {
             system: None,
             system_note: None,
             boot_to_http_ms: None,
+            link: None,
         };
         r.recompute();
         r
@@ -214,6 +218,12 @@ impl ScenarioResult {
     /// The system under test ([`DEFAULT_SYSTEM`] when the file names none).
     pub fn system_name(&self) -> &str {
         self.system.as_deref().unwrap_or(DEFAULT_SYSTEM)
+    }
+
+    /// The same result, recording the shaped link it ran over.
+    pub fn with_link(mut self, link: Option<results::Link>) -> Self {
+        self.link = link;
+        self
     }
 
     /// Recompute the derived fields from `migration` and `probe`.

@@ -61,6 +61,10 @@ pub struct RunContext<'a> {
     pub names: Option<&'a Names>,
     /// The size of the file the guest serves, when it has a NIC.
     pub file_bytes: Option<u64>,
+    /// The shaped link between the hosts, when there is one: a system
+    /// sizes its deadlines by it (the stop-and-copy of a whole working set
+    /// at 1 Gbit/s takes seconds).
+    pub link: Option<&'a results::Link>,
 }
 
 /// How each side ended at teardown.
@@ -90,6 +94,13 @@ pub trait SystemUnderTest {
         verify: bool,
         progress: &mut dyn FnMut(&MigrationProgress),
     ) -> Result<MigrationStats, RunnerError>;
+
+    /// Whether the destination was started elsewhere (a real remote host):
+    /// the runner then checks the guest there only by the migration's
+    /// outcome (the destination's Started) and not through [`Self::heartbeat`].
+    fn destination_is_remote(&self) -> bool {
+        false
+    }
 
     /// A counter that advances while the guest runs on `side`.
     fn heartbeat(&self, side: Side) -> Result<u64, RunnerError>;
