@@ -137,6 +137,12 @@ impl SystemUnderTest for Qemu {
                 message: "the Linux guest needs the run's network (its agent is reached over HTTP)".into(),
             });
         };
+        if names.hosts.is_some() {
+            return Err(RunnerError::System {
+                system: "qemu",
+                message: "simulated hosts are n/a for QEMU: both QEMUs run in the run's lan namespace".into(),
+            });
+        }
         let workload: linux_guest::params::Workload = guest
             .workload
             .parse()
