@@ -45,6 +45,7 @@ fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
                 connections: s.probe.connections,
             }),
         }),
+        throttle: mem.throttle().map_err(anyhow::Error::msg)?,
     })
 }
 
@@ -81,10 +82,11 @@ fn run_scenario(s: &Scenario, o: Overrides, dir: &Path, progress: &Progress) -> 
     let m = Measured::from_stats(s.name.clone(), &result.migration, result.app_downtime_ms);
     failures.extend(check::limits(&m, s.limits.max_downtime_ms, s.limits.max_app_downtime_ms));
     progress.println(&format!(
-        "migbench: {}: {:?}, total {:.0} ms, VMM downtime {}, application-visible downtime {}",
+        "migbench: {}: {:?}, total {:.0} ms, setup {}, VMM downtime {}, application-visible downtime {}",
         s.name,
         result.migration.outcome,
         result.migration.total_ms,
+        result.migration.setup_ms.map_or("n/a".into(), |d| format!("{d:.1} ms")),
         result.migration.downtime_ms.map_or("n/a".into(), |d| format!("{d:.1} ms")),
         result.app_downtime_ms.map_or("n/a".into(), |d| format!("{d:.1} ms")),
     ));

@@ -20,6 +20,6 @@ pub mod probe;
 pub mod series;
 
 pub use migration::{DowntimeBreakdown, MigrationStats, Outcome, RoundStats, VerifyStats};
-pub use policy::{OnTimeout, Policy, PolicyError, PolicyOverrides};
+pub use policy::{OnTimeout, Policy, PolicyError, PolicyOverrides, Throttle};
 pub use probe::{JitterSummary, LatencySummary, ProbeResult, Sample, Summary};
 pub use series::{Gap, PhaseRate, PhaseRates};

@@ -113,6 +113,12 @@ pub struct MigrationSection {
     /// Check the RAM digest on the destination.
     #[serde(default = "d_true")]
     pub verify: bool,
+    /// Auto-converge: throttle the worker vCPUs when rounds do not converge.
+    #[serde(default)]
+    pub throttle: bool,
+    /// The most auto-converge holds the worker vCPUs off, percent (default 99).
+    #[serde(default)]
+    pub throttle_max_pct: Option<f64>,
 }
 
 fn d_true() -> bool {
@@ -120,6 +126,19 @@ fn d_true() -> bool {
 }
 
 impl MigrationSection {
+    /// The typed auto-converge (`None` unless `throttle = true`), checked.
+    pub fn throttle(&self) -> Result<Option<results::Throttle>, String> {
+        if !self.throttle {
+            return match self.throttle_max_pct {
+                Some(_) => Err("key `migration.throttle_max_pct` needs `throttle = true`".into()),
+                None => Ok(None),
+            };
+        }
+        let t = self.throttle_max_pct.map_or_else(results::Throttle::default, results::Throttle::with_max);
+        t.validate().map_err(|e| format!("key `migration.throttle_max_pct`: {e}"))?;
+        Ok(Some(t))
+    }
+
     /// The typed policy: the scenario's keys over the policy's defaults.
     pub fn policy(&self) -> Result<Policy, String> {
         let timeout_ms = match &self.timeout {
@@ -198,8 +217,11 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
 }
 
 /// The scenarios shipped with migbench, by name.
-pub const BUILT_IN: &[(&str, &str)] =
-    &[("idle", include_str!("../files/idle.toml")), ("loaded", include_str!("../files/loaded.toml"))];
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("idle", include_str!("../files/idle.toml")),
+    ("loaded", include_str!("../files/loaded.toml")),
+    ("loaded-throttle", include_str!("../files/loaded-throttle.toml")),
+];
 
 impl Scenario {
     /// Parses scenario text; `file` names it in errors.
@@ -217,7 +239,7 @@ impl Scenario {
         }
         let text = std::fs::read_to_string(Path::new(path_or_name)).map_err(|e| ScenarioError {
             file: path_or_name.to_owned(),
-            msg: format!("cannot read the scenario file: {e} (built-in scenarios: idle, loaded)"),
+            msg: format!("cannot read the scenario file: {e} (built-in scenarios: idle, loaded, loaded-throttle)"),
         })?;
         Scenario::parse(&text, path_or_name)
     }
@@ -234,6 +256,7 @@ impl Scenario {
         size("network.file_size", &self.network.file_size)?;
         self.vm.workload.parse::<vmm_min::Workload>().map_err(|e| format!("key `vm.workload`: {e}"))?;
         self.migration.policy()?;
+        self.migration.throttle()?;
         if self.probe.connections == 0 {
             return Err("key `probe.connections`: must be at least 1".into());
         }

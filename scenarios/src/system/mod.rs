@@ -88,6 +88,11 @@ pub trait SystemUnderTest {
         progress: &mut dyn FnMut(&MigrationProgress),
     ) -> Result<MigrationStats, RunnerError>;
 
+    /// Auto-converge for the next [`SystemUnderTest::migrate`] (`None`:
+    /// off). A system that cannot throttle ignores it, which this default
+    /// does.
+    fn set_throttle(&mut self, _throttle: Option<results::Throttle>) {}
+
     /// A counter that advances while the guest runs on `side`.
     fn heartbeat(&self, side: Side) -> Result<u64, RunnerError>;
 

@@ -38,12 +38,14 @@ pub struct VmmMin {
     destination: Option<VmmProcess>,
     /// The destination's migration address, from its first `status`.
     to: Option<String>,
+    /// Auto-converge for the migration.
+    throttle: Option<results::Throttle>,
 }
 
 impl VmmMin {
     /// The system, with `exe` the `migbench` binary that plays both VMMs.
     pub fn new(exe: PathBuf, backend: MemoryBackend) -> Self {
-        Self { exe, backend, tls_dir: None, quiet: true, source: None, destination: None, to: None }
+        Self { exe, backend, tls_dir: None, quiet: true, source: None, destination: None, to: None, throttle: None }
     }
 
     /// Migrates over mutual TLS with the credentials in `dir`.
@@ -143,6 +145,10 @@ impl SystemUnderTest for VmmMin {
         self.start_source(&config, ctx)
     }
 
+    fn set_throttle(&mut self, throttle: Option<results::Throttle>) {
+        self.throttle = throttle;
+    }
+
     fn migrate(
         &mut self,
         policy: &Policy,
@@ -154,7 +160,8 @@ impl SystemUnderTest for VmmMin {
             message: "no destination address: start the destination first".into(),
         })?;
         let client = self.side(Side::Source)?.client.clone();
-        let req = Request::Migrate { to, policy: policy.clone(), verify, stop_deadline_ms: None };
+        let req =
+            Request::Migrate { to, policy: policy.clone(), verify, stop_deadline_ms: None, throttle: self.throttle };
         // The migrate request blocks until the end; a second connection
         // polls the source's status for progress meanwhile.
         let reply = std::thread::scope(|s| {

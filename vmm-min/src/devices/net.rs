@@ -191,6 +191,11 @@ impl NetDevice {
         let handle = std::thread::Builder::new()
             .name("virtio-net".into())
             .spawn(move || {
+                // The guest's network must not wait behind busy vCPUs.
+                let tid = crate::run_control::current_tid();
+                if let Err(e) = crate::run_control::set_thread_nice(tid, crate::run_control::LATENCY_NICE) {
+                    tracing::debug!("the virtio-net thread keeps its priority: {e}");
+                }
                 if let Err(e) = dev.run(&bell) {
                     tracing::error!("virtio-net device thread failed: {e}");
                 }

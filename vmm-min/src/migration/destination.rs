@@ -100,6 +100,8 @@ pub fn receive(
     hooks: &dyn IncomingHooks,
 ) -> Result<(Arc<Vmm>, IncomingReport), MigrationError> {
     let (mut conn, hello) = accept(listener, opts)?;
+    // Receiving must keep pace with the source, whatever else runs here.
+    let _priority = super::source::Priority::raise();
     hooks.receiving();
     let result = setup(&mut conn, &hello, opts).and_then(|(machine, config)| {
         let incoming = receive_memory(&mut conn, &machine, config.memory / PAGE_SIZE, hello.verify)?;
