@@ -184,7 +184,6 @@ impl Vmm {
     pub fn measure_dirty_rate(&self, total: Duration, step: Duration) -> Result<DirtyRate> {
         let vm = &self.machine.vm;
         let _owner = lock(&vm.dirty_log_owner);
-        vm.set_dirty_logging(true)?;
         vm.take_dirty_log()?;
         let written0 = self.pages_written();
         let t0 = Instant::now();
@@ -197,7 +196,6 @@ impl Vmm {
         }
         let secs = t0.elapsed().as_secs_f64();
         let written = self.pages_written().saturating_sub(written0);
-        vm.set_dirty_logging(false)?;
         Ok(DirtyRate {
             pages_per_s: pages as f64 / secs,
             mb_per_s: pages as f64 * abi::PAGE_SIZE as f64 / secs / 1e6,

@@ -214,16 +214,14 @@ impl Source<'_> {
         result
     }
 
-    /// After a failure: the VM runs here again, and tracking is off.
+    /// After a failure: the VM runs here again (dirty logging stays on, as
+    /// it is for the VM's life; nobody reads it).
     fn recover(&mut self, events: EventFn) {
         self.throttler = None;
         if self.paused {
             self.vmm.resume();
             self.paused = false;
             events(SourceEvent::Resumed);
-        }
-        if let Err(e) = self.vmm.machine().vm.set_dirty_logging(false) {
-            tracing::warn!("turning dirty logging off after a failed migration: {e}");
         }
     }
 
@@ -296,27 +294,31 @@ impl Source<'_> {
         self.deadline.set_in(HELLO_TIMEOUT);
         link.tx.w.send_json(Kind::Hello, &hello).map_err(send)?;
         link.tx.w.flush().map_err(send)?;
+        // While the destination builds its VM: arm tracking (dirty logging
+        // is on from the VM's creation; this read clears what it collected
+        // so far, and round 0 sends every page anyway) and find the pages
+        // never touched. Both are harmless if the destination refuses.
+        let t_hello = mono_ns();
+        self.sync_dirty().map_err(|e| fail(e.into()))?;
+        let t_synced = mono_ns();
+        let untouched = untouched_pages(base, self.stats.ram_bytes as usize);
+        let t_mincore = mono_ns();
         let reply: HelloReply = link.reader.recv_json(Kind::HelloReply).map_err(|e| fail(peer(e)))?;
         self.deadline.clear();
         let t_accepted = mono_ns();
+        tracing::info!(
+            connect_ms = ms_between(t_start, t_connected),
+            hello_sent_ms = ms_between(t_connected, t_hello),
+            first_sync_ms = ms_between(t_hello, t_synced),
+            mincore_ms = ms_between(t_synced, t_mincore),
+            reply_wait_ms = ms_between(t_mincore, t_accepted),
+            "migration setup"
+        );
         if !reply.ok {
             let why = reply.reason.as_deref().map_or_else(|| "no reason given".to_owned(), escape);
             return Err(fail(Cause::Refused(why)));
         }
-        m.vm.set_dirty_logging(true).map_err(|e| fail(e.into()))?;
-        let t_logging = mono_ns();
-        self.sync_dirty().map_err(|e| fail(e.into()))?;
-        let t_synced = mono_ns();
-        link.tx.untouched = untouched_pages(base, self.stats.ram_bytes as usize);
-        let t_end = mono_ns();
-        tracing::info!(
-            connect_ms = ms_between(t_start, t_connected),
-            hello_ms = ms_between(t_connected, t_accepted),
-            dirty_log_on_ms = ms_between(t_accepted, t_logging),
-            first_sync_ms = ms_between(t_logging, t_synced),
-            mincore_ms = ms_between(t_synced, t_end),
-            "migration setup"
-        );
+        link.tx.untouched = untouched;
         Ok(link)
     }
 
