@@ -106,7 +106,8 @@ pub fn receive(
     let result = setup(&mut conn, &hello, opts).and_then(|(machine, config)| {
         let incoming = receive_memory(&mut conn, &machine, config.memory / PAGE_SIZE, hello.verify)?;
         verify_and_restore(&mut conn, &machine, &incoming)?;
-        let commit_ns = wait_commit(&mut conn)?;
+        let (commit_ns, commit) = wait_commit(&mut conn)?;
+        announce_before_start(&machine, commit.rx_frames);
         let vmm = start(&mut conn, machine, config, commit_ns, hooks)?;
         Ok((vmm, incoming.report))
     });
@@ -293,14 +294,30 @@ fn verify_and_restore(conn: &mut Conn, machine: &Machine, incoming: &Incoming) -
     sent.map_err(|e| fail(Cause::io("sending Ready")(e)))
 }
 
+/// After Commit, before the vCPUs run: queues the frames that came with the
+/// Commit for the guest (after those in the state, before the TAP's), tells
+/// the bridge where the guest is now (a gratuitous ARP from the VMM, so
+/// frames sent to the guest from here on reach this TAP), and asks the
+/// guest's stack to announce itself as soon as it runs.
+fn announce_before_start(machine: &Machine, frames: Vec<crate::devices::net::Frame>) {
+    let Some(net) = &machine.net else { return };
+    net.inject(frames);
+    if let Err(e) = net.announce() {
+        tracing::warn!("gratuitous ARP from the VMM failed: {e}");
+    }
+    if let Err(e) = crate::devices::net::request_guest_announce(machine) {
+        tracing::warn!("asking the guest to announce itself failed: {e}");
+    }
+}
+
 /// Waits for the source's Commit; without it the VM here never runs.
-fn wait_commit(conn: &mut Conn) -> Result<u64, MigrationError> {
+fn wait_commit(conn: &mut Conn) -> Result<(u64, Commit), MigrationError> {
     conn.deadline.set_in(COMMIT_TIMEOUT);
     let commit: Result<Commit, _> = conn.reader.recv_json(Kind::Commit);
     let commit_ns = mono_ns();
     conn.deadline.clear();
     match commit {
-        Ok(_) => Ok(commit_ns),
+        Ok(c) => Ok((commit_ns, c)),
         Err(WireError::Aborted(reason)) => Err(MigrationError::StopAndCopy(Cause::Aborted(escape(&reason)))),
         Err(e) => Err(MigrationError::StopAndCopy(Cause::NotStarted(format!(
             "no Commit from the source ({e}); the VM here never ran and is dropped"
@@ -329,16 +346,6 @@ fn start(
             started.reason = Some(why.clone());
             let _ = conn.out.send_json(Kind::Started, &started).and_then(|()| conn.out.flush());
             return Err(MigrationError::Commitment(Cause::NotStarted(why)));
-        }
-    }
-    if let Some(net) = &vmm.machine().net {
-        // Tell the bridge where the guest is now: the VMM sends a gratuitous
-        // ARP at once, and asks the guest's stack to send its own.
-        if let Err(e) = net.announce() {
-            tracing::warn!("gratuitous ARP from the VMM failed: {e}");
-        }
-        if let Err(e) = crate::devices::net::request_guest_announce(vmm.machine()) {
-            tracing::warn!("asking the guest to announce itself failed: {e}");
         }
     }
     started.ok = true;

@@ -485,7 +485,12 @@ impl Source<'_> {
         self.deadline.clear();
         self.committed = true;
         let wire = |e| fail(Cause::Wire(WireError::Io(e)));
-        link.tx.w.send_json(Kind::Commit, &Commit { sent_ns: mono_ns() }).map_err(wire)?;
+        // Frames that reached the TAP since the state was saved go along.
+        let rx_frames = self.vmm.machine().net.as_ref().map(|n| n.take_arrived()).unwrap_or_default();
+        if !rx_frames.is_empty() {
+            tracing::debug!(frames = rx_frames.len(), "carrying late frames with the Commit");
+        }
+        link.tx.w.send_json(Kind::Commit, &Commit { sent_ns: mono_ns(), rx_frames }).map_err(wire)?;
         link.tx.w.flush().map_err(wire)?;
         self.deadline.set_in(STARTED_TIMEOUT);
         let started: Started = link.reader.recv_json(Kind::Started).map_err(|e| fail(peer(e)))?;
