@@ -128,7 +128,11 @@ pub fn scenario(args: ScenarioArgs) -> Result<ExitCode> {
     Ok(finish(&failures))
 }
 
-/// `migbench reproduce`: idle, loaded, and the microbenchmark table, in one report.
+/// The scenarios `reproduce` runs: idle, loaded, and loaded with auto-converge.
+const REPRODUCED: [&str; 3] = ["idle", "loaded", "loaded-throttle"];
+
+/// `migbench reproduce`: idle, loaded (without and with auto-converge), and
+/// the microbenchmark table, in one report.
 pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     need_root()?;
     let dir = results_dir(args.out.as_deref(), "reproduce");
@@ -139,13 +143,13 @@ pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     };
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    let mut steps = vec!["idle", "loaded"];
+    let mut steps = REPRODUCED.to_vec();
     if !args.no_bench {
         steps.push("bench");
     }
     steps.push("report");
     let progress = Progress::new(&steps);
-    for (i, name) in ["idle", "loaded"].into_iter().enumerate() {
+    for (i, name) in REPRODUCED.into_iter().enumerate() {
         progress.step(i);
         let s = Scenario::load(name)?;
         let (r, f) = run_scenario(&s, o, &dir, &progress)?;
@@ -155,7 +159,7 @@ pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     let bench = if args.no_bench {
         None
     } else {
-        progress.step(2);
+        progress.step(REPRODUCED.len());
         let b = crate::bench_cmd::collect("compare", args.quick, &[], &progress)?;
         reports::report::save_bench(&dir.join(reports::report::BENCH_FILE), &b)?;
         for r in &mut results {
