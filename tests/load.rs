@@ -79,7 +79,7 @@ fn throttling_engages_and_the_rounds_report_it() {
     // Round 1 onwards runs at 20% or more (the measured share of the
     // workers' time spent held off, so not exactly the asked-for value).
     let last = *pcts.last().expect("a throttled round");
-    assert!(last >= 10.0 && last <= 100.0, "the last round was held off {last}%: {thr:#}");
+    assert!((10.0..=100.0).contains(&last), "the last round was held off {last}%: {thr:#}");
     next.assert_alive();
     let (code, err) = dst.exit(Duration::from_secs(20));
     assert_eq!(code, Some(0), "second source after migration: {err}");
