@@ -99,9 +99,10 @@ pub fn receive(
     opts: &IncomingOptions,
     hooks: &dyn IncomingHooks,
 ) -> Result<(Arc<Vmm>, IncomingReport), MigrationError> {
-    let (mut conn, hello) = accept(listener, opts)?;
-    // Receiving must keep pace with the source, whatever else runs here.
+    // Receiving must keep pace with the source, whatever else runs here;
+    // raised before the wait, so that the Hello is answered at once.
     let _priority = super::source::Priority::raise();
+    let (mut conn, hello) = accept(listener, opts)?;
     hooks.receiving();
     let result = setup(&mut conn, &hello, opts).and_then(|(machine, config)| {
         let incoming = receive_memory(&mut conn, &machine, config.memory / PAGE_SIZE, hello.verify)?;
@@ -183,10 +184,12 @@ fn setup(conn: &mut Conn, hello: &Hello, opts: &IncomingOptions) -> Result<(Mach
     if let (Some(net), Some(tap)) = (&mut config.net, &opts.tap) {
         net.tap = tap.clone();
     }
+    let t0 = mono_ns();
     let built = match refusal(hello, &config, opts) {
         Some(reason) => Err(reason),
         None => new_machine(&config, opts.console).map_err(|e| format!("cannot build the VM here: {e}")),
     };
+    tracing::info!(build_ms = results::clock::ms_between(t0, mono_ns()), "destination setup: VM built");
     let reply = match &built {
         Ok(_) => HelloReply { ok: true, reason: None },
         Err(reason) => HelloReply { ok: false, reason: Some(reason.clone()) },
