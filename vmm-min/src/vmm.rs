@@ -49,21 +49,33 @@ pub fn check_on_host(config: &VmConfig) -> Result<()> {
 /// anything: `boot` fills it with a fresh guest, a migration destination
 /// with the incoming one.
 pub(crate) fn new_machine(config: &VmConfig, console: bool) -> Result<Machine> {
+    let t0 = results::clock::mono_ns();
     let kvm = vm::open_kvm()?;
     config.validate(vm::max_vcpus(&kvm))?;
     let supported = kvm.get_supported_cpuid(MAX_CPUID_ENTRIES).map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    let t1 = results::clock::mono_ns();
     let vm = Vm::new(kvm, config.memory, config.backend)?;
+    let t2 = results::clock::mono_ns();
     let mut vcpus = Vec::new();
     for i in 0..config.vcpus {
         let fd = vm.fd().create_vcpu(u64::from(i)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
         fd.set_cpuid2(&arch::cpuid_for(&supported, i)).map_err(Error::kvm("KVM_SET_CPUID2"))?;
         vcpus.push(Arc::new(Vcpu::new(i as usize, fd)?));
     }
+    let t3 = results::clock::mono_ns();
     // The TAP is opened in this thread's network namespace.
     let net = match &config.net {
         Some(n) => Some(NetDevice::new(n, vm.fd(), &vm.mem)?),
         None => None,
     };
+    let ms = |a, b| results::clock::ms_between(a, b);
+    tracing::debug!(
+        kvm_ms = ms(t0, t1),
+        vm_ms = ms(t1, t2),
+        vcpus_ms = ms(t2, t3),
+        nic_ms = ms(t3, results::clock::mono_ns()),
+        "machine built"
+    );
     Ok(Machine::new(vm, VcpuSet::new(vcpus), MmioBus::new(Uart::new(console)), net, console))
 }
 
