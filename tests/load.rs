@@ -39,18 +39,20 @@ fn assert_setup_within(stats: &Value) {
     assert!(setup < f(&stats["paused_at_ms"]), "setup ends after the pause: {stats:#}");
 }
 
-/// Three workers rewriting 32 MiB each, sent at 400 Mbit/s: no round can
-/// shrink the dirty set, so auto-converge must engage from round 1 on; the
-/// same migration without it reports no throttle at all.
+/// Three workers rewriting 32 MiB each, sent at 800 Mbit/s: from round 1 on
+/// no round can shrink the dirty set (each takes about a second, and the
+/// workers rewrite all of it in less), so auto-converge must engage after
+/// round 1 at the latest; the same migration without it reports no
+/// throttle at all.
 #[test]
 fn throttling_engages_and_the_rounds_report_it() {
     let _g = serial();
     let stress = ["--workload", "stress:vm=3,bytes=32M", "--memory", "256M", "--vcpus", "4"];
     let policy = results::Policy::Downtime {
         downtime_ms: 50.0,
-        timeout_ms: 4000.0,
+        timeout_ms: 7000.0,
         on_timeout: results::OnTimeout::Force,
-        max_bandwidth_mbps: Some(400.0),
+        max_bandwidth_mbps: Some(800.0),
     };
     let src = Vmm::source(&stress);
 

@@ -49,12 +49,18 @@ pub fn check_on_host(config: &VmConfig) -> Result<()> {
 /// anything: `boot` fills it with a fresh guest, a migration destination
 /// with the incoming one.
 pub(crate) fn new_machine(config: &VmConfig, console: bool) -> Result<Machine> {
+    new_machine_with(config, console, crate::memory::create(config.memory, config.backend)?)
+}
+
+/// [`new_machine`] over RAM made beforehand (a migration destination fills
+/// it while the VM is built).
+pub(crate) fn new_machine_with(config: &VmConfig, console: bool, mem: crate::memory::GuestMem) -> Result<Machine> {
     let t0 = results::clock::mono_ns();
     let kvm = vm::open_kvm()?;
     config.validate(vm::max_vcpus(&kvm))?;
     let supported = kvm.get_supported_cpuid(MAX_CPUID_ENTRIES).map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
     let t1 = results::clock::mono_ns();
-    let vm = Vm::new(kvm, config.memory, config.backend)?;
+    let vm = Vm::with_memory(kvm, mem, config.memory)?;
     let t2 = results::clock::mono_ns();
     let mut vcpus = Vec::new();
     for i in 0..config.vcpus {

@@ -58,17 +58,21 @@ pub fn max_vcpus(kvm: &Kvm) -> usize {
 impl Vm {
     /// Creates a VM with `ram` bytes of RAM at guest-physical 0.
     pub fn new(kvm: Kvm, ram: u64, backend: MemoryBackend) -> Result<Self> {
+        Self::with_memory(kvm, memory::create(ram, backend)?, ram)
+    }
+
+    /// Creates a VM over RAM made beforehand (`ram` bytes of `mem`): a
+    /// migration destination receives pages into `mem` while this runs.
+    pub fn with_memory(kvm: Kvm, mem: GuestMem, ram: u64) -> Result<Self> {
         let t0 = results::clock::mono_ns();
         let fd = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
         let t1 = results::clock::mono_ns();
-        let mem = memory::create(ram, backend)?;
-        let t2 = results::clock::mono_ns();
+        let t2 = t1;
         let vm = Vm { kvm, fd, mem, ram, dirty_log_owner: Default::default() };
         vm.set_slot(KVM_MEM_LOG_DIRTY_PAGES)?;
         let ms = |a, b| results::clock::ms_between(a, b);
         tracing::debug!(
             create_vm_ms = ms(t0, t1),
-            memory_ms = ms(t1, t2),
             slot_ms = ms(t2, results::clock::mono_ns()),
             "VM created"
         );
