@@ -70,6 +70,34 @@ pub fn thread_nice(tid: libc::pid_t) -> std::io::Result<i32> {
     Ok(n)
 }
 
+/// The calling thread at [`LATENCY_NICE`] until dropped, then back at its
+/// own nice value.
+pub struct Priority(Option<i32>);
+
+impl Priority {
+    /// Raises the calling thread's priority (best effort: without
+    /// CAP_SYS_NICE it stays as it is, and the log says so).
+    pub fn raise() -> Priority {
+        let tid = current_tid();
+        let old = thread_nice(tid).ok();
+        match set_thread_nice(tid, LATENCY_NICE) {
+            Ok(()) => Priority(old),
+            Err(e) => {
+                tracing::info!("the migration thread keeps its priority: {e}");
+                Priority(None)
+            }
+        }
+    }
+}
+
+impl Drop for Priority {
+    fn drop(&mut self) {
+        if let Some(n) = self.0 {
+            let _ = set_thread_nice(current_tid(), n);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Flags {
     stop: bool,

@@ -101,7 +101,7 @@ pub fn receive(
 ) -> Result<(Arc<Vmm>, IncomingReport), MigrationError> {
     // Receiving must keep pace with the source, whatever else runs here;
     // raised before the wait, so that the Hello is answered at once.
-    let _priority = super::source::Priority::raise();
+    let _priority = crate::run_control::Priority::raise();
     let (mut conn, hello) = accept(listener, opts)?;
     hooks.receiving();
     let result = setup(&mut conn, &hello, opts).and_then(|(building, mem, config)| {

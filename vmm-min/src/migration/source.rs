@@ -17,7 +17,7 @@ use super::wire::{FrameReader, FrameWriter, Kind, WireError};
 use crate::abi::PAGE_SIZE;
 use crate::guest_image;
 use crate::memory;
-use crate::run_control::{current_tid, set_thread_nice, thread_nice, LATENCY_NICE};
+use crate::run_control::Priority;
 use crate::vmm::Vmm;
 use results::clock::{mono_ns, ms_between};
 use results::migration::{DowntimeBreakdown, MigrationStats, Outcome, RoundStats, VerifyStats};
@@ -129,34 +129,6 @@ fn new_stats(vmm: &Vmm, policy: &Policy) -> MigrationStats {
         downtime_breakdown: None,
         paused_total_ms: None,
         verify: None,
-    }
-}
-
-/// The calling thread at [`LATENCY_NICE`] until dropped, then back at its
-/// own nice value.
-pub(super) struct Priority(Option<i32>);
-
-impl Priority {
-    /// Raises the calling thread's priority (best effort: without
-    /// CAP_SYS_NICE it stays as it is, and the log says so).
-    pub(super) fn raise() -> Priority {
-        let tid = current_tid();
-        let old = thread_nice(tid).ok();
-        match set_thread_nice(tid, LATENCY_NICE) {
-            Ok(()) => Priority(old),
-            Err(e) => {
-                tracing::info!("the migration thread keeps its priority: {e}");
-                Priority(None)
-            }
-        }
-    }
-}
-
-impl Drop for Priority {
-    fn drop(&mut self) {
-        if let Some(n) = self.0 {
-            let _ = set_thread_nice(current_tid(), n);
-        }
     }
 }
 

@@ -71,11 +71,7 @@ impl Vm {
         let vm = Vm { kvm, fd, mem, ram, dirty_log_owner: Default::default() };
         vm.set_slot(KVM_MEM_LOG_DIRTY_PAGES)?;
         let ms = |a, b| results::clock::ms_between(a, b);
-        tracing::debug!(
-            create_vm_ms = ms(t0, t1),
-            slot_ms = ms(t2, results::clock::mono_ns()),
-            "VM created"
-        );
+        tracing::debug!(create_vm_ms = ms(t0, t1), slot_ms = ms(t2, results::clock::mono_ns()), "VM created");
         Ok(vm)
     }
 
