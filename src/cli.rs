@@ -22,14 +22,15 @@ pub enum Command {
     /// Start an empty destination VMM that waits for an incoming migration.
     Vmm(VmmArgs),
     /// Start a source and a destination VMM and live-migrate between them.
-    Migrate(MigrateArgs),
+    Migrate(Box<MigrateArgs>),
     /// lmbench-style microbenchmarks, natively and inside the guest.
     Bench(BenchArgs),
     /// Download a URL over N keep-alive connections, sampling the rate every 10 ms.
     Probe(ProbeArgs),
-    /// Run one scenario file (or a built-in one: idle, loaded) and write its report.
+    /// Run one scenario file (or a built-in one: idle, loaded, idle-gbit, loaded-gbit) and write its report.
     Scenario(ScenarioArgs),
-    /// Reproduce the papers' pictures: the idle and loaded scenarios plus the microbenchmarks, in one report.
+    /// Reproduce the papers' pictures: the idle and loaded scenarios (on loopback and over a 1 Gbit/s link
+    /// between simulated hosts) plus the microbenchmarks, in one report.
     Reproduce(ReproduceArgs),
     /// Gate CI on a result file: fixed limits, or a baseline with a tolerance.
     Check(CheckArgs),
@@ -155,6 +156,10 @@ pub struct VmmArgs {
     /// Give an incoming VM's NIC the destination TAP of this run's topology (see `run --net --run-id`).
     #[arg(long)]
     pub net_run_id: Option<String>,
+    /// Give an incoming VM's NIC this existing TAP (on a real host: one bridged to the LAN that the
+    /// source's TAP is on, so the guest keeps its address).
+    #[arg(long, conflicts_with = "net_run_id")]
+    pub tap: Option<String>,
     /// Run the migrated VM for this long, then stop; 0 runs until the guest exits or `quit`.
     #[arg(long, default_value = "0", value_parser = parse_duration)]
     pub duration: Duration,
@@ -241,12 +246,34 @@ pub struct MigrateArgs {
     /// Migrate over mutual TLS with the credentials in this directory (see `migbench tls-init`).
     #[arg(long)]
     pub tls_dir: Option<PathBuf>,
+    /// Migrate to a destination started elsewhere with `migbench vmm --incoming ADDR` (HOST:PORT)
+    /// instead of starting one here; needs --tls-dir unless HOST is loopback. The source runs here.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "net")]
+    pub to: Option<String>,
     /// Give the guest a NIC in fresh network namespaces and download its /file over HTTP
     /// from the probe namespace through the migration; the connections must survive. Needs root.
     #[arg(long)]
     pub net: bool,
-    /// Size of the file the guest serves (with --net).
-    #[arg(long, default_value = "512K", requires = "net")]
+    /// With --to: give the guest a NIC on this existing TAP here (bridged to the LAN of the
+    /// destination's `vmm --tap`), serving HTTP on port 80 at --guest-ip.
+    #[arg(long, requires_all = ["to", "guest_ip"])]
+    pub tap: Option<String>,
+    /// With --tap: the guest's address with its prefix, e.g. 192.168.50.20/24.
+    #[arg(long, requires = "tap")]
+    pub guest_ip: Option<String>,
+    /// With --tap: the guest's MAC [default: 02:6d:62 and the address's last three bytes].
+    #[arg(long, requires = "tap")]
+    pub guest_mac: Option<String>,
+    /// With --net: put the source, the destination and the probe on simulated hosts (network
+    /// namespaces of their own), the migration over a veth pair between source and destination.
+    #[arg(long, requires = "net")]
+    pub hosts: bool,
+    /// With --net: shape the migration link between the hosts to this rate with tc's tbf,
+    /// e.g. 1gbit or 100mbit (implies --hosts).
+    #[arg(long, requires = "net")]
+    pub bandwidth: Option<String>,
+    /// Size of the file the guest serves (with --net or --tap).
+    #[arg(long, default_value = "512K")]
     pub file_size: String,
     /// MTU of the bridge, TAPs and veths (with --net).
     #[arg(long, default_value_t = 9000, requires = "net")]
@@ -287,7 +314,7 @@ pub struct ProbeArgs {
 /// `migbench scenario`.
 #[derive(Args, Debug)]
 pub struct ScenarioArgs {
-    /// A scenario file (TOML), or a built-in scenario: idle or loaded.
+    /// A scenario file (TOML), or a built-in scenario: idle, loaded, idle-gbit or loaded-gbit.
     pub scenario: String,
     /// Results folder [default: results/<timestamp>-<scenario>].
     #[arg(long)]
@@ -306,7 +333,8 @@ pub struct ReproduceArgs {
     /// Results folder [default: results/<timestamp>-reproduce].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Shorter runs: 1 s before and after each migration, quick microbenchmarks.
+    /// Shorter runs: 1 s before and after each migration, 3 s of pre-copy at most for the gigabit
+    /// scenarios, quick microbenchmarks.
     #[arg(long)]
     pub quick: bool,
     /// Leave out the microbenchmarks.

@@ -17,6 +17,24 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
     if args.net && !scenarios::netns::is_root() {
         anyhow::bail!("--net needs root: it creates network namespaces, a bridge and TAP devices");
     }
+    if let Some(to) = &args.to {
+        let loopback = scenarios::scenario::check_remote(to).map_err(|e| anyhow::anyhow!("--to {e}"))?;
+        if !loopback && args.tls_dir.is_none() {
+            anyhow::bail!(
+                "--to {to} is not a loopback address: give --tls-dir DIR with the credentials of `migbench tls-init DIR --host HOST` (copy DIR to the destination and start it with `migbench vmm --incoming ADDR --tls-dir DIR`)"
+            );
+        }
+    }
+    let link = args
+        .bandwidth
+        .as_deref()
+        .map(|b| -> Result<results::Link> {
+            Ok(results::Link {
+                bandwidth_bps: Some(results::link::parse_rate(b).map_err(|e| anyhow::anyhow!("--bandwidth: {e}"))?),
+                ..Default::default()
+            })
+        })
+        .transpose()?;
     let exp = Experiment {
         guest: GuestSpec {
             memory: config.memory,
@@ -35,13 +53,17 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
                     file_bytes: vmm_min::config::parse_size(&args.file_size)?,
                     mtu: args.mtu,
                     probe: Some(ProbeSpec { interval: args.interval, connections: args.connections }),
+                    hosts: args.hosts,
+                    link: link.clone(),
                 })
             })
             .transpose()?,
         throttle: throttle(&args.policy)?,
     };
     let mut sut = VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, config.backend)
-        .with_tls_dir(args.tls_dir.clone());
+        .with_tls_dir(args.tls_dir.clone())
+        .with_remote(args.to.clone())
+        .with_nic(remote_nic(&args)?);
     let progress = crate::progress::Progress::new(&[]);
     let run = runner::run(&exp, &mut sut, &mut progress.runner_events());
     progress.finish();
@@ -53,7 +75,14 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
         }
     }
     print_summary(s);
-    if let Some(ms) = r.loopback_tcp_ms {
+    if let (Some(l), Some(ms)) = (&r.link, r.transport_limit_ms()) {
+        eprintln!(
+            "migbench: link {}: the {:.1} MB sent take {ms:.1} ms at its rate (migration total / link time = {:.2})",
+            l.describe(),
+            s.transferred_bytes as f64 / 1e6,
+            s.total_ms / ms.max(1e-6)
+        );
+    } else if let Some(ms) = r.loopback_tcp_ms {
         eprintln!(
             "migbench: a plain loopback TCP socket moves the same {:.1} MB in {ms:.1} ms (migration total / loopback = {:.2})",
             s.transferred_bytes as f64 / 1e6,
@@ -80,6 +109,8 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
                 "loopback_tcp_ms": r.loopback_tcp_ms,
                 "what": "time for a plain loopback TCP socket to move transferred_bytes, measured right after the migration",
             },
+            "link": r.link,
+            "link_ms": r.link.as_ref().and_then(|l| l.time_ms(r.migration.transferred_bytes)),
             "probe": r.probe.as_ref().map(|p| &p.summary),
             "checks": r.checks,
             "failures": r.failures,
@@ -99,6 +130,23 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `--tap`, `--guest-ip`, `--guest-mac`: the guest's NIC on a real host.
+fn remote_nic(args: &MigrateArgs) -> Result<Option<vmm_min::config::NetConfig>> {
+    let (Some(tap), Some(ip)) = (&args.tap, &args.guest_ip) else { return Ok(None) };
+    let addr: std::net::Ipv4Addr = ip.split_once('/').map_or(ip.as_str(), |(a, _)| a).parse().map_err(|_| {
+        anyhow::anyhow!("--guest-ip {ip}: expected an IPv4 address with its prefix, e.g. 192.168.50.20/24")
+    })?;
+    let [_, b, c, d] = addr.octets();
+    let mac = args.guest_mac.clone().unwrap_or_else(|| format!("02:6d:62:{b:02x}:{c:02x}:{d:02x}"));
+    let ip = if ip.contains('/') { ip.clone() } else { format!("{ip}/24") };
+    Ok(Some(vmm_min::config::NetConfig {
+        tap: tap.clone(),
+        mac,
+        ip,
+        file_bytes: vmm_min::config::parse_size(&args.file_size)?,
+    }))
 }
 
 fn print_summary(s: &MigrationStats) {

@@ -256,17 +256,32 @@ impl Progress {
 
     /// An observer of the runner's events: phases and pre-copy rounds.
     pub fn runner_events(&self) -> impl FnMut(scenarios::runner::Event) + '_ {
-        move |e| match e {
-            scenarios::runner::Event::Network(n) => self.println(&format!(
-                "migbench: network: run {}: guest {} in {}, probe in {}",
-                n.run_id, n.guest_ip, n.lan_ns, n.probe_ns
-            )),
+        move |e| {
+            match e {
+            scenarios::runner::Event::Network(n) => self.println(&match &n.hosts {
+                None => format!(
+                    "migbench: network: run {}: guest {} in {}, probe in {}",
+                    n.run_id, n.guest_ip, n.lan_ns, n.probe_ns
+                ),
+                Some(h) => format!(
+                    "migbench: network: run {}: guest {} on hosts {} -> {} (migration {} -> {}), switch {}, probe in {}",
+                    n.run_id,
+                    n.guest_ip,
+                    h.source_ns,
+                    h.destination_ns,
+                    h.migration_src_ip,
+                    h.migration_dst_ip,
+                    n.lan_ns,
+                    n.probe_ns
+                ),
+            }),
             scenarios::runner::Event::Phase(line) => self.update(Update::Phase(line)),
             scenarios::runner::Event::Migration(m) => self.update(Update::Round(RoundProgress {
                 round: m.rounds,
                 pages_remaining: m.dirty_pages,
                 rate_mbps: m.rate_mbps,
             })),
+        }
         }
     }
 

@@ -21,6 +21,8 @@ use vmm_min::Workload;
 struct Overrides {
     warmup: Option<Duration>,
     after: Option<Duration>,
+    /// A shorter pre-copy timeout for scenarios with a shaped link.
+    link_timeout: Option<Duration>,
 }
 
 fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
@@ -33,18 +35,35 @@ fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
             memcheck: matches!(workload, Workload::Memcheck { .. }),
             workload: workload.to_string(),
         },
-        policy: mem.policy().map_err(anyhow::Error::msg)?,
+        policy: {
+            let mut p = mem.policy().map_err(anyhow::Error::msg)?;
+            if let (Some(t), Some(_), results::Policy::Downtime { timeout_ms, .. }) = (o.link_timeout, &s.link, &mut p)
+            {
+                *timeout_ms = timeout_ms.min(t.as_secs_f64() * 1e3);
+            }
+            p
+        },
         warmup: o.warmup.unwrap_or_else(|| Scenario::duration(&mem.warmup)),
         after: o.after.unwrap_or_else(|| Scenario::duration(&mem.after)),
         verify: mem.verify,
-        net: Some(NetSpec {
-            file_bytes: vmm_min::config::parse_size(&s.network.file_size)?,
-            mtu: 9000,
-            probe: Some(ProbeSpec {
-                interval: Scenario::duration(&s.probe.interval),
-                connections: s.probe.connections,
-            }),
-        }),
+        // A remote destination is a real host: the guest has no NIC here.
+        net: s
+            .migration
+            .to
+            .is_none()
+            .then(|| -> Result<NetSpec> {
+                Ok(NetSpec {
+                    file_bytes: vmm_min::config::parse_size(&s.network.file_size)?,
+                    mtu: 9000,
+                    probe: Some(ProbeSpec {
+                        interval: Scenario::duration(&s.probe.interval),
+                        connections: s.probe.connections,
+                    }),
+                    hosts: s.network.hosts,
+                    link: s.link.as_ref().map(|l| l.link()).transpose().map_err(anyhow::Error::msg)?,
+                })
+            })
+            .transpose()?,
         throttle: mem.throttle().map_err(anyhow::Error::msg)?,
     })
 }
@@ -64,7 +83,9 @@ fn results_dir(out: Option<&Path>, what: &str) -> PathBuf {
 fn run_scenario(s: &Scenario, o: Overrides, dir: &Path, progress: &Progress) -> Result<(ScenarioResult, Vec<String>)> {
     progress.println(&format!("migbench: scenario {}: {}", s.name, s.description));
     let exp = experiment(s, o)?;
-    let mut sut = vmm_min_system()?;
+    let mut sut = vmm_min_system()?
+        .with_remote(s.migration.to.clone())
+        .with_tls_dir(s.migration.tls_dir.as_ref().map(PathBuf::from));
     let r = runner::run(&exp, &mut sut, &mut progress.runner_events())?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if let Some(p) = &r.probe {
@@ -72,12 +93,13 @@ fn run_scenario(s: &Scenario, o: Overrides, dir: &Path, progress: &Progress) -> 
         p.save_csv(&csv).with_context(|| format!("writing {}", csv.display()))?;
     }
     let checks = dir.join(format!("{}.checks.json", reports::report::slug(&s.name)));
-    let raw = serde_json::json!({"schema_version": reports::schema::SCHEMA_VERSION, "scenario": s, "checks": r.checks, "failures": r.failures, "loopback_tcp_ms": r.loopback_tcp_ms});
+    let raw = serde_json::json!({"schema_version": reports::schema::SCHEMA_VERSION, "scenario": s, "checks": r.checks, "failures": r.failures, "loopback_tcp_ms": r.loopback_tcp_ms, "link": r.link, "transport_limit_ms": r.transport_limit_ms()});
     std::fs::write(&checks, serde_json::to_string_pretty(&raw)?)
         .with_context(|| format!("writing {}", checks.display()))?;
     let env = bench_suites::env::collect();
     let result = ScenarioResult::new(s.name.clone(), reports::now_rfc3339(), env, r.migration, r.probe)
-        .with_description(s.description.clone());
+        .with_description(s.description.clone())
+        .with_link(r.link);
     let mut failures = r.failures;
     let m = Measured::from_stats(s.name.clone(), &result.migration, result.app_downtime_ms);
     failures.extend(check::limits(&m, s.limits.max_downtime_ms, s.limits.max_app_downtime_ms));
@@ -118,7 +140,8 @@ pub fn scenario(args: ScenarioArgs) -> Result<ExitCode> {
     let dir = results_dir(args.out.as_deref(), &s.name);
     let progress = Progress::new(&[&s.name, "report"]);
     progress.step(0);
-    let (result, failures) = run_scenario(&s, Overrides { warmup: args.warmup, after: args.after }, &dir, &progress)?;
+    let o = Overrides { warmup: args.warmup, after: args.after, link_timeout: None };
+    let (result, failures) = run_scenario(&s, o, &dir, &progress)?;
     progress.step(1);
     progress.update(Update::Phase("drawing the charts, writing report.md and report.html"));
     let paths = reports::write_report(&dir, &[result], None)?;
@@ -128,16 +151,22 @@ pub fn scenario(args: ScenarioArgs) -> Result<ExitCode> {
     Ok(finish(&failures))
 }
 
-/// The scenarios `reproduce` runs: idle, loaded, and loaded with auto-converge.
-const REPRODUCED: [&str; 3] = ["idle", "loaded", "loaded-throttle"];
+/// The scenarios `reproduce` runs: idle, loaded, loaded with auto-converge,
+/// and the gigabit pair (the same guests over a 1 Gbit/s link between
+/// simulated hosts, at the time scale of the 2006 charts).
+const REPRODUCED: [&str; 5] = ["idle", "loaded", "loaded-throttle", "idle-gbit", "loaded-gbit"];
 
-/// `migbench reproduce`: idle, loaded (without and with auto-converge), and
-/// the microbenchmark table, in one report.
+/// `migbench reproduce`: idle, loaded (without and with auto-converge),
+/// idle-gbit, loaded-gbit, and the microbenchmark table, in one report.
 pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     need_root()?;
     let dir = results_dir(args.out.as_deref(), "reproduce");
     let o = if args.quick {
-        Overrides { warmup: Some(Duration::from_secs(1)), after: Some(Duration::from_secs(1)) }
+        Overrides {
+            warmup: Some(Duration::from_secs(1)),
+            after: Some(Duration::from_secs(1)),
+            link_timeout: Some(Duration::from_secs(3)),
+        }
     } else {
         Overrides::default()
     };

@@ -139,16 +139,19 @@ pub fn incoming(args: VmmArgs) -> Result<ExitCode> {
         tls,
     };
     let (vmm, report) = match &args.net_run_id {
-        // The TAP is opened when the VM is built: do that inside the lan namespace.
+        // The TAP is opened when the VM is built: do that inside the
+        // namespace that holds it (the lan, or the destination host's).
         Some(id) => {
-            let names = scenarios::netns::Names::for_run(id)?;
+            let names = scenarios::netns::Names::existing(id)?;
             let opts = migration::destination::IncomingOptions { tap: Some(names.tap_dst.clone()), ..opts };
-            scenarios::netns::run_in_netns(&names.lan_ns, || {
-                migration::destination::receive(&listener, &opts, &*service)
-            })
-            .with_context(|| format!("entering namespace {}", names.lan_ns))??
+            let ns = names.destination_ns();
+            scenarios::netns::run_in_netns(ns, || migration::destination::receive(&listener, &opts, &*service))
+                .with_context(|| format!("entering namespace {ns}"))??
         }
-        None => migration::destination::receive(&listener, &opts, &*service)?,
+        None => {
+            let opts = migration::destination::IncomingOptions { tap: args.tap.clone(), ..opts };
+            migration::destination::receive(&listener, &opts, &*service)?
+        }
     };
     eprintln!("migbench: incoming migration complete: {} pages, verified: {}", report.pages, report.verified);
     let opts = ServeOptions { duration: args.duration, json: args.json, measure_dirty_rate: false };

@@ -71,6 +71,9 @@ pub struct ScenarioResult {
     /// Mean probe throughput before, during and after the migration.
     #[serde(default)]
     pub throughput: Option<PhaseRates>,
+    /// The shaped link the migration crossed between simulated hosts, if any.
+    #[serde(default)]
+    pub link: Option<results::Link>,
 }
 
 /// The migration's events on the probe's timeline, in seconds since the
@@ -165,6 +168,7 @@ impl ScenarioResult {
             app_longest_gap: None,
             app_switchover_gap: None,
             throughput: None,
+            link: None,
         };
         r.recompute();
         r
@@ -173,6 +177,12 @@ impl ScenarioResult {
     /// Set the human description of the load.
     pub fn with_description(mut self, description: impl Into<String>) -> Self {
         self.description = Some(description.into());
+        self
+    }
+
+    /// The same result, recording the shaped link it ran over.
+    pub fn with_link(mut self, link: Option<results::Link>) -> Self {
+        self.link = link;
         self
     }
 

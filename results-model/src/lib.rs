@@ -5,6 +5,7 @@
 //! - [`clock`]: the time base, `CLOCK_MONOTONIC` ns, shared by all processes;
 //! - [`environment`]: the machine a result came from;
 //! - [`bench`]: the microbenchmark rows and report;
+//! - [`link`]: the shaped link between the simulated hosts;
 //! - [`policy`]: the migration policy, one typed value with one set of defaults;
 //! - [`migration`]: a migration's statistics (rounds, totals, downtime);
 //! - [`probe`]: the HTTP probe's sample series and summary;
@@ -14,11 +15,13 @@
 pub mod bench;
 pub mod clock;
 pub mod environment;
+pub mod link;
 pub mod migration;
 pub mod policy;
 pub mod probe;
 pub mod series;
 
+pub use link::Link;
 pub use migration::{DowntimeBreakdown, MigrationStats, Outcome, RoundStats, VerifyStats};
 pub use policy::{OnTimeout, Policy, PolicyError, PolicyOverrides, Throttle};
 pub use probe::{JitterSummary, LatencySummary, ProbeResult, Sample, Summary};

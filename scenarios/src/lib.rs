@@ -4,11 +4,14 @@
 //! - [`scenario`]: scenario files, parsed strictly;
 //! - [`system`]: the system-under-test boundary and its implementations;
 //! - [`runner`]: one experiment end to end;
-//! - [`netns`]: the run's network namespaces, bridge and TAPs;
+//! - [`netns`]: the run's network namespaces, bridge and TAPs, and the
+//!   simulated hosts;
+//! - [`link`]: shaping the link between the hosts with `tc`;
 //! - [`process`]: child processes that die with the runner;
 //! - [`error`]: the runner's error, [`RunnerError`].
 
 pub mod error;
+pub mod link;
 pub mod netns;
 pub mod process;
 pub mod qemu;

@@ -27,7 +27,43 @@
 //!   Traffic never leaves these namespaces.
 //! - **Privileges:** all of this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN);
 //!   without it, [`Topology::create`] says so and creates nothing.
+//!
+//! ## Simulated hosts ([`Layout::hosts`])
+//!
+//! A run can instead place the source, the destination and the probe on
+//! three "hosts" of their own, joined by a switch (the lan namespace) that
+//! carries the guest's network like a VLAN, and a separate migration link:
+//!
+//! ```text
+//!  netns mb<id>-src (source host)          netns mb<id>-dst (destination host)
+//!   bridge mb<id>bs                         bridge mb<id>bd
+//!   ├─ TAP mb<id>ts (source VMM)            ├─ TAP mb<id>td (destination VMM)
+//!   └─ veth mb<id>us ─┐                     └─ veth mb<id>ud ─┐
+//!   veth mb<id>ms 10.54.X.1/24 ═══ migration link ═══ veth mb<id>md 10.54.X.2/24
+//!  netns mb<id>-lan (the switch):           │                  │
+//!   bridge mb<id>br ── mb<id>ls ────────────┘ ── mb<id>ld ──────┘
+//!                  └─ mb<id>vl ── netns mb<id>-probe: mb<id>vp 10.53.X.1/24
+//! ```
+//!
+//! - Each side's process runs in its host's namespace
+//!   ([`Names::source_ns`], [`Names::destination_ns`]); the destination
+//!   listens on [`Names::migration_listen`] (10.54.X.2), so the migration
+//!   stream crosses the veth pair `ms`/`md`, not loopback.
+//! - The guest keeps its address and MAC wherever it runs: both host
+//!   bridges hang off the switch, which relearns the MAC from the
+//!   destination's gratuitous ARP; the probe reaches the guest on either
+//!   host.
+//! - A [`results::Link`] shapes both ends of the migration link (and, with
+//!   `guest`, both ends of each uplink) with `tc` ([`crate::link`]); the
+//!   qdiscs go with the namespaces.
+//! - Any system under test can use this: run the source in
+//!   [`Names::source_ns`] with its TAP `tap_src`, the destination in
+//!   [`Names::destination_ns`] with `tap_dst`, listening on
+//!   [`Names::migration_listen`]. In the flat layout the first two are the
+//!   lan namespace and the last is that namespace's loopback.
 
+use crate::link::{self, LinkError};
+use results::Link;
 use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
@@ -57,6 +93,9 @@ pub enum NetnsError {
         /// Its error output.
         msg: String,
     },
+    /// Shaping the link failed (the message says so and names the qdisc).
+    #[error(transparent)]
+    Link(#[from] LinkError),
     /// A system call failed.
     #[error("{what}: {source}")]
     Io {
@@ -95,6 +134,48 @@ pub struct Names {
     pub prefix: u8,
     /// The guest's MAC address.
     pub guest_mac: String,
+    /// The simulated hosts, when the run has them ([`Layout::hosts`]).
+    pub hosts: Option<HostNames>,
+}
+
+/// The names and addresses of the simulated hosts (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostNames {
+    /// The source host's namespace (source VMM, TAP `tap_src`).
+    pub source_ns: String,
+    /// The destination host's namespace (destination VMM, TAP `tap_dst`).
+    pub destination_ns: String,
+    /// The source host's bridge.
+    pub bridge_src: String,
+    /// The destination host's bridge.
+    pub bridge_dst: String,
+    /// The source host's uplink to the switch (its end on the host).
+    pub uplink_src: String,
+    /// The same uplink's end on the switch.
+    pub uplink_src_lan: String,
+    /// The destination host's uplink to the switch (its end on the host).
+    pub uplink_dst: String,
+    /// The same uplink's end on the switch.
+    pub uplink_dst_lan: String,
+    /// The migration link's end on the source host.
+    pub migration_src: String,
+    /// The migration link's end on the destination host.
+    pub migration_dst: String,
+    /// The source host's address on the migration link.
+    pub migration_src_ip: Ipv4Addr,
+    /// The destination host's address on the migration link.
+    pub migration_dst_ip: Ipv4Addr,
+}
+
+/// How a run's topology is laid out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Layout {
+    /// MTU of every link (0: 1500).
+    pub mtu: u32,
+    /// Source, destination and probe on hosts of their own.
+    pub hosts: bool,
+    /// Shaping of the migration link (needs `hosts`).
+    pub link: Option<Link>,
 }
 
 fn fnv(s: &str) -> u64 {
@@ -126,7 +207,77 @@ impl Names {
             guest_ip: Ipv4Addr::new(10, 53, x, 2),
             prefix: 24,
             guest_mac: format!("02:6d:62:{:02x}:{:02x}:{:02x}", (h >> 16) as u8, (h >> 24) as u8, (h >> 32) as u8),
+            hosts: None,
         })
+    }
+
+    /// The names for run `run_id` with simulated hosts.
+    pub fn for_run_hosts(run_id: &str) -> Result<Names, NetnsError> {
+        let mut n = Names::for_run(run_id)?;
+        let x = n.guest_ip.octets()[2];
+        let p = |s: &str| format!("mb{run_id}{s}");
+        n.hosts = Some(HostNames {
+            source_ns: p("-src"),
+            destination_ns: p("-dst"),
+            bridge_src: p("bs"),
+            bridge_dst: p("bd"),
+            uplink_src: p("us"),
+            uplink_src_lan: p("ls"),
+            uplink_dst: p("ud"),
+            uplink_dst_lan: p("ld"),
+            migration_src: p("ms"),
+            migration_dst: p("md"),
+            migration_src_ip: Ipv4Addr::new(10, 54, x, 1),
+            migration_dst_ip: Ipv4Addr::new(10, 54, x, 2),
+        });
+        Ok(n)
+    }
+
+    /// The names of run `run_id`'s existing topology, with or without hosts
+    /// (for a process that attaches to a topology its parent made).
+    pub fn existing(run_id: &str) -> Result<Names, NetnsError> {
+        let hosts = Names::for_run_hosts(run_id)?;
+        let n = match &hosts.hosts {
+            Some(h) if namespace_exists(&h.destination_ns) => hosts.clone(),
+            _ => Names::for_run(run_id)?,
+        };
+        if !namespace_exists(&n.lan_ns) {
+            return Err(NetnsError::Io {
+                what: format!("attaching to run {run_id}'s topology"),
+                source: io::Error::new(io::ErrorKind::NotFound, format!("namespace {} does not exist", n.lan_ns)),
+            });
+        }
+        Ok(n)
+    }
+
+    /// The namespace the source runs in and holds `tap_src`.
+    pub fn source_ns(&self) -> &str {
+        self.hosts.as_ref().map_or(&self.lan_ns, |h| &h.source_ns)
+    }
+
+    /// The namespace the destination runs in and holds `tap_dst`.
+    pub fn destination_ns(&self) -> &str {
+        self.hosts.as_ref().map_or(&self.lan_ns, |h| &h.destination_ns)
+    }
+
+    /// Where the destination listens for the migration stream, inside
+    /// [`Names::destination_ns`]: its address on the migration link, or
+    /// loopback without hosts.
+    pub fn migration_listen(&self, port: u16) -> String {
+        match &self.hosts {
+            Some(h) => format!("{}:{port}", h.migration_dst_ip),
+            None => format!("127.0.0.1:{port}"),
+        }
+    }
+
+    /// Every namespace of the topology, in the order they are created.
+    pub fn namespaces(&self) -> Vec<&str> {
+        let mut v = vec![self.lan_ns.as_str(), self.probe_ns.as_str()];
+        if let Some(h) = &self.hosts {
+            v.push(&h.source_ns);
+            v.push(&h.destination_ns);
+        }
+        v
     }
 
     /// The guest's address with its prefix, as the guest's `net.ip=` wants it.
@@ -216,50 +367,66 @@ pub fn run_in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T
 pub struct Topology {
     names: Names,
     created: Vec<String>,
+    link: Option<Link>,
 }
 
 impl Topology {
     /// Creates the topology of run `run_id` with links of `mtu` bytes.
     pub fn create(run_id: &str, mtu: u32) -> Result<Topology, NetnsError> {
-        let names = Names::for_run(run_id)?;
+        Topology::create_with(run_id, &Layout { mtu, ..Layout::default() })
+    }
+
+    /// Creates the topology of run `run_id` as `layout` says; a link implies
+    /// hosts (it joins the source and destination hosts).
+    pub fn create_with(run_id: &str, layout: &Layout) -> Result<Topology, NetnsError> {
+        let hosts = layout.hosts || layout.link.is_some();
+        let names = if hosts { Names::for_run_hosts(run_id)? } else { Names::for_run(run_id)? };
         if !is_root() {
             return Err(NetnsError::NotRoot);
         }
-        for ns in [&names.lan_ns, &names.probe_ns] {
+        for ns in names.namespaces() {
             if namespace_exists(ns) {
-                return Err(NetnsError::Exists(ns.clone()));
+                return Err(NetnsError::Exists(ns.to_string()));
             }
         }
-        let mut t = Topology { names, created: Vec::new() };
+        let mut t = Topology { names, created: Vec::new(), link: layout.link.clone() };
+        let mtu = if layout.mtu == 0 { 1500 } else { layout.mtu };
         // On error `t` is dropped here, which removes what was made.
         t.build(mtu)?;
+        if t.names.hosts.is_some() {
+            t.build_hosts(mtu)?;
+        }
         Ok(t)
     }
 
     fn build(&mut self, mtu: u32) -> Result<(), NetnsError> {
         let n = self.names.clone();
         remove_on_signal();
-        for ns in [&n.lan_ns, &n.probe_ns] {
+        for ns in n.namespaces() {
             // Registered first: a signal between the two steps removes it.
-            live().push(ns.clone());
+            live().push(ns.to_string());
             if let Err(e) = ip(&["netns", "add", ns]) {
                 live().retain(|l| l != ns);
                 return Err(e);
             }
-            self.created.push(ns.clone());
+            self.created.push(ns.to_string());
         }
         let mtu = mtu.to_string();
         let (lan, probe) = (n.lan_ns.as_str(), n.probe_ns.as_str());
         ip(&["-n", lan, "link", "add", &n.bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0"])?;
-        for tap in [&n.tap_src, &n.tap_dst] {
-            ip(&["-n", lan, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])?;
-        }
         ip(&["-n", lan, "link", "add", &n.veth_lan, "type", "veth", "peer", "name", &n.veth_probe, "netns", probe])?;
-        for port in [&n.tap_src, &n.tap_dst, &n.veth_lan] {
+        let mut ports = vec![&n.veth_lan];
+        if n.hosts.is_none() {
+            for tap in [&n.tap_src, &n.tap_dst] {
+                ip(&["-n", lan, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])?;
+            }
+            ports.extend([&n.tap_src, &n.tap_dst]);
+        }
+        for port in &ports {
             ip(&["-n", lan, "link", "set", "dev", port, "mtu", &mtu, "master", &n.bridge])?;
         }
         ip(&["-n", lan, "link", "set", "dev", &n.bridge, "mtu", &mtu])?;
-        for dev in ["lo", &n.bridge, &n.tap_src, &n.tap_dst, &n.veth_lan] {
+        for dev in ["lo", &n.bridge].into_iter().chain(ports.iter().map(|p| p.as_str())) {
             ip(&["-n", lan, "link", "set", "dev", dev, "up"])?;
         }
         ip(&["-n", probe, "link", "set", "dev", &n.veth_probe, "mtu", &mtu])?;
@@ -271,12 +438,86 @@ impl Topology {
         Ok(())
     }
 
+    /// The source and destination hosts: a bridge with the side's TAP and
+    /// an uplink to the switch on each, the migration link between them,
+    /// and its shaping.
+    fn build_hosts(&mut self, mtu: u32) -> Result<(), NetnsError> {
+        let n = self.names.clone();
+        let Some(h) = &n.hosts else { return Ok(()) };
+        let mtu = mtu.to_string();
+        let lan = n.lan_ns.as_str();
+        for (ns, bridge, tap, up, up_lan) in [
+            (&h.source_ns, &h.bridge_src, &n.tap_src, &h.uplink_src, &h.uplink_src_lan),
+            (&h.destination_ns, &h.bridge_dst, &n.tap_dst, &h.uplink_dst, &h.uplink_dst_lan),
+        ] {
+            let ns = ns.as_str();
+            ip(&["-n", ns, "link", "add", bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0"])?;
+            ip(&["-n", ns, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])?;
+            ip(&["-n", ns, "link", "add", up, "type", "veth", "peer", "name", up_lan, "netns", lan])?;
+            for port in [tap, up] {
+                ip(&["-n", ns, "link", "set", "dev", port, "mtu", &mtu, "master", bridge])?;
+            }
+            ip(&["-n", ns, "link", "set", "dev", bridge, "mtu", &mtu])?;
+            for dev in ["lo", bridge, tap, up] {
+                ip(&["-n", ns, "link", "set", "dev", dev, "up"])?;
+            }
+            ip(&["-n", lan, "link", "set", "dev", up_lan, "mtu", &mtu, "master", &n.bridge])?;
+            ip(&["-n", lan, "link", "set", "dev", up_lan, "up"])?;
+        }
+        let (src, dst) = (h.source_ns.as_str(), h.destination_ns.as_str());
+        ip(&[
+            "-n",
+            src,
+            "link",
+            "add",
+            &h.migration_src,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &h.migration_dst,
+            "netns",
+            dst,
+        ])?;
+        for (ns, dev, addr) in
+            [(src, &h.migration_src, h.migration_src_ip), (dst, &h.migration_dst, h.migration_dst_ip)]
+        {
+            ip(&["-n", ns, "link", "set", "dev", dev, "mtu", &mtu])?;
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            ip(&["-n", ns, "link", "set", "dev", dev, "up"])?;
+        }
+        if let Some(l) = &self.link {
+            link::shape(src, &h.migration_src, l)?;
+            link::shape(dst, &h.migration_dst, l)?;
+            if l.guest {
+                link::shape(src, &h.uplink_src, l)?;
+                link::shape(dst, &h.uplink_dst, l)?;
+                link::shape(lan, &h.uplink_src_lan, l)?;
+                link::shape(lan, &h.uplink_dst_lan, l)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The link's shaping, if any.
+    pub fn link(&self) -> Option<&Link> {
+        self.link.as_ref()
+    }
+
+    /// The qdiscs on both ends of the migration link, as `tc` shows them
+    /// (empty without hosts).
+    pub fn migration_qdiscs(&self) -> Result<String, NetnsError> {
+        let Some(h) = &self.names.hosts else { return Ok(String::new()) };
+        Ok(link::show(&h.source_ns, &h.migration_src)? + &link::show(&h.destination_ns, &h.migration_dst)?)
+    }
+
     /// The names and addresses.
     pub fn names(&self) -> &Names {
         &self.names
     }
 
-    /// Runs `f` on a thread inside the lan namespace (where the TAPs are).
+    /// Runs `f` on a thread inside the lan namespace (where the TAPs are
+    /// without hosts).
     pub fn in_lan<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
         run_in_netns(&self.names.lan_ns, f)
     }

@@ -16,15 +16,35 @@ pub struct ChildProcess {
 
 impl ChildProcess {
     /// Starts `cmd` as `name` (used in messages).
-    pub fn spawn(name: impl Into<String>, mut cmd: Command) -> Result<Self, RunnerError> {
+    pub fn spawn(name: impl Into<String>, cmd: Command) -> Result<Self, RunnerError> {
+        Self::spawn_in(name, cmd, None)
+    }
+
+    /// Starts `cmd` as `name`, inside network namespace `netns` when given
+    /// (a simulated host: all its sockets and TAPs live there).
+    pub fn spawn_in(name: impl Into<String>, mut cmd: Command, netns: Option<&str>) -> Result<Self, RunnerError> {
         let name = name.into();
+        let ns = match netns {
+            Some(ns) => Some(
+                std::fs::File::open(std::path::Path::new("/var/run/netns").join(ns))
+                    .map_err(RunnerError::io(format!("opening network namespace {ns} for the {name}")))?,
+            ),
+            None => None,
+        };
+        let ns_fd = ns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         // SAFETY: the closure runs in the child between fork and exec and
-        // only calls prctl, sigemptyset and sigprocmask, which are
-        // async-signal-safe. The parent blocks the termination signals
+        // only calls prctl, setns, sigemptyset and sigprocmask, which are
+        // async-signal-safe; `ns_fd` stays open in the parent (`ns`) until
+        // spawn returns. The parent blocks the termination signals
         // (`netns::remove_on_signal`); the child must get them again.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(fd) = ns_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 let mut none: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut none);
                 libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
@@ -32,6 +52,7 @@ impl ChildProcess {
             });
         }
         let child = cmd.spawn().map_err(RunnerError::io(format!("starting the {name}")))?;
+        drop(ns);
         Ok(Self { name, child })
     }
 

@@ -61,6 +61,70 @@ pub struct NetworkSection {
     /// Size of the file the guest serves, e.g. "512K".
     #[serde(default = "d_file")]
     pub file_size: String,
+    /// Put the source, the destination and the probe on simulated hosts of
+    /// their own (a `[link]` implies it); default false: one lan namespace.
+    #[serde(default)]
+    pub hosts: bool,
+}
+
+/// The shaped link between the source and destination hosts (`tc`):
+/// `bandwidth` with tbf, `latency`, `jitter` and `loss` with netem.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSection {
+    /// Rate, e.g. "1gbit", "100mbit".
+    #[serde(default)]
+    pub bandwidth: Option<String>,
+    /// One-way delay added, e.g. "10ms" (needs netem).
+    #[serde(default)]
+    pub latency: Option<String>,
+    /// Delay variation, e.g. "2ms" (needs netem and `latency`).
+    #[serde(default)]
+    pub jitter: Option<String>,
+    /// Packet loss, e.g. "0.1%" (needs netem).
+    #[serde(default)]
+    pub loss: Option<String>,
+    /// Shape the guest's network between the hosts too.
+    #[serde(default)]
+    pub guest: bool,
+}
+
+impl LinkSection {
+    /// The typed link.
+    pub fn link(&self) -> Result<results::Link, String> {
+        let ms = |key: &str, v: &Option<String>| -> Result<Option<f64>, String> {
+            v.as_deref()
+                .map(|t| parse_duration(t).map(|d| d.as_secs_f64() * 1e3).map_err(|e| format!("key `link.{key}`: {e}")))
+                .transpose()
+        };
+        let loss_pct = match &self.loss {
+            Some(t) => Some(
+                t.trim()
+                    .trim_end_matches('%')
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("key `link.loss`: malformed loss '{t}': expected e.g. \"0.1%\""))?,
+            ),
+            None => None,
+        };
+        let link = results::Link {
+            bandwidth_bps: self
+                .bandwidth
+                .as_deref()
+                .map(results::link::parse_rate)
+                .transpose()
+                .map_err(|e| format!("key `link.bandwidth`: {e}"))?,
+            latency_ms: ms("latency", &self.latency)?,
+            jitter_ms: ms("jitter", &self.jitter)?,
+            loss_pct,
+            guest: self.guest,
+        };
+        crate::link::check(&link)?;
+        if link == (results::Link { guest: link.guest, ..Default::default() }) {
+            return Err("section `link`: set at least one of bandwidth, latency, jitter or loss".into());
+        }
+        Ok(link)
+    }
 }
 
 fn d_file() -> String {
@@ -119,6 +183,28 @@ pub struct MigrationSection {
     /// The most auto-converge holds the worker vCPUs off, percent (default 99).
     #[serde(default)]
     pub throttle_max_pct: Option<f64>,
+    /// Migrate to a destination started elsewhere with `migbench vmm
+    /// --incoming ADDR`, as `HOST:PORT`, instead of starting one (the guest
+    /// then has no NIC here, and no probe runs).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Mutual-TLS credentials for the migration (`migbench tls-init`);
+    /// required for a non-loopback `to`.
+    #[serde(default)]
+    pub tls_dir: Option<String>,
+}
+
+/// Checks a remote destination `HOST:PORT`; whether it is a loopback address.
+pub fn check_remote(to: &str) -> Result<bool, String> {
+    let (host, port) = to
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{to}' is not HOST:PORT (e.g. 192.0.2.7:4444, or [2001:db8::7]:4444)"))?;
+    let port: u16 = port.parse().map_err(|_| format!("'{to}': port '{port}' is not a number from 1 to 65535"))?;
+    if port == 0 || host.is_empty() {
+        return Err(format!("'{to}' needs a host and a port from 1 to 65535"));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback()))
 }
 
 fn d_true() -> bool {
@@ -193,13 +279,16 @@ pub struct Scenario {
     pub probe: ProbeSection,
     /// The migration.
     pub migration: MigrationSection,
+    /// The shaped link between the hosts, if any.
+    #[serde(default)]
+    pub link: Option<LinkSection>,
     /// CI limits.
     #[serde(default)]
     pub limits: LimitsSection,
 }
 
 fn d_network() -> NetworkSection {
-    NetworkSection { file_size: d_file() }
+    NetworkSection { file_size: d_file(), hosts: false }
 }
 fn d_probe() -> ProbeSection {
     ProbeSection { interval: d_interval(), connections: d_connections() }
@@ -221,6 +310,8 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("idle", include_str!("../files/idle.toml")),
     ("loaded", include_str!("../files/loaded.toml")),
     ("loaded-throttle", include_str!("../files/loaded-throttle.toml")),
+    ("idle-gbit", include_str!("../files/idle-gbit.toml")),
+    ("loaded-gbit", include_str!("../files/loaded-gbit.toml")),
 ];
 
 impl Scenario {
@@ -239,7 +330,9 @@ impl Scenario {
         }
         let text = std::fs::read_to_string(Path::new(path_or_name)).map_err(|e| ScenarioError {
             file: path_or_name.to_owned(),
-            msg: format!("cannot read the scenario file: {e} (built-in scenarios: idle, loaded, loaded-throttle)"),
+            msg: format!(
+                "cannot read the scenario file: {e} (built-in scenarios: idle, loaded, loaded-throttle, idle-gbit, loaded-gbit)"
+            ),
         })?;
         Scenario::parse(&text, path_or_name)
     }
@@ -257,6 +350,20 @@ impl Scenario {
         self.vm.workload.parse::<vmm_min::Workload>().map_err(|e| format!("key `vm.workload`: {e}"))?;
         self.migration.policy()?;
         self.migration.throttle()?;
+        if let Some(l) = &self.link {
+            l.link()?;
+        }
+        if let Some(to) = &self.migration.to {
+            let loopback = check_remote(to).map_err(|e| format!("key `migration.to`: {e}"))?;
+            if !loopback && self.migration.tls_dir.is_none() {
+                return Err(format!(
+                    "key `migration.to`: {to} is not a loopback address: set `migration.tls_dir` to the credentials of `migbench tls-init` (the destination needs them too)"
+                ));
+            }
+            if self.link.is_some() || self.network.hosts {
+                return Err("key `migration.to`: a remote destination is a real host; `[link]` and `network.hosts` shape simulated ones, leave them out".into());
+            }
+        }
         if self.probe.connections == 0 {
             return Err("key `probe.connections`: must be at least 1".into());
         }
@@ -305,6 +412,40 @@ mod tests {
         }
         let e = Scenario::load("/nonexistent/s.toml").unwrap_err().to_string();
         assert!(e.contains("/nonexistent/s.toml") && e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn link_and_remote_keys() {
+        let base = include_str!("../files/idle-gbit.toml");
+        let s = Scenario::parse(base, "g.toml").unwrap();
+        let l = s.link.as_ref().unwrap().link().unwrap();
+        assert_eq!(l.bandwidth_bps, Some(1_000_000_000));
+        let cases = [
+            (base.replace("bandwidth = \"1gbit\"", "bandwidth = \"fast\""), "link.bandwidth"),
+            (base.replace("bandwidth = \"1gbit\"", "bandwith = \"1gbit\""), "bandwith"),
+            (base.replace("bandwidth = \"1gbit\"", "jitter = \"2ms\""), "link.jitter"),
+            (base.replace("bandwidth = \"1gbit\"", "loss = \"lots\""), "link.loss"),
+            (base.replace("bandwidth = \"1gbit\"", "guest = true"), "section `link`"),
+        ];
+        for (text, key) in cases {
+            let e = Scenario::parse(&text, "g.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "expected '{key}' in: {e}");
+        }
+        let netem = base.replace("bandwidth = \"1gbit\"", "latency = \"10ms\"\njitter = \"1ms\"\nloss = \"0.5%\"");
+        let l = Scenario::parse(&netem, "n.toml").unwrap().link.unwrap().link().unwrap();
+        assert_eq!((l.latency_ms, l.jitter_ms, l.loss_pct), (Some(10.0), Some(1.0), Some(0.5)));
+        let idle = include_str!("../files/idle.toml");
+        let remote = idle.replace("verify = false", "verify = false\nto = \"192.0.2.7:4444\"");
+        let e = Scenario::parse(&remote, "r.toml").unwrap_err().to_string();
+        assert!(e.contains("migration.tls_dir"), "{e}");
+        let ok = remote.replace("to = ", "tls_dir = \"tls\"\nto = ");
+        assert_eq!(Scenario::parse(&ok, "r.toml").unwrap().migration.to.as_deref(), Some("192.0.2.7:4444"));
+        assert!(Scenario::parse(&idle.replace("verify = false", "verify = false\nto = \"127.0.0.1:4444\""), "l.toml")
+            .is_ok());
+        for bad in ["nowhere", "host:0", ":80", "h:99999"] {
+            let t = idle.replace("verify = false", &format!("verify = false\nto = \"{bad}\""));
+            assert!(Scenario::parse(&t, "b.toml").unwrap_err().to_string().contains("migration.to"), "{bad}");
+        }
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct RunContext<'a> {
     pub names: Option<&'a Names>,
     /// The size of the file the guest serves, when it has a NIC.
     pub file_bytes: Option<u64>,
+    /// The shaped link between the hosts, when there is one: a system
+    /// sizes its deadlines by it (the stop-and-copy of a whole working set
+    /// at 1 Gbit/s takes seconds).
+    pub link: Option<&'a results::Link>,
 }
 
 /// How each side ended at teardown.
@@ -92,6 +96,13 @@ pub trait SystemUnderTest {
     /// off). A system that cannot throttle ignores it, which this default
     /// does.
     fn set_throttle(&mut self, _throttle: Option<results::Throttle>) {}
+
+    /// Whether the destination was started elsewhere (a real remote host):
+    /// the runner then checks the guest there only by the migration's
+    /// outcome (the destination's Started) and not through [`Self::heartbeat`].
+    fn destination_is_remote(&self) -> bool {
+        false
+    }
 
     /// A counter that advances while the guest runs on `side`.
     fn heartbeat(&self, side: Side) -> Result<u64, RunnerError>;

@@ -40,17 +40,52 @@ pub struct VmmMin {
     to: Option<String>,
     /// Auto-converge for the migration.
     throttle: Option<results::Throttle>,
+    /// A destination started elsewhere (`migbench vmm --incoming ADDR`),
+    /// which this system drives but does not start or check.
+    remote: Option<String>,
+    /// The stop-and-copy deadline, when the link calls for a longer one
+    /// than the VMM's default.
+    stop_deadline_ms: Option<u64>,
+    /// The guest's NIC when the run has no topology (a real host's TAP).
+    nic: Option<vmm_min::config::NetConfig>,
 }
 
 impl VmmMin {
     /// The system, with `exe` the `migbench` binary that plays both VMMs.
     pub fn new(exe: PathBuf, backend: MemoryBackend) -> Self {
-        Self { exe, backend, tls_dir: None, quiet: true, source: None, destination: None, to: None, throttle: None }
+        Self {
+            exe,
+            backend,
+            tls_dir: None,
+            quiet: true,
+            source: None,
+            destination: None,
+            to: None,
+            remote: None,
+            nic: None,
+            stop_deadline_ms: None,
+            throttle: None,
+        }
     }
 
     /// Migrates over mutual TLS with the credentials in `dir`.
     pub fn with_tls_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.tls_dir = dir;
+        self
+    }
+
+    /// Migrates to a destination that someone started elsewhere with
+    /// `migbench vmm --incoming ADDR` (`to` is `HOST:PORT`) instead of
+    /// starting one.
+    pub fn with_remote(mut self, to: Option<String>) -> Self {
+        self.remote = to;
+        self
+    }
+
+    /// Gives the guest this NIC (an existing TAP on this host) when the run
+    /// has no topology of its own.
+    pub fn with_nic(mut self, nic: Option<vmm_min::config::NetConfig>) -> Self {
+        self.nic = nic;
         self
     }
 
@@ -61,6 +96,8 @@ impl VmmMin {
             VmConfig { memory: guest.memory, vcpus: guest.vcpus, workload, backend: self.backend, net: None };
         if let (Some(names), Some(file_bytes)) = (ctx.names, ctx.file_bytes) {
             config.net = Some(names.source_nic(file_bytes));
+        } else if let Some(nic) = &self.nic {
+            config.net = Some(nic.clone());
         }
         vmm_min::vmm::check_on_host(&config)?;
         Ok(config)
@@ -71,26 +108,42 @@ impl VmmMin {
             Side::Source => self.source.as_ref(),
             Side::Destination => self.destination.as_ref(),
         }
-        .ok_or_else(|| RunnerError::System { system: "vmm-min", message: format!("no {} VMM runs", side.name()) })
+        .ok_or_else(|| {
+            let message = match (&self.remote, side) {
+                (Some(to), Side::Destination) => format!(
+                    "the destination at {to} is remote: ask it through its own control socket (`migbench vmm --control`)"
+                ),
+                _ => format!("no {} VMM runs", side.name()),
+            };
+            RunnerError::System { system: "vmm-min", message }
+        })
     }
 
     fn start_destination(&mut self, ctx: &RunContext) -> Result<(), RunnerError> {
         let sock = ctx.dir.join("destination.sock");
+        let listen = ctx.names.map_or_else(|| "127.0.0.1:0".to_string(), |n| n.migration_listen(0));
         let mut cmd = Command::new(&self.exe);
-        cmd.args(["vmm", "--incoming", "127.0.0.1:0", "--control"])
-            .arg(&sock)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
+        cmd.args(["vmm", "--incoming", &listen, "--control"]).arg(&sock).stdin(Stdio::null()).stdout(Stdio::null());
         if self.quiet {
             cmd.arg("--quiet");
         }
         if let Some(n) = ctx.names {
             cmd.args(["--net-run-id", &n.run_id]);
         }
-        if let Some(d) = &self.tls_dir {
-            cmd.arg("--tls-dir").arg(d);
+        match (&self.tls_dir, ctx.names.and_then(|n| n.hosts.as_ref())) {
+            (Some(d), _) => {
+                cmd.arg("--tls-dir").arg(d);
+            }
+            // The simulated hosts' migration link is a veth pair inside
+            // namespaces this run made: the stream never leaves the machine.
+            (None, Some(_)) => {
+                cmd.arg("--insecure");
+            }
+            (None, None) => {}
         }
-        let mut process = ChildProcess::spawn("destination VMM", cmd)?;
+        // With simulated hosts the destination runs on its host.
+        let ns = ctx.names.filter(|n| n.hosts.is_some()).map(|n| n.destination_ns());
+        let mut process = ChildProcess::spawn_in("destination VMM", cmd, ns)?;
         let client = Client::new(&sock);
         let status = client.wait_ready(READY_TIMEOUT, || process.exited())?;
         let Phase::Incoming { listen } = status.phase else {
@@ -121,12 +174,13 @@ impl VmmMin {
             cmd.arg("--quiet");
         }
         if let (Some(n), Some(_)) = (ctx.names, &config.net) {
-            cmd.args(["--netns", &n.lan_ns]);
+            cmd.args(["--netns", n.source_ns()]);
         }
         if let Some(d) = &self.tls_dir {
             cmd.arg("--tls-dir").arg(d);
         }
-        let mut process = ChildProcess::spawn("source VMM", cmd)?;
+        let ns = ctx.names.filter(|n| n.hosts.is_some()).map(|n| n.source_ns());
+        let mut process = ChildProcess::spawn_in("source VMM", cmd, ns)?;
         let client = Client::new(&sock);
         client.wait_ready(READY_TIMEOUT, || process.exited())?;
         self.source = Some(VmmProcess { process, client });
@@ -141,7 +195,14 @@ impl SystemUnderTest for VmmMin {
 
     fn start(&mut self, guest: &GuestSpec, ctx: &RunContext) -> Result<(), RunnerError> {
         let config = self.config(guest, ctx)?;
-        self.start_destination(ctx)?;
+        // Over a shaped link the final copy may be the whole RAM at the
+        // link's rate: allow twice that and a second, at least the VMM's 5 s.
+        self.stop_deadline_ms =
+            ctx.link.and_then(|l| l.time_ms(guest.memory)).map(|ms| (2.0 * ms + 1000.0).max(5000.0) as u64);
+        match &self.remote {
+            Some(to) => self.to = Some(to.clone()),
+            None => self.start_destination(ctx)?,
+        }
         self.start_source(&config, ctx)
     }
 
@@ -160,8 +221,13 @@ impl SystemUnderTest for VmmMin {
             message: "no destination address: start the destination first".into(),
         })?;
         let client = self.side(Side::Source)?.client.clone();
-        let req =
-            Request::Migrate { to, policy: policy.clone(), verify, stop_deadline_ms: None, throttle: self.throttle };
+        let req = Request::Migrate {
+            to,
+            policy: policy.clone(),
+            verify,
+            stop_deadline_ms: self.stop_deadline_ms,
+            throttle: self.throttle,
+        };
         // The migrate request blocks until the end; a second connection
         // polls the source's status for progress meanwhile.
         let reply = std::thread::scope(|s| {
@@ -186,6 +252,10 @@ impl SystemUnderTest for VmmMin {
                 message: format!("the source answered migrate with a '{}' reply", other.kind()),
             }),
         }
+    }
+
+    fn destination_is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     fn heartbeat(&self, side: Side) -> Result<u64, RunnerError> {
