@@ -22,7 +22,7 @@ pub enum Command {
     /// Start an empty destination VMM that waits for an incoming migration.
     Vmm(VmmArgs),
     /// Start a source and a destination VMM and live-migrate between them.
-    Migrate(MigrateArgs),
+    Migrate(Box<MigrateArgs>),
     /// lmbench-style microbenchmarks, natively and inside the guest.
     Bench(BenchArgs),
     /// Download a URL over N keep-alive connections, sampling the rate every 10 ms.
@@ -211,6 +211,13 @@ pub struct PolicyArgs {
     /// [default for xen: 1G].
     #[arg(long, value_parser = parse_rate_mbps)]
     pub max_bandwidth: Option<f64>,
+    /// Auto-converge (QEMU's semantics): when a round does not shrink the dirty set enough,
+    /// throttle the worker vCPUs, 20% at first, then 10% more per round, up to --throttle-max.
+    #[arg(long)]
+    pub throttle: bool,
+    /// The most --throttle may hold the worker vCPUs off, percent.
+    #[arg(long, default_value_t = 99.0, requires = "throttle")]
+    pub throttle_max: f64,
 }
 
 /// `migbench migrate`.
@@ -464,4 +471,14 @@ pub fn policy(a: &PolicyArgs) -> anyhow::Result<results::Policy> {
         max_bandwidth_mbps: a.max_bandwidth,
     };
     Ok(results::Policy::build(&a.policy, &o)?)
+}
+
+/// The auto-converge the user asked for (`--throttle`), checked.
+pub fn throttle(a: &PolicyArgs) -> anyhow::Result<Option<results::Throttle>> {
+    if !a.throttle {
+        return Ok(None);
+    }
+    let t = results::Throttle::with_max(a.throttle_max);
+    t.validate().map_err(|e| anyhow::anyhow!("--throttle-max: {e}"))?;
+    Ok(Some(t))
 }

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         cli::Command::Run(a) => serve::run(a, started),
         cli::Command::Vmm(a) => serve::incoming(a),
-        cli::Command::Migrate(a) => migrate_cmd::run(a),
+        cli::Command::Migrate(a) => migrate_cmd::run(*a),
         cli::Command::Bench(a) => bench_cmd::run(a),
         cli::Command::Probe(a) => probe_cmd::run(a),
         cli::Command::Scenario(a) => scenario_cmd::scenario(a),

@@ -3,7 +3,7 @@
 //! `--net` the network topology and the HTTP probe). Prints a summary, writes
 //! JSON, and exits non-zero on any failure, saying which.
 
-use crate::cli::{policy, vm_config, MigrateArgs};
+use crate::cli::{policy, throttle, vm_config, MigrateArgs};
 use anyhow::{Context, Result};
 use results::MigrationStats;
 use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
@@ -58,6 +58,7 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
                 })
             })
             .transpose()?,
+        throttle: throttle(&args.policy)?,
     };
     let mut sut = VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, config.backend)
         .with_tls_dir(args.tls_dir.clone())
@@ -159,6 +160,14 @@ fn print_summary(s: &MigrationStats) {
         mb(s.transferred_bytes),
         s.zero_pages
     );
+    if let Some(setup) = s.setup_ms {
+        eprintln!("migbench: setup {setup:.2} ms (start to the first page sent)");
+    }
+    let throttled: Vec<String> =
+        s.rounds.iter().filter_map(|r| r.throttle_pct.map(|p| format!("R{} {p:.0}%", r.round))).collect();
+    if !throttled.is_empty() {
+        eprintln!("migbench: auto-converge held the worker vCPUs off: {}", throttled.join(", "));
+    }
     if let Some(why) = &s.stop_reason {
         eprintln!("migbench: stop-and-copy because {why}");
     }

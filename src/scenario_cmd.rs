@@ -76,6 +76,7 @@ fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
                 })
             })
             .transpose()?,
+        throttle: mem.throttle().map_err(anyhow::Error::msg)?,
     })
 }
 
@@ -189,11 +190,12 @@ fn run_scenario(
     let m = Measured::from_stats(s.name.clone(), &result.migration, result.app_downtime_ms);
     failures.extend(check::limits(&m, s.limits.max_downtime_ms, s.limits.max_app_downtime_ms));
     progress.println(&format!(
-        "migbench: {} on {}: {:?}, total {:.0} ms, VMM downtime {}, application-visible downtime {}",
+        "migbench: {} on {}: {:?}, total {:.0} ms, setup {}, VMM downtime {}, application-visible downtime {}",
         s.name,
         s.system.name(),
         result.migration.outcome,
         result.migration.total_ms,
+        result.migration.setup_ms.map_or("n/a".into(), |d| format!("{d:.1} ms")),
         result.migration.downtime_ms.map_or("n/a".into(), |d| format!("{d:.1} ms")),
         result.app_downtime_ms.map_or("n/a".into(), |d| format!("{d:.1} ms")),
     ));
@@ -236,11 +238,11 @@ pub fn scenario(args: ScenarioArgs) -> Result<ExitCode> {
     Ok(finish(&failures))
 }
 
-/// The scenarios `reproduce` runs on a system: idle and loaded (vmm-min also over a 1 Gbit/s link between
+/// The scenarios `reproduce` runs on a system: idle and loaded (vmm-min also loaded with auto-converge, and over a 1 Gbit/s link between
 /// simulated hosts, at the time scale of the 2006 charts).
 fn reproduce_scenarios(kind: SystemKind) -> &'static [&'static str] {
     match kind {
-        SystemKind::VmmMin => &["idle", "loaded", "idle-gbit", "loaded-gbit"],
+        SystemKind::VmmMin => &["idle", "loaded", "loaded-throttle", "idle-gbit", "loaded-gbit"],
         SystemKind::Qemu => &["qemu-idle", "qemu-loaded"],
     }
 }
@@ -266,7 +268,7 @@ fn parse_systems(names: &[String]) -> Result<Vec<SystemKind>> {
     Ok(v)
 }
 
-/// `migbench reproduce`: idle, loaded, idle-gbit, loaded-gbit (on each system that has them), and the
+/// `migbench reproduce`: idle, loaded (vmm-min also with auto-converge), idle-gbit, loaded-gbit (on each system that has them), and the
 /// microbenchmark table, in one report.
 pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     need_root()?;

@@ -170,7 +170,13 @@ fn killing_the_source_at_each_phase() {
         // The source dies inside the request: its reply never comes.
         let migrating = std::thread::spawn(move || {
             vmm_min::control::Client::new(&sock).call(
-                &Request::Migrate { to, policy: results::Policy::default(), verify: true, stop_deadline_ms: None },
+                &Request::Migrate {
+                    to,
+                    policy: results::Policy::default(),
+                    verify: true,
+                    stop_deadline_ms: None,
+                    throttle: None,
+                },
                 Duration::from_secs(60),
             )
         });
@@ -238,8 +244,13 @@ fn the_control_socket_bounds_its_clients_and_guards_a_migrating_vm() {
     let sock = src.sock.clone();
     let to = proxy.addr();
     let migrating = std::thread::spawn(move || {
-        let req =
-            Request::Migrate { to, policy: results::Policy::default(), verify: false, stop_deadline_ms: Some(3000) };
+        let req = Request::Migrate {
+            to,
+            policy: results::Policy::default(),
+            verify: false,
+            stop_deadline_ms: Some(3000),
+            throttle: None,
+        };
         vmm_min::control::Client::new(&sock).call(&req, Duration::from_secs(60))
     });
     let t = Instant::now();

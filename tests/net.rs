@@ -631,3 +631,115 @@ fn slowloris_clients_cannot_hold_every_socket() {
     assert!(served, "no fresh client was served within 40 s while 16 slow clients trickled");
     g.stop_and_check();
 }
+
+/// The client socket's retransmissions so far (`TCP_INFO`'s
+/// `tcpi_total_retrans`).
+fn total_retrans(s: &TcpStream) -> u32 {
+    // SAFETY: an all-zero `tcp_info` is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: TCP_INFO writes at most `len` bytes into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_total_retrans
+}
+
+/// A request that reaches the source's TAP while the guest is paused for
+/// the switchover travels in the migration stream and is answered on the
+/// destination, without the client retransmitting it (a lost frame costs
+/// at least Linux's 200 ms minimum retransmission timeout). Source and
+/// destination run in this process, each opening its TAP in the run's lan
+/// namespace, so the test sends the request from inside the pause
+/// (`SourceEvent::Paused`). Guest memory is verified by the digest.
+#[test]
+fn a_frame_sent_during_the_pause_is_delivered_on_the_destination() {
+    use vmm_min::migration::destination::{receive, IncomingOptions};
+    use vmm_min::migration::{SourceEvent, SourceOptions};
+    if !root_or_skip("a_frame_sent_during_the_pause_is_delivered_on_the_destination") {
+        return;
+    }
+    let id = format!("fr{}", &netns::new_run_id()[..4]);
+    let topo = netns::Topology::create(&id, 9000).expect("creating the topology");
+    let n = topo.names().clone();
+    let config = vmm_min::VmConfig {
+        memory: 64 << 20,
+        vcpus: 1,
+        workload: vmm_min::Workload::Idle,
+        backend: vmm_min::MemoryBackend::Anon,
+        net: Some(n.source_nic(FILE_BYTES as u64)),
+    };
+    let vmm = topo.in_lan(|| vmm_min::Vmm::boot(&config, false)).unwrap().expect("booting the source");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listening");
+    let to = listener.local_addr().expect("address").to_string();
+    let lan = n.lan_ns.clone();
+    let opts = IncomingOptions {
+        frame_timeout: Duration::from_secs(10),
+        deadline: Duration::from_secs(60),
+        tap: Some(n.tap_dst.clone()),
+        ..IncomingOptions::default()
+    };
+    let dest = std::thread::spawn(move || {
+        netns::run_in_netns(&lan, move || receive(&listener, &opts, &()).map_err(|e| e.to_string()))
+            .expect("entering the lan namespace")
+    });
+
+    let addr = (n.guest_ip, 80);
+    let mut c = topo
+        .in_probe(|| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match Client::connect(addr) {
+                    Ok(c) => return c,
+                    Err(e) => assert!(Instant::now() < deadline, "guest unreachable: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .unwrap();
+    assert_eq!(c.get("/health").status, 200);
+    let retrans_before = total_retrans(c.r.get_ref());
+    let mut sent_in_pause = None;
+    let mut events = |ev: SourceEvent| {
+        if let SourceEvent::Paused = ev {
+            // The guest and its NIC are stopped: the request can only wait
+            // on the source's TAP. Give the bridge time to deliver it there.
+            c.send(b"GET /health HTTP/1.1\r\nHost: guest\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(20));
+            sent_in_pause = Some(Instant::now());
+        }
+    };
+    let opts = SourceOptions { verify: true, ..SourceOptions::default() };
+    let stats = vmm_min::migration::migrate(&vmm, &to, &results::Policy::default(), &opts, &mut events);
+    assert_eq!(stats.outcome, results::Outcome::Completed, "{stats:?}");
+    assert!(sent_in_pause.is_some(), "the source never paused");
+    assert_eq!(stats.verify.as_ref().map(|v| v.ok), Some(true), "guest memory differs on the destination");
+    let (dst, _report) = dest.join().expect("the destination thread").expect("the incoming migration");
+
+    let r = c.read_response(true);
+    assert_eq!(r.status, 200, "the request sent during the pause is answered");
+    assert_eq!(
+        total_retrans(c.r.get_ref()) - retrans_before,
+        0,
+        "the client had to retransmit: the frame that reached the source during the pause was lost"
+    );
+    let s = dst.machine().net.as_ref().expect("the destination has a NIC").stats();
+    assert!(s.rx_frames > 0, "the destination delivered nothing: {s:?}");
+    // The connection goes on on the destination.
+    assert_eq!(c.get("/health").status, 200);
+
+    drop(c);
+    vmm.join();
+    drop(vmm);
+    dst.join();
+    drop(dst);
+    topo.remove().expect("removing the topology");
+    assert_gone(&n);
+}

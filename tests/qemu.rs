@@ -118,7 +118,7 @@ fn policy(max_bandwidth_mbps: Option<f64>) -> Policy {
 fn migrate_checked(r: &mut Rig, test: &str, bw: Option<f64>) -> (QemuMigration, f64) {
     let p = probe(&r.topo);
     std::thread::sleep(Duration::from_millis(1500));
-    let opts = QemuMigrateOptions { policy: policy(bw), auto_converge: false, verify: true };
+    let opts = QemuMigrateOptions { policy: policy(bw), auto_converge: None, verify: true };
     let m = r.sys.migrate(&opts).expect("migration");
     std::thread::sleep(Duration::from_millis(1500));
     let res = p.stop_and_join().expect("probe result");
@@ -209,7 +209,7 @@ fn memcheck_finds_no_damage_across_a_qemu_migration() {
     let Some(mut r) = rig("memcheck_qemu_migration", "memcheck:mb=64", false) else { return };
     std::thread::sleep(Duration::from_secs(1));
     let before = r.sys.memcheck().unwrap();
-    let opts = QemuMigrateOptions { policy: policy(Some(80_000.0)), auto_converge: false, verify: false };
+    let opts = QemuMigrateOptions { policy: policy(Some(80_000.0)), auto_converge: None, verify: false };
     let m = r.sys.migrate(&opts).expect("migration");
     assert_eq!(m.stats.outcome, Outcome::Completed, "{:?}", m.stats.reason);
     std::thread::sleep(Duration::from_secs(2));
@@ -240,7 +240,7 @@ fn killing_the_destination_during_precopy_leaves_the_source_serving() {
         // process that is not reaped before the migration returns.
         unsafe { libc::kill(dst, libc::SIGKILL) }
     });
-    let opts = QemuMigrateOptions { policy: policy(Some(40.0)), auto_converge: false, verify: false };
+    let opts = QemuMigrateOptions { policy: policy(Some(40.0)), auto_converge: None, verify: false };
     let m = r.sys.migrate(&opts).expect("migrate returns a result");
     assert_eq!(killer.join().unwrap(), 0);
     eprintln!(
@@ -280,7 +280,7 @@ fn qemu_figures() {
             let p = probe(&r.topo);
             std::thread::sleep(Duration::from_millis(2000));
             let m =
-                r.sys.migrate(&QemuMigrateOptions { policy: policy(bw), auto_converge: false, verify: false }).unwrap();
+                r.sys.migrate(&QemuMigrateOptions { policy: policy(bw), auto_converge: None, verify: false }).unwrap();
             std::thread::sleep(Duration::from_millis(2000));
             let res = p.stop_and_join().unwrap();
             assert_eq!(m.stats.outcome, Outcome::Completed, "{:?}", m.stats.reason);

@@ -204,7 +204,7 @@ fn reproduce_quick_report_renders_in_headless_chromium() {
     }
     assert_eq!(v["external"], serde_json::json!([]), "the report loads files from outside itself");
     let rows: Vec<&str> = v["summary_rows"].as_array().expect("rows").iter().filter_map(|r| r.as_str()).collect();
-    for want in ["outcome", "VMM downtime", "application-visible downtime"] {
+    for want in ["outcome", "VMM downtime", "application-visible downtime", "setup (start to the first page sent)"] {
         assert!(rows.contains(&want), "summary table lacks `{want}`: {rows:?}");
     }
 

@@ -433,7 +433,10 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
         ("outcome", |r| r.outcome.clone()),
         ("boot to first HTTP 200", |r| opt_ms(r.boot_to_http_ms)),
         ("total migration time", |r| format!("{:.2} ms", r.total_ms)),
-        ("setup", |r| opt_ms(r.setup_ms)),
+        ("setup (start to the first page sent)", |r| opt_ms(r.setup_ms)),
+        ("auto-converge: most throttled round", |r| {
+            r.max_throttle_pct.map_or_else(|| "off".to_string(), |p| format!("{p:.0}% held off"))
+        }),
         ("VMM downtime", |r| opt_ms(r.downtime_ms)),
         ("… pause vCPUs", |r| opt_ms(r.downtime_breakdown.as_ref().map(|b| b.pause_ms))),
         ("… final copy", |r| opt_ms(r.downtime_breakdown.as_ref().map(|b| b.final_copy_ms))),

@@ -115,6 +115,13 @@ pub struct SummaryRow {
     pub outcome: String,
     /// Migration start to end, ms.
     pub total_ms: f64,
+    /// Setup: migration start to the first page sent, ms.
+    #[serde(default)]
+    pub setup_ms: Option<f64>,
+    /// The most auto-converge held the worker vCPUs off in a round, percent
+    /// (`None`: not throttled).
+    #[serde(default)]
+    pub max_throttle_pct: Option<f64>,
     /// VMM-measured downtime, ms.
     pub downtime_ms: Option<f64>,
     /// Where the downtime went.
@@ -138,9 +145,6 @@ pub struct SummaryRow {
     /// The system under test.
     #[serde(default)]
     pub system: String,
-    /// Migration setup, ms (where the system measures it).
-    #[serde(default)]
-    pub setup_ms: Option<f64>,
     /// Launch of the source to the guest's first HTTP 200, ms.
     #[serde(default)]
     pub boot_to_http_ms: Option<f64>,
@@ -276,6 +280,8 @@ impl ScenarioResult {
             scenario: self.scenario.clone(),
             outcome: outcome_str(m.outcome).to_string(),
             total_ms: m.total_ms,
+            setup_ms: m.setup_ms,
+            max_throttle_pct: m.rounds.iter().filter_map(|r| r.throttle_pct).reduce(f64::max),
             downtime_ms: m.downtime_ms,
             downtime_breakdown: m.downtime_breakdown.clone(),
             app_downtime_ms: self.app_downtime_ms,
@@ -287,7 +293,6 @@ impl ScenarioResult {
             corruptions: self.probe.as_ref().map(|p| p.summary.corruptions),
             probe_errors: self.probe.as_ref().map(|p| p.summary.errors),
             system: self.system_name().to_string(),
-            setup_ms: m.setup_ms,
             boot_to_http_ms: self.boot_to_http_ms,
             verified: m.verify.as_ref().map(|v| v.ok),
         }

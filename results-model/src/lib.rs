@@ -23,6 +23,6 @@ pub mod series;
 
 pub use link::Link;
 pub use migration::{DowntimeBreakdown, MigrationStats, Outcome, RoundStats, VerifyStats};
-pub use policy::{OnTimeout, Policy, PolicyError, PolicyOverrides};
+pub use policy::{OnTimeout, Policy, PolicyError, PolicyOverrides, Throttle};
 pub use probe::{JitterSummary, LatencySummary, ProbeResult, Sample, Summary};
 pub use series::{Gap, PhaseRate, PhaseRates};

@@ -261,9 +261,110 @@ pub enum PolicyError {
     },
 }
 
+/// Auto-converge, QEMU's semantics: when a pre-copy round does not shrink
+/// the dirty set enough (the guest dirtied more than `trigger_pct` percent
+/// of what the round sent), the worker vCPUs are throttled: `initial_pct`
+/// percent of their time held off at first, `increment_pct` more after each
+/// further such round, up to `max_pct`. Throttling is a duty cycle on the
+/// worker vCPU threads; the vCPU that runs the guest's network is never
+/// throttled. Independent of the policy (either policy can use it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    /// The first throttle, percent (QEMU's `cpu-throttle-initial`, 20).
+    #[serde(default = "d_throttle_initial")]
+    pub initial_pct: f64,
+    /// Added per round that still does not converge, percent
+    /// (`cpu-throttle-increment`, 10).
+    #[serde(default = "d_throttle_increment")]
+    pub increment_pct: f64,
+    /// The most, percent (`max-cpu-throttle`, 99).
+    #[serde(default = "d_throttle_max")]
+    pub max_pct: f64,
+    /// A round "does not converge" when the pages dirtied during it exceed
+    /// this share of the pages it sent, percent (`throttle-trigger-threshold`, 50).
+    #[serde(default = "d_throttle_trigger")]
+    pub trigger_pct: f64,
+}
+
+fn d_throttle_initial() -> f64 {
+    20.0
+}
+fn d_throttle_increment() -> f64 {
+    10.0
+}
+fn d_throttle_max() -> f64 {
+    99.0
+}
+fn d_throttle_trigger() -> f64 {
+    50.0
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            initial_pct: d_throttle_initial(),
+            increment_pct: d_throttle_increment(),
+            max_pct: d_throttle_max(),
+            trigger_pct: d_throttle_trigger(),
+        }
+    }
+}
+
+impl Throttle {
+    /// QEMU's defaults with another maximum.
+    pub fn with_max(max_pct: f64) -> Self {
+        Throttle { max_pct, ..Throttle::default() }
+    }
+
+    /// Checks every value: percentages from 1 to 99 (the maximum at least
+    /// the initial value), the increment 0 to 99, the trigger 1 to 100.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let pct = |name: &'static str, v: f64, lo: f64, hi: f64, range: &'static str| {
+            if v.is_finite() && (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(PolicyError::OutOfRange { name, value: v, range })
+            }
+        };
+        pct("throttle initial_pct", self.initial_pct, 1.0, 99.0, "1 to 99 percent")?;
+        pct("throttle increment_pct", self.increment_pct, 0.0, 99.0, "0 to 99 percent")?;
+        pct("throttle max_pct", self.max_pct, self.initial_pct, 99.0, "the initial percentage to 99 percent")?;
+        pct("throttle trigger_pct", self.trigger_pct, 1.0, 100.0, "1 to 100 percent")
+    }
+
+    /// The throttle after a round, given the one in force during it
+    /// (`None`: none yet), the pages the round sent and the pages dirtied
+    /// during it. Unchanged when the round converged well enough.
+    pub fn next(&self, current: Option<f64>, pages_sent: u64, dirtied: u64) -> Option<f64> {
+        if (dirtied as f64) <= pages_sent as f64 * self.trigger_pct / 100.0 {
+            return current;
+        }
+        Some(match current {
+            None => self.initial_pct,
+            Some(c) => (c + self.increment_pct).min(self.max_pct),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttle_starts_at_20_and_climbs_by_10_to_the_max() {
+        let t = Throttle::with_max(45.0);
+        t.validate().unwrap();
+        assert_eq!(t.next(None, 1000, 400), None, "a round that converges leaves it off");
+        assert_eq!(t.next(None, 1000, 900), Some(20.0));
+        assert_eq!(t.next(Some(20.0), 1000, 900), Some(30.0));
+        assert_eq!(t.next(Some(40.0), 1000, 900), Some(45.0));
+        assert_eq!(t.next(Some(30.0), 1000, 100), Some(30.0), "kept, not lowered");
+        assert!(Throttle::with_max(10.0).validate().is_err());
+        assert!(Throttle { initial_pct: f64::NAN, ..Throttle::default() }.validate().is_err());
+        let parsed: Throttle = serde_json::from_str(r#"{"max_pct": 80}"#).unwrap();
+        assert_eq!(parsed, Throttle::with_max(80.0));
+    }
 
     #[test]
     fn one_set_of_defaults() {

@@ -64,6 +64,8 @@ pub struct Experiment {
     pub verify: bool,
     /// The network, if any.
     pub net: Option<NetSpec>,
+    /// Auto-converge (`None`: off).
+    pub throttle: Option<results::Throttle>,
 }
 
 /// What an experiment produced.
@@ -275,6 +277,7 @@ fn run_in(
     // 4. Migrate.
     std::thread::sleep(exp.warmup);
     events(Event::Phase("migrating"));
+    sut.set_throttle(exp.throttle);
     let stats = sut.migrate(&exp.policy, exp.verify, &mut |p| events(Event::Migration(p)))?;
 
     // 5. Check the guest where it now runs.

@@ -179,6 +179,12 @@ pub struct MigrationSection {
     /// Check the RAM digest on the destination.
     #[serde(default = "d_true")]
     pub verify: bool,
+    /// Auto-converge: throttle the worker vCPUs when rounds do not converge.
+    #[serde(default)]
+    pub throttle: bool,
+    /// The most auto-converge holds the worker vCPUs off, percent (default 99).
+    #[serde(default)]
+    pub throttle_max_pct: Option<f64>,
     /// Migrate to a destination started elsewhere with `migbench vmm
     /// --incoming ADDR`, as `HOST:PORT`, instead of starting one (the guest
     /// then has no NIC here, and no probe runs).
@@ -208,6 +214,19 @@ fn d_true() -> bool {
 }
 
 impl MigrationSection {
+    /// The typed auto-converge (`None` unless `throttle = true`), checked.
+    pub fn throttle(&self) -> Result<Option<results::Throttle>, String> {
+        if !self.throttle {
+            return match self.throttle_max_pct {
+                Some(_) => Err("key `migration.throttle_max_pct` needs `throttle = true`".into()),
+                None => Ok(None),
+            };
+        }
+        let t = self.throttle_max_pct.map_or_else(results::Throttle::default, results::Throttle::with_max);
+        t.validate().map_err(|e| format!("key `migration.throttle_max_pct`: {e}"))?;
+        Ok(Some(t))
+    }
+
     /// The typed policy: the scenario's keys over the policy's defaults.
     pub fn policy(&self) -> Result<Policy, String> {
         let timeout_ms = match &self.timeout {
@@ -381,6 +400,7 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
 pub const BUILT_IN: &[(&str, &str)] = &[
     ("idle", include_str!("../files/idle.toml")),
     ("loaded", include_str!("../files/loaded.toml")),
+    ("loaded-throttle", include_str!("../files/loaded-throttle.toml")),
     ("qemu-idle", include_str!("../files/qemu-idle.toml")),
     ("qemu-loaded", include_str!("../files/qemu-loaded.toml")),
     ("idle-gbit", include_str!("../files/idle-gbit.toml")),
@@ -451,6 +471,7 @@ impl Scenario {
             ));
         }
         self.migration.policy()?;
+        self.migration.throttle()?;
         if let Some(l) = &self.link {
             l.link()?;
         }

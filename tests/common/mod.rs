@@ -93,7 +93,19 @@ pub fn incoming_addr(sock: &std::path::Path) -> String {
 
 /// Migrates through the source's control socket; the statistics as JSON.
 pub fn migrate(sock: &std::path::Path, to: &str, policy: results::Policy, verify: bool) -> serde_json::Value {
-    let req = vmm_min::control::Request::Migrate { to: to.to_owned(), policy, verify, stop_deadline_ms: None };
+    migrate_with(sock, to, policy, verify, None)
+}
+
+/// [`migrate`] with auto-converge.
+pub fn migrate_with(
+    sock: &std::path::Path,
+    to: &str,
+    policy: results::Policy,
+    verify: bool,
+    throttle: Option<results::Throttle>,
+) -> serde_json::Value {
+    let req =
+        vmm_min::control::Request::Migrate { to: to.to_owned(), policy, verify, stop_deadline_ms: None, throttle };
     match control(sock, req) {
         vmm_min::control::Reply::Migrated(stats) => serde_json::to_value(*stats).expect("stats as JSON"),
         other => panic!("migrate answered with {other:?}"),

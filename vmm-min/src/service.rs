@@ -135,8 +135,8 @@ impl VmService {
             Request::Pause => self.pause(&vmm),
             Request::Resume => self.resume(&vmm),
             Request::Verify => verify(&vmm),
-            Request::Migrate { to, policy, verify, stop_deadline_ms } => {
-                let mut opts = SourceOptions { verify, tls: self.tls.clone(), ..SourceOptions::default() };
+            Request::Migrate { to, policy, verify, stop_deadline_ms, throttle } => {
+                let mut opts = SourceOptions { verify, tls: self.tls.clone(), throttle, ..SourceOptions::default() };
                 if let Some(ms) = stop_deadline_ms {
                     if !(1..=3_600_000).contains(&ms) {
                         return Reply::error(format!("stop_deadline_ms {ms} is out of range: 1 to 3600000"));

@@ -49,21 +49,39 @@ pub fn check_on_host(config: &VmConfig) -> Result<()> {
 /// anything: `boot` fills it with a fresh guest, a migration destination
 /// with the incoming one.
 pub(crate) fn new_machine(config: &VmConfig, console: bool) -> Result<Machine> {
+    new_machine_with(config, console, crate::memory::create(config.memory, config.backend)?)
+}
+
+/// [`new_machine`] over RAM made beforehand (a migration destination fills
+/// it while the VM is built).
+pub(crate) fn new_machine_with(config: &VmConfig, console: bool, mem: crate::memory::GuestMem) -> Result<Machine> {
+    let t0 = results::clock::mono_ns();
     let kvm = vm::open_kvm()?;
     config.validate(vm::max_vcpus(&kvm))?;
     let supported = kvm.get_supported_cpuid(MAX_CPUID_ENTRIES).map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
-    let vm = Vm::new(kvm, config.memory, config.backend)?;
+    let t1 = results::clock::mono_ns();
+    let vm = Vm::with_memory(kvm, mem, config.memory)?;
+    let t2 = results::clock::mono_ns();
     let mut vcpus = Vec::new();
     for i in 0..config.vcpus {
         let fd = vm.fd().create_vcpu(u64::from(i)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
         fd.set_cpuid2(&arch::cpuid_for(&supported, i)).map_err(Error::kvm("KVM_SET_CPUID2"))?;
         vcpus.push(Arc::new(Vcpu::new(i as usize, fd)?));
     }
+    let t3 = results::clock::mono_ns();
     // The TAP is opened in this thread's network namespace.
     let net = match &config.net {
         Some(n) => Some(NetDevice::new(n, vm.fd(), &vm.mem)?),
         None => None,
     };
+    let ms = |a, b| results::clock::ms_between(a, b);
+    tracing::debug!(
+        kvm_ms = ms(t0, t1),
+        vm_ms = ms(t1, t2),
+        vcpus_ms = ms(t2, t3),
+        nic_ms = ms(t3, results::clock::mono_ns()),
+        "machine built"
+    );
     Ok(Machine::new(vm, VcpuSet::new(vcpus), MmioBus::new(Uart::new(console)), net, console))
 }
 
@@ -184,7 +202,6 @@ impl Vmm {
     pub fn measure_dirty_rate(&self, total: Duration, step: Duration) -> Result<DirtyRate> {
         let vm = &self.machine.vm;
         let _owner = lock(&vm.dirty_log_owner);
-        vm.set_dirty_logging(true)?;
         vm.take_dirty_log()?;
         let written0 = self.pages_written();
         let t0 = Instant::now();
@@ -197,7 +214,6 @@ impl Vmm {
         }
         let secs = t0.elapsed().as_secs_f64();
         let written = self.pages_written().saturating_sub(written0);
-        vm.set_dirty_logging(false)?;
         Ok(DirtyRate {
             pages_per_s: pages as f64 / secs,
             mb_per_s: pages as f64 * abi::PAGE_SIZE as f64 / secs / 1e6,

@@ -41,8 +41,8 @@ use plotters::prelude::*;
 use crate::error::ReportError;
 
 pub use overlay::overlay;
-pub use rate::{comparison, comparison_grid, rate_progress, ZOOM_HALF_WIDTH_MS};
-pub use rounds::precopy_rounds;
+pub use rate::{comparison, comparison_grid, rate_progress, setup_label, ZOOM_HALF_WIDTH_MS};
+pub use rounds::{precopy_rounds, THROTTLE_LEGEND};
 
 /// The font family every chart uses.
 const FONT: &str = "sans-serif";

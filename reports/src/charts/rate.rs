@@ -29,13 +29,22 @@ pub(super) fn window_words(w: &Range<f64>) -> String {
 /// window reaches further right when the resume is later than that.
 pub const ZOOM_HALF_WIDTH_MS: f64 = 250.0;
 
+/// The setup band: from the migration start to the first page sent.
+pub const SETUP_COLOR: RGBColor = RGBColor(150, 90, 200);
+
+/// The legend text of the setup band.
+pub fn setup_label(setup_ms: f64) -> String {
+    format!("setup ({setup_ms:.1} ms: start to the first page sent)")
+}
+
 /// Share of a rate cell's height given to the zoom panel.
 const ZOOM_SHARE: u32 = 42;
 
 /// "VMM downtime … · application-visible downtime … · N pre-copy rounds".
 fn key_numbers(s: &ScenarioResult) -> String {
     format!(
-        "VMM downtime {} · application-visible downtime {} · {} pre-copy rounds · total {:.0} ms · {}",
+        "setup {} · VMM downtime {} · application-visible downtime {} · {} pre-copy rounds · total {:.0} ms · {}",
+        ms(s.migration.setup_ms),
         ms(s.migration.downtime_ms),
         ms(s.app_downtime_ms),
         s.migration.rounds.len(),
@@ -314,6 +323,18 @@ fn draw_rate_panel<DB: DrawingBackend>(
                     .map_err(msg)?;
             }
         }
+    }
+
+    // Setup: from the migration start to the first page sent, at least a
+    // few px wide so it stays visible.
+    if let Some(setup) = s.migration.setup_ms.filter(|v| v.is_finite() && *v >= 0.0) {
+        let a = tl.migration_start_s;
+        let b = (a + setup / 1e3).max(a + span * 0.004);
+        chart
+            .draw_series(std::iter::once(Rectangle::new([(a, 0.0), (b, y_top)], SETUP_COLOR.mix(0.5).filled())))
+            .map_err(msg)?
+            .label(setup_label(setup))
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], SETUP_COLOR.mix(0.5).filled()));
     }
 
     // Stop-and-copy: from the pause to the resume, at least a few px wide

@@ -15,6 +15,12 @@ struct RoundsFigure<'a> {
     s: &'a ScenarioResult,
 }
 
+/// The colour of the auto-converge labels.
+const THROTTLE_COLOR: RGBColor = RGBColor(150, 60, 20);
+
+/// The legend entry of the auto-converge labels.
+pub const THROTTLE_LEGEND: &str = "auto-converge: share of time the worker vCPUs were held off";
+
 /// A bar's value label, MB: three significant digits or so.
 fn mb_label(v: f64) -> String {
     if v >= 100.0 {
@@ -65,12 +71,19 @@ impl Figure for RoundsFigure<'_> {
             return rest.draw_text("no pre-copy rounds recorded", &style, (w as i32 / 2, h as i32 / 2)).map_err(msg);
         }
         let xr = -0.6..(slots as f64 - 0.4);
+        // Auto-converge: each round's held-off share of the worker vCPUs.
+        let throttle: Vec<Option<f64>> =
+            m.rounds.iter().map(|r| r.throttle_pct.filter(|p| p.is_finite()).map(|p| p.max(0.0))).collect();
+        let throttled = throttle.iter().any(Option::is_some);
+        let label_throttle = throttle.clone();
         let label_for = move |x: &f64| {
             let r = x.round();
             if (x - r).abs() > 1e-6 || r < 0.0 || r as usize >= slots {
                 String::new()
             } else if r as usize == n {
                 "stop&copy".to_string()
+            } else if let Some(Some(p)) = label_throttle.get(r as usize) {
+                format!("{r:.0} (throttle {p:.0}%)")
             } else {
                 format!("{r:.0}")
             }
@@ -205,6 +218,15 @@ impl Figure for RoundsFigure<'_> {
                 .map_err(msg)?
                 .label("rate limit in force")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], LIMIT_COLOR.stroke_width(2)));
+        }
+        if throttled {
+            let style = TextStyle::from(font(13.0)).color(&THROTTLE_COLOR).pos(Pos::new(HPos::Center, VPos::Bottom));
+            c.draw_series(throttle.iter().enumerate().filter_map(|(i, p)| {
+                p.map(|p| Text::new(format!("throttle {p:.0}%"), (i as f64, r_top * 0.04), style.clone()))
+            }))
+            .map_err(msg)?
+            .label(THROTTLE_LEGEND)
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], THROTTLE_COLOR.filled()));
         }
         c.configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)

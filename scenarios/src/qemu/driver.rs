@@ -183,8 +183,8 @@ impl Drop for QemuProcess {
 pub struct QemuMigrateOptions {
     /// The policy (`downtime` only; `xen` is n/a for QEMU).
     pub policy: Policy,
-    /// `auto-converge` (`--throttle`).
-    pub auto_converge: bool,
+    /// `auto-converge` (`--throttle`), with its parameters (`None`: off).
+    pub auto_converge: Option<results::Throttle>,
     /// Compare both sides' RAM before the destination runs.
     pub verify: bool,
 }
@@ -676,6 +676,12 @@ fn ram_sample(t: u64, info: &qmp::MigrationInfo) -> Option<RamSample> {
     })
 }
 
+/// A throttle percentage as QEMU's parameters take it (whole percent,
+/// 1–99; the policy has validated the range).
+fn throttle_pct(p: f64) -> u8 {
+    p.round().clamp(1.0, 99.0) as u8
+}
+
 fn event_time(events: &[TimedEvent], want: impl Fn(&qmp::Event) -> bool) -> Option<u64> {
     events.iter().find(|e| want(&e.event)).map(|e| e.mono_ns)
 }
@@ -693,7 +699,7 @@ async fn run_migration(
         .execute(qmp::migrate_set_capabilities {
             capabilities: vec![qmp::MigrationCapabilityStatus {
                 capability: qmp::MigrationCapability::auto_converge,
-                state: opts.auto_converge,
+                state: opts.auto_converge.is_some(),
             }],
         })
         .await?;
@@ -702,6 +708,10 @@ async fn run_migration(
         .execute(qmp::migrate_set_parameters(qmp::MigrateSetParameters {
             downtime_limit: Some(downtime_ms.max(1.0) as u64),
             max_bandwidth,
+            cpu_throttle_initial: opts.auto_converge.map(|t| throttle_pct(t.initial_pct)),
+            cpu_throttle_increment: opts.auto_converge.map(|t| throttle_pct(t.increment_pct)),
+            max_cpu_throttle: opts.auto_converge.map(|t| throttle_pct(t.max_pct)),
+            throttle_trigger_threshold: opts.auto_converge.map(|t| throttle_pct(t.trigger_pct)),
             ..Default::default()
         }))
         .await?;

@@ -95,6 +95,11 @@ pub trait SystemUnderTest {
         progress: &mut dyn FnMut(&MigrationProgress),
     ) -> Result<MigrationStats, RunnerError>;
 
+    /// Auto-converge for the next [`SystemUnderTest::migrate`] (`None`:
+    /// off). A system that cannot throttle ignores it, which this default
+    /// does.
+    fn set_throttle(&mut self, _throttle: Option<results::Throttle>) {}
+
     /// Whether the destination was started elsewhere (a real remote host):
     /// the runner then checks the guest there only by the migration's
     /// outcome (the destination's Started) and not through [`Self::heartbeat`].

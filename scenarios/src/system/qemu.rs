@@ -19,7 +19,7 @@ use super::{GuestSpec, MigrationProgress, RunContext, Side, SystemUnderTest, Tea
 use crate::error::RunnerError;
 use crate::qemu::driver::{find_binary, QemuConfig, QemuError, QemuMigrateOptions, QemuSystem, QemuTotals};
 use linux_guest::api::AgentStatus;
-use results::{MigrationStats, Outcome, Policy};
+use results::{MigrationStats, Outcome, Policy, Throttle};
 use std::cell::Cell;
 use std::time::Duration;
 
@@ -32,12 +32,16 @@ const BOOT_LIMIT: Duration = Duration::from_secs(90);
 ///
 /// - `downtime`: `downtime-limit` and `max-bandwidth` (the driver sets both
 ///   from the policy; without a cap QEMU keeps its own 128 MiB/s default);
-/// - the throttle: QEMU's `auto-converge` capability. `results::Policy` has
-///   no throttle option yet (another change adds it); until it does, this
-///   stays off. THROTTLE MAPPING POINT: when the policy grows its throttle
-///   option, set `auto_converge` from it here, and only here;
+/// - the throttle (`--throttle`, `throttle = true`): QEMU's `auto-converge`
+///   capability, with `cpu-throttle-initial`, `cpu-throttle-increment`,
+///   `max-cpu-throttle` and `throttle-trigger-threshold` from
+///   [`results::Throttle`] (whose defaults are QEMU's);
 /// - `xen`: n/a for QEMU, with the reason.
-pub fn migrate_options(policy: &Policy, verify: bool) -> Result<QemuMigrateOptions, QemuError> {
+pub fn migrate_options(
+    policy: &Policy,
+    throttle: Option<Throttle>,
+    verify: bool,
+) -> Result<QemuMigrateOptions, QemuError> {
     if let Policy::Xen { .. } = policy {
         return Err(QemuError::NotApplicable(
             "policy xen is n/a for QEMU: QEMU has no Xen-style dynamic rate limiting (its rate is one fixed \
@@ -45,8 +49,7 @@ pub fn migrate_options(policy: &Policy, verify: bool) -> Result<QemuMigrateOptio
                 .into(),
         ));
     }
-    let auto_converge = false;
-    Ok(QemuMigrateOptions { policy: policy.clone(), auto_converge, verify })
+    Ok(QemuMigrateOptions { policy: policy.clone(), auto_converge: throttle, verify })
 }
 
 /// Why the `qemu` system cannot run here, if it cannot: the binary, kernel
@@ -66,6 +69,8 @@ pub fn unavailable(cfg: &QemuConfig) -> Option<String> {
 /// The `qemu` system: one [`QemuSystem`] per run, created by `start`.
 pub struct Qemu {
     cfg: QemuConfig,
+    /// Auto-converge for the next migration.
+    throttle: Option<Throttle>,
     sys: Option<QemuSystem>,
     /// A migration completed: the guest runs in the QEMU that received it.
     migrated: bool,
@@ -85,6 +90,7 @@ impl Qemu {
     pub fn new(cfg: QemuConfig) -> Qemu {
         Qemu {
             cfg,
+            throttle: None,
             sys: None,
             migrated: false,
             last_heartbeat: Cell::new([0; 2]),
@@ -169,13 +175,17 @@ impl SystemUnderTest for Qemu {
         self.boot_ms
     }
 
+    fn set_throttle(&mut self, throttle: Option<Throttle>) {
+        self.throttle = throttle;
+    }
+
     fn migrate(
         &mut self,
         policy: &Policy,
         verify: bool,
         progress: &mut dyn FnMut(&MigrationProgress),
     ) -> Result<MigrationStats, RunnerError> {
-        let opts = migrate_options(policy, verify)?;
+        let opts = migrate_options(policy, self.throttle, verify)?;
         let sys =
             self.sys.as_mut().ok_or_else(|| RunnerError::System { system: "qemu", message: "not started".into() })?;
         // The destination waits with -S; without --verify it is started
@@ -281,10 +291,13 @@ mod tests {
             on_timeout: OnTimeout::Cancel,
             max_bandwidth_mbps: Some(80_000.0),
         };
-        let o = migrate_options(&d, true).unwrap();
-        assert_eq!((o.policy, o.auto_converge, o.verify), (d, false, true));
+        let o = migrate_options(&d, None, true).unwrap();
+        assert_eq!((o.policy.clone(), o.auto_converge, o.verify), (d.clone(), None, true));
+        let t = Throttle::default();
+        let o = migrate_options(&d, Some(t), false).unwrap();
+        assert_eq!(o.auto_converge, Some(t));
         let x = Policy::build("xen", &Default::default()).unwrap();
-        let e = migrate_options(&x, false).unwrap_err().to_string();
+        let e = migrate_options(&x, None, false).unwrap_err().to_string();
         assert!(e.contains("n/a for QEMU") && e.contains("downtime policy"), "{e}");
     }
 

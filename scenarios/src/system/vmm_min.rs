@@ -40,6 +40,8 @@ pub struct VmmMin {
     to: Option<String>,
     /// When the source VMM was launched (`CLOCK_MONOTONIC`, ns).
     source_launched_ns: Option<u64>,
+    /// Auto-converge for the migration.
+    throttle: Option<results::Throttle>,
     /// A destination started elsewhere (`migbench vmm --incoming ADDR`),
     /// which this system drives but does not start or check.
     remote: Option<String>,
@@ -65,6 +67,7 @@ impl VmmMin {
             remote: None,
             nic: None,
             stop_deadline_ms: None,
+            throttle: None,
         }
     }
 
@@ -207,6 +210,10 @@ impl SystemUnderTest for VmmMin {
         self.start_source(&config, ctx)
     }
 
+    fn set_throttle(&mut self, throttle: Option<results::Throttle>) {
+        self.throttle = throttle;
+    }
+
     fn migrate(
         &mut self,
         policy: &Policy,
@@ -218,7 +225,13 @@ impl SystemUnderTest for VmmMin {
             message: "no destination address: start the destination first".into(),
         })?;
         let client = self.side(Side::Source)?.client.clone();
-        let req = Request::Migrate { to, policy: policy.clone(), verify, stop_deadline_ms: self.stop_deadline_ms };
+        let req = Request::Migrate {
+            to,
+            policy: policy.clone(),
+            verify,
+            stop_deadline_ms: self.stop_deadline_ms,
+            throttle: self.throttle,
+        };
         // The migrate request blocks until the end; a second connection
         // polls the source's status for progress meanwhile.
         let reply = std::thread::scope(|s| {

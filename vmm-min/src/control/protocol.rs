@@ -53,6 +53,10 @@ pub enum Request {
         /// Ready, ms (default 5000); past it the source aborts and resumes.
         #[serde(default)]
         stop_deadline_ms: Option<u64>,
+        /// Auto-converge: throttle the worker vCPUs when pre-copy does not
+        /// converge (default: never).
+        #[serde(default)]
+        throttle: Option<results::Throttle>,
     },
     /// After an `indeterminate` migration (Commit sent, no Started): the
     /// operator's decision, made after looking at the destination.
@@ -198,7 +202,8 @@ mod tests {
                 to: "127.0.0.1:1".into(),
                 policy: Policy::default(),
                 verify: false,
-                stop_deadline_ms: None
+                stop_deadline_ms: None,
+                throttle: None
             }
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"fly"}"#).is_err());

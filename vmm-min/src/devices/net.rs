@@ -23,7 +23,13 @@
 //! - **Migration:** [`Pausable::pause`] parks the thread outside any queue
 //!   work (stop-and-copy), [`NetDevice::state`] and [`NetDevice::restore`]
 //!   carry the transport and queue state, [`Pausable::resume`] restarts it
-//!   and processes whatever the guest made available meanwhile. The thread
+//!   and processes whatever the guest made available meanwhile.
+//!   Frames for the guest that the source holds at the pause (queued on
+//!   its TAP, or read but not yet given to the guest for want of buffers)
+//!   travel in [`NetState::rx_queued`]; frames that reach the source TAP
+//!   later, until Commit, travel with the Commit ([`NetDevice::take_arrived`],
+//!   [`NetDevice::inject`]). The destination delivers all of them before
+//!   anything it reads from its own TAP. The thread
 //!   ends on [`NetDevice::stop`], which the VMM calls when the VM stops.
 //!   [`NetDevice::announce`] sends a gratuitous ARP for the guest from the VMM,
 //!   and [`request_guest_announce`] asks the guest to send its own.
@@ -40,6 +46,7 @@ use crate::run_control::{Doorbell, Pausable, RunControl};
 use crate::sync::lock;
 use kvm_ioctls::{IoEventAddress, VmFd};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -62,6 +69,11 @@ pub const QUEUE_MAX: u16 = 256;
 const MAX_FRAME: usize = 65_562 + VNET_HDR_LEN;
 /// How long `pause` waits for the thread to park.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most frames a migration carries for the guest (a full TAP queue is
+/// 500 to 1000); more are dropped and counted.
+pub const MAX_CARRIED_FRAMES: usize = 1024;
+/// The most bytes of such frames (well inside a wire frame's 8 MiB).
+pub const MAX_CARRIED_BYTES: usize = 4 << 20;
 
 /// Counters of the device, for statistics.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -100,6 +112,39 @@ pub struct NetState {
     pub mac: [u8; 6],
     /// Transport registers and queues.
     pub transport: TransportState,
+    /// Frames for the guest that the source held at the pause, oldest
+    /// first, each with its virtio-net header: the destination delivers
+    /// them before anything from its own TAP.
+    pub rx_queued: Vec<Frame>,
+}
+
+/// One Ethernet frame with its 12-byte virtio-net header, as the TAP reads
+/// it; base64 in the migration state's JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(pub Vec<u8>);
+
+impl Serialize for Frame {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Frame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use base64::Engine;
+        let text = String::deserialize(d)?;
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map_err(serde::de::Error::custom)?;
+        if bytes.len() <= VNET_HDR_LEN || bytes.len() > MAX_FRAME {
+            return Err(serde::de::Error::custom(format!(
+                "a carried frame of {} bytes: expected {} to {MAX_FRAME} (header included)",
+                bytes.len(),
+                VNET_HDR_LEN + 1
+            )));
+        }
+        Ok(Frame(bytes))
+    }
 }
 
 /// A virtio-net device backed by a TAP.
@@ -117,6 +162,9 @@ pub struct NetDevice {
     run: RunControl,
     counters: Counters,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Frames for the guest to deliver before reading the TAP: one read
+    /// that did not fit the guest yet, and those a migration carried.
+    carried: Mutex<VecDeque<Vec<u8>>>,
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -177,6 +225,7 @@ impl NetDevice {
             run: RunControl::default(),
             counters: Counters::default(),
             thread: Mutex::new(None),
+            carried: Mutex::new(VecDeque::new()),
         }))
     }
 
@@ -191,6 +240,11 @@ impl NetDevice {
         let handle = std::thread::Builder::new()
             .name("virtio-net".into())
             .spawn(move || {
+                // The guest's network must not wait behind busy vCPUs.
+                let tid = crate::run_control::current_tid();
+                if let Err(e) = crate::run_control::set_thread_nice(tid, crate::run_control::LATENCY_NICE) {
+                    tracing::debug!("the virtio-net thread keeps its priority: {e}");
+                }
                 if let Err(e) = dev.run(&bell) {
                     tracing::error!("virtio-net device thread failed: {e}");
                 }
@@ -237,8 +291,66 @@ impl NetDevice {
 
     /// The device's migration state. Call while the device and the vCPUs are
     /// paused, so that it is consistent with guest memory.
+    ///
+    /// Takes every frame queued on the TAP into the state too, after any
+    /// the device already held: once the source stops, nothing else would
+    /// deliver them (the client would have to retransmit them).
     pub fn state(&self) -> NetState {
-        NetState { mac: self.mac, transport: lock(&self.transport).state() }
+        let mut carried = lock(&self.carried);
+        self.drain_tap(&mut carried);
+        let rx_queued = carried.iter().cloned().map(Frame).collect();
+        NetState { mac: self.mac, transport: lock(&self.transport).state(), rx_queued }
+    }
+
+    /// Reads every frame queued on the TAP into `into`, up to the carried
+    /// limits (more are dropped and counted). Only while the device thread
+    /// is paused, or not started.
+    fn drain_tap(&self, into: &mut VecDeque<Vec<u8>>) -> usize {
+        let mut buf = vec![0u8; MAX_FRAME];
+        let mut bytes: usize = into.iter().map(Vec::len).sum();
+        let mut n = 0;
+        loop {
+            match self.tap.read(&mut buf) {
+                Ok(len) if len > VNET_HDR_LEN => {
+                    if into.len() >= MAX_CARRIED_FRAMES || bytes + len > MAX_CARRIED_BYTES {
+                        self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    bytes += len;
+                    into.push_back(buf[..len].to_vec());
+                    n += 1;
+                }
+                Ok(_) => {
+                    self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return n,
+            }
+        }
+    }
+
+    /// The frames that reached the TAP since [`NetDevice::state`] (call with
+    /// the device paused): a source sends them with its Commit.
+    pub fn take_arrived(&self) -> Vec<Frame> {
+        let mut late = VecDeque::new();
+        self.drain_tap(&mut late);
+        late.into_iter().map(Frame).collect()
+    }
+
+    /// Queues frames for the guest after those already carried, ahead of
+    /// anything on the TAP (a destination, with the frames that came with
+    /// the Commit).
+    pub fn inject(&self, frames: Vec<Frame>) {
+        let mut carried = lock(&self.carried);
+        for f in frames {
+            if carried.len() < MAX_CARRIED_FRAMES {
+                carried.push_back(f.0);
+            } else {
+                self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(carried);
+        let _ = self.control.write(1);
     }
 
     /// Restores the migration state (on the destination, before resuming).
@@ -251,6 +363,10 @@ impl NetDevice {
             )));
         }
         lock(&self.transport).restore(&st.transport).map_err(Error::State)?;
+        let mut carried = lock(&self.carried);
+        carried.clear();
+        carried.extend(st.rx_queued.iter().take(MAX_CARRIED_FRAMES).map(|f| f.0.clone()));
+        drop(carried);
         let _ = self.control.write(1);
         Ok(())
     }
@@ -293,7 +409,7 @@ impl NetDevice {
         add(self.notify[TX].as_raw_fd(), EventSet::IN, NOTIFY_TX)?;
         add(self.control.as_raw_fd(), EventSet::IN, CONTROL)?;
         let mut events = [EpollEvent::default(); 8];
-        let mut rx = RxPath { buf: vec![0u8; MAX_FRAME], pending: None };
+        let mut rx = RxPath { buf: vec![0u8; MAX_FRAME] };
         let mut txbuf = vec![0u8; MAX_FRAME];
         let mut last_error_log = Instant::now() - Duration::from_secs(60);
         loop {
@@ -393,8 +509,13 @@ impl NetDevice {
             return Ok(false);
         }
         loop {
-            let len = match rx.pending {
-                Some(len) => len,
+            // Carried frames first, then the TAP.
+            let carried = lock(&self.carried).pop_front();
+            let len = match carried {
+                Some(f) => {
+                    rx.buf[..f.len()].copy_from_slice(&f);
+                    f.len()
+                }
                 None => match self.tap.read(&mut rx.buf) {
                     Ok(n) if n > VNET_HDR_LEN => n,
                     Ok(_) => {
@@ -406,11 +527,17 @@ impl NetDevice {
                     Err(e) => return Err(format!("reading the TAP: {e}")),
                 },
             };
-            rx.pending = Some(len);
-            check_avail(q, mem, "RX")?;
+            // Until it is in the guest, the frame waits at the head of the
+            // carried queue, where a pause finds it.
+            let hold = |rx: &RxPath| lock(&self.carried).push_front(rx.buf[..len].to_vec());
+            if let Err(e) = check_avail(q, mem, "RX") {
+                hold(rx);
+                return Err(e);
+            }
             let Some(chain) = q.pop_descriptor_chain(mem) else {
                 // Out of buffers: ask the guest to notify when it adds some,
                 // unless it just did.
+                hold(rx);
                 if q.enable_notification(mem).map_err(|e| format!("RX queue: {e}"))? {
                     q.disable_notification(mem).map_err(|e| format!("RX queue: {e}"))?;
                     continue;
@@ -443,7 +570,6 @@ impl NetDevice {
                 0
             };
             q.add_used(mem, head, used).map_err(|e| format!("RX used ring: {e}"))?;
-            rx.pending = None;
             work = true;
         }
     }
@@ -499,11 +625,9 @@ impl Pausable for NetDevice {
     }
 }
 
-/// The receive path's frame buffer and a frame read from the TAP that did
-/// not fit into the guest yet.
+/// The receive path's frame buffer.
 struct RxPath {
     buf: Vec<u8>,
-    pending: Option<usize>,
 }
 
 fn fmt_mac(m: &[u8; 6]) -> String {

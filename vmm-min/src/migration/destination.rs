@@ -18,7 +18,7 @@ use crate::config::VmConfig;
 use crate::guest_image;
 use crate::machine::Machine;
 use crate::memory;
-use crate::vmm::{new_machine, Vmm};
+use crate::vmm::{new_machine_with, Vmm};
 use results::clock::mono_ns;
 use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
@@ -99,12 +99,19 @@ pub fn receive(
     opts: &IncomingOptions,
     hooks: &dyn IncomingHooks,
 ) -> Result<(Arc<Vmm>, IncomingReport), MigrationError> {
+    // Receiving must keep pace with the source, whatever else runs here;
+    // raised before the wait, so that the Hello is answered at once.
+    let _priority = crate::run_control::Priority::raise();
     let (mut conn, hello) = accept(listener, opts)?;
     hooks.receiving();
-    let result = setup(&mut conn, &hello, opts).and_then(|(machine, config)| {
-        let incoming = receive_memory(&mut conn, &machine, config.memory / PAGE_SIZE, hello.verify)?;
+    let result = setup(&mut conn, &hello, opts).and_then(|(building, mem, config)| {
+        let incoming = receive_memory(&mut conn, &mem, config.memory / PAGE_SIZE, hello.verify);
+        let machine = building.finish();
+        let incoming = incoming?;
+        let machine = machine?;
         verify_and_restore(&mut conn, &machine, &incoming)?;
-        let commit_ns = wait_commit(&mut conn)?;
+        let (commit_ns, commit) = wait_commit(&mut conn)?;
+        announce_before_start(&machine, commit.rx_frames);
         let vmm = start(&mut conn, machine, config, commit_ns, hooks)?;
         Ok((vmm, incoming.report))
     });
@@ -173,8 +180,46 @@ fn refusal(hello: &Hello, config: &VmConfig, opts: &IncomingOptions) -> Option<S
     }
 }
 
-/// Phase 1b: checks the offered VM and builds an empty one like it.
-fn setup(conn: &mut Conn, hello: &Hello, opts: &IncomingOptions) -> Result<(Machine, VmConfig), MigrationError> {
+/// The VM a destination builds while the pages arrive: registering guest
+/// RAM with KVM (`KVM_SET_USER_MEMORY_REGION`) took 4–13 ms, and once
+/// 514 ms, on a 2-core host whose other VM was busy, and that wait was the
+/// migration's setup time; now it overlaps round 0.
+struct Building(std::thread::JoinHandle<crate::Result<Machine>>);
+
+impl Building {
+    /// Starts building in a thread of its own, in this thread's network
+    /// namespace (the NIC's TAP is opened there).
+    fn start(config: &VmConfig, console: bool, mem: memory::GuestMem) -> std::io::Result<Building> {
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name("vm-build".into())
+            .spawn(move || {
+                let t0 = mono_ns();
+                let m = new_machine_with(&config, console, mem);
+                tracing::info!(build_ms = results::clock::ms_between(t0, mono_ns()), "destination: VM built");
+                m
+            })
+            .map(Building)
+    }
+
+    /// Waits for the VM.
+    fn finish(self) -> Result<Machine, MigrationError> {
+        let fail = |why: String| MigrationError::Setup(Cause::NotStarted(format!("cannot build the VM here: {why}")));
+        match self.0.join() {
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(e)) => Err(fail(e.to_string())),
+            Err(_) => Err(fail("the build thread panicked".into())),
+        }
+    }
+}
+
+/// Phase 1b: checks the offered VM, makes its RAM and starts building an
+/// empty VM like it (see [`Building`]).
+fn setup(
+    conn: &mut Conn,
+    hello: &Hello,
+    opts: &IncomingOptions,
+) -> Result<(Building, memory::GuestMem, VmConfig), MigrationError> {
     let fail = MigrationError::Setup;
     let mut config = hello.config.clone();
     if let (Some(net), Some(tap)) = (&mut config.net, &opts.tap) {
@@ -182,7 +227,13 @@ fn setup(conn: &mut Conn, hello: &Hello, opts: &IncomingOptions) -> Result<(Mach
     }
     let built = match refusal(hello, &config, opts) {
         Some(reason) => Err(reason),
-        None => new_machine(&config, opts.console).map_err(|e| format!("cannot build the VM here: {e}")),
+        None => memory::create(config.memory, config.backend)
+            .map_err(|e| format!("cannot make the VM's RAM here: {e}"))
+            .and_then(|mem| {
+                let building = Building::start(&config, opts.console, mem.clone())
+                    .map_err(|e| format!("cannot start building the VM: {e}"))?;
+                Ok((building, mem))
+            }),
     };
     let reply = match &built {
         Ok(_) => HelloReply { ok: true, reason: None },
@@ -191,8 +242,8 @@ fn setup(conn: &mut Conn, hello: &Hello, opts: &IncomingOptions) -> Result<(Mach
     let send = |e| fail(Cause::io("replying to the source")(e));
     conn.out.send_json(Kind::HelloReply, &reply).map_err(send)?;
     conn.out.flush().map_err(send)?;
-    let machine = built.map_err(|reason| fail(Cause::Refused(reason)))?;
-    Ok((machine, config))
+    let (building, mem) = built.map_err(|reason| fail(Cause::Refused(reason)))?;
+    Ok((building, mem, config))
 }
 
 /// Everything the source sent up to `Complete`.
@@ -209,14 +260,15 @@ struct Incoming {
 /// `Complete` (the destination cannot tell the source's rounds apart).
 fn receive_memory(
     conn: &mut Conn,
-    machine: &Machine,
+    mem: &memory::GuestMem,
     ram_pages: u64,
     verify: bool,
 ) -> Result<Incoming, MigrationError> {
     let fail = MigrationError::PreCopy;
-    let base = memory::host_base(&machine.vm.mem).map_err(|e| fail(e.into()))?;
+    let base = memory::host_base(mem).map_err(|e| fail(e.into()))?;
     // SAFETY: `base` maps this VM's `ram_pages` pages; no vCPU or device of
-    // the VM runs yet, so nothing else touches them while `ram` lives.
+    // the VM runs yet (it is still being built), so nothing else touches
+    // them while `ram` lives.
     let mut ram = unsafe { RamWriter::new(base, ram_pages) };
     let mut report = IncomingReport { pages: 0, frames: 0, verified: false };
     let (mut saved, mut digest) = (None, None);
@@ -291,14 +343,30 @@ fn verify_and_restore(conn: &mut Conn, machine: &Machine, incoming: &Incoming) -
     sent.map_err(|e| fail(Cause::io("sending Ready")(e)))
 }
 
+/// After Commit, before the vCPUs run: queues the frames that came with the
+/// Commit for the guest (after those in the state, before the TAP's), tells
+/// the bridge where the guest is now (a gratuitous ARP from the VMM, so
+/// frames sent to the guest from here on reach this TAP), and asks the
+/// guest's stack to announce itself as soon as it runs.
+fn announce_before_start(machine: &Machine, frames: Vec<crate::devices::net::Frame>) {
+    let Some(net) = &machine.net else { return };
+    net.inject(frames);
+    if let Err(e) = net.announce() {
+        tracing::warn!("gratuitous ARP from the VMM failed: {e}");
+    }
+    if let Err(e) = crate::devices::net::request_guest_announce(machine) {
+        tracing::warn!("asking the guest to announce itself failed: {e}");
+    }
+}
+
 /// Waits for the source's Commit; without it the VM here never runs.
-fn wait_commit(conn: &mut Conn) -> Result<u64, MigrationError> {
+fn wait_commit(conn: &mut Conn) -> Result<(u64, Commit), MigrationError> {
     conn.deadline.set_in(COMMIT_TIMEOUT);
     let commit: Result<Commit, _> = conn.reader.recv_json(Kind::Commit);
     let commit_ns = mono_ns();
     conn.deadline.clear();
     match commit {
-        Ok(_) => Ok(commit_ns),
+        Ok(c) => Ok((commit_ns, c)),
         Err(WireError::Aborted(reason)) => Err(MigrationError::StopAndCopy(Cause::Aborted(escape(&reason)))),
         Err(e) => Err(MigrationError::StopAndCopy(Cause::NotStarted(format!(
             "no Commit from the source ({e}); the VM here never ran and is dropped"
@@ -327,16 +395,6 @@ fn start(
             started.reason = Some(why.clone());
             let _ = conn.out.send_json(Kind::Started, &started).and_then(|()| conn.out.flush());
             return Err(MigrationError::Commitment(Cause::NotStarted(why)));
-        }
-    }
-    if let Some(net) = &vmm.machine().net {
-        // Tell the bridge where the guest is now: the VMM sends a gratuitous
-        // ARP at once, and asks the guest's stack to send its own.
-        if let Err(e) = net.announce() {
-            tracing::warn!("gratuitous ARP from the VMM failed: {e}");
-        }
-        if let Err(e) = crate::devices::net::request_guest_announce(vmm.machine()) {
-            tracing::warn!("asking the guest to announce itself failed: {e}");
         }
     }
     started.ok = true;

@@ -6,6 +6,7 @@
 //! - [`error`]: [`MigrationError`], one variant per phase;
 //! - [`policy`]: when to stop iterating (`xen`, `downtime`);
 //! - [`page_sender`]: the page send path and dirty-bitmap helpers;
+//! - [`throttle`]: auto-converge, a duty cycle on the worker vCPUs;
 //! - [`source`]: the sending side, one function per phase; it owns the VM
 //!   until acknowledged;
 //! - [`destination`]: the receiving side, one function per phase; it
@@ -24,6 +25,7 @@ pub mod policy;
 pub mod protocol;
 pub mod source;
 pub mod state;
+pub mod throttle;
 pub mod timed;
 pub mod tls;
 pub mod wire;

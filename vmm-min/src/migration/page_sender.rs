@@ -57,6 +57,9 @@ pub struct PageSender<W: Write> {
     /// Pages known never to have been touched (round 0 only): sent as zero
     /// markers without being read.
     pub untouched: Option<Vec<u64>>,
+    /// When the first `Pages` frame went out (CLOCK_MONOTONIC ns): the end
+    /// of the migration's setup.
+    pub first_frame_ns: Option<u64>,
 }
 
 impl<W: Write> PageSender<W> {
@@ -74,6 +77,7 @@ impl<W: Write> PageSender<W> {
             data: Vec::with_capacity(pages::BATCH * PAGE),
             table: Vec::with_capacity(4 + pages::BATCH * 8),
             untouched: None,
+            first_frame_ns: None,
         }
     }
 
@@ -83,6 +87,7 @@ impl<W: Write> PageSender<W> {
         }
         pages::encode_table(&self.entries, &mut self.table);
         self.w.send_parts(Kind::Pages, &[&self.table, &self.data])?;
+        self.first_frame_ns.get_or_insert_with(mono_ns);
         self.entries.clear();
         self.data.clear();
         Ok(())

@@ -116,6 +116,10 @@ pub struct Ready {
 pub struct Commit {
     /// When the source sent it.
     pub sent_ns: u64,
+    /// Frames for the guest that reached the source's TAP after its state
+    /// was saved, oldest first: the destination delivers them after those
+    /// in the state and before anything from its own TAP.
+    pub rx_frames: Vec<crate::devices::net::Frame>,
 }
 
 /// The destination runs the guest (or saw it fail to run, and stopped it).

@@ -10,16 +10,18 @@ use super::page_sender::{count, merge_into, untouched_pages, PageSender};
 use super::policy::{self, Decision, Progress};
 use super::protocol::{escape, Abort, Commit, Complete, Hello, HelloReply, Ready, Started};
 use super::state;
+use super::throttle::Throttler;
 use super::timed::{Deadline, TimedStream};
 use super::tls::{Halves, Shared, TlsCredentials};
 use super::wire::{FrameReader, FrameWriter, Kind, WireError};
 use crate::abi::PAGE_SIZE;
 use crate::guest_image;
 use crate::memory;
+use crate::run_control::Priority;
 use crate::vmm::Vmm;
 use results::clock::{mono_ns, ms_between};
 use results::migration::{DowntimeBreakdown, MigrationStats, Outcome, RoundStats, VerifyStats};
-use results::Policy;
+use results::{Policy, Throttle};
 use std::io::{BufWriter, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -44,11 +46,14 @@ pub struct SourceOptions {
     /// The longest the guest may stay paused before the destination is
     /// Ready; past it the source aborts and resumes.
     pub stop_deadline: Duration,
+    /// Auto-converge: throttle the worker vCPUs when rounds do not
+    /// converge (`None`: never).
+    pub throttle: Option<Throttle>,
 }
 
 impl Default for SourceOptions {
     fn default() -> Self {
-        Self { verify: false, tls: None, stop_deadline: DEFAULT_STOP_DEADLINE }
+        Self { verify: false, tls: None, stop_deadline: DEFAULT_STOP_DEADLINE, throttle: None }
     }
 }
 
@@ -82,8 +87,11 @@ pub fn migrate(vmm: &Vmm, to: &str, policy: &Policy, opts: &SourceOptions, event
         paused: false,
         committed: false,
         deadline: Deadline::none(),
+        throttler: None,
     };
     let _owner = crate::sync::lock(&vmm.machine().vm.dirty_log_owner);
+    // The page copy must not starve behind busy worker vCPUs.
+    let _priority = Priority::raise();
     let result = src.run(to, events);
     if let Err(e) = result {
         src.stats.reason = Some(e.to_string());
@@ -135,6 +143,8 @@ struct Source<'a> {
     committed: bool,
     /// The current phase's deadline, shared by both halves of the socket.
     deadline: Deadline,
+    /// Auto-converge, from pre-copy until the pause.
+    throttler: Option<Throttler>,
 }
 
 /// The connection to the destination.
@@ -176,15 +186,14 @@ impl Source<'_> {
         result
     }
 
-    /// After a failure: the VM runs here again, and tracking is off.
+    /// After a failure: the VM runs here again (dirty logging stays on, as
+    /// it is for the VM's life; nobody reads it).
     fn recover(&mut self, events: EventFn) {
+        self.throttler = None;
         if self.paused {
             self.vmm.resume();
             self.paused = false;
             events(SourceEvent::Resumed);
-        }
-        if let Err(e) = self.vmm.machine().vm.set_dirty_logging(false) {
-            tracing::warn!("turning dirty logging off after a failed migration: {e}");
         }
     }
 
@@ -222,13 +231,18 @@ impl Source<'_> {
     fn setup(&mut self, to: &str) -> Result<Link, MigrationError> {
         let fail = MigrationError::Setup;
         self.policy.validate().map_err(|e| fail(Cause::Refused(e.to_string())))?;
+        if let Some(t) = &self.opts.throttle {
+            t.validate().map_err(|e| fail(Cause::Refused(e.to_string())))?;
+        }
         let addr = to
             .to_socket_addrs()
             .map_err(|e| fail(Cause::Io { what: "resolving the destination address", source: e }))?
             .next()
             .ok_or_else(|| fail(Cause::Refused(format!("destination '{to}' resolves to nothing"))))?;
+        let t_start = self.stats.start_mono_ns;
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
             .map_err(|e| fail(Cause::io("connecting to the destination")(e)))?;
+        let t_connected = mono_ns();
         let _ = stream.set_nodelay(true);
         let (read_half, write_half) = self.halves(stream, to).map_err(fail)?;
         let reader = FrameReader::new(read_half);
@@ -252,15 +266,31 @@ impl Source<'_> {
         self.deadline.set_in(HELLO_TIMEOUT);
         link.tx.w.send_json(Kind::Hello, &hello).map_err(send)?;
         link.tx.w.flush().map_err(send)?;
+        // While the destination builds its VM: arm tracking (dirty logging
+        // is on from the VM's creation; this read clears what it collected
+        // so far, and round 0 sends every page anyway) and find the pages
+        // never touched. Both are harmless if the destination refuses.
+        let t_hello = mono_ns();
+        self.sync_dirty().map_err(|e| fail(e.into()))?;
+        let t_synced = mono_ns();
+        let untouched = untouched_pages(base, self.stats.ram_bytes as usize);
+        let t_mincore = mono_ns();
         let reply: HelloReply = link.reader.recv_json(Kind::HelloReply).map_err(|e| fail(peer(e)))?;
         self.deadline.clear();
+        let t_accepted = mono_ns();
+        tracing::info!(
+            connect_ms = ms_between(t_start, t_connected),
+            hello_sent_ms = ms_between(t_connected, t_hello),
+            first_sync_ms = ms_between(t_hello, t_synced),
+            mincore_ms = ms_between(t_synced, t_mincore),
+            reply_wait_ms = ms_between(t_mincore, t_accepted),
+            "migration setup"
+        );
         if !reply.ok {
             let why = reply.reason.as_deref().map_or_else(|| "no reason given".to_owned(), escape);
             return Err(fail(Cause::Refused(why)));
         }
-        m.vm.set_dirty_logging(true).map_err(|e| fail(e.into()))?;
-        self.sync_dirty().map_err(|e| fail(e.into()))?;
-        link.tx.untouched = untouched_pages(base, self.stats.ram_bytes as usize);
+        link.tx.untouched = untouched;
         Ok(link)
     }
 
@@ -274,14 +304,26 @@ impl Source<'_> {
         let mut rate = policy::first_rate(self.policy);
         let mut sent_bytes = 0u64;
         let mut prev_dirty = None;
+        // Worker vCPUs: every one but vCPU 0, which runs the guest's network.
+        let workers = self.vmm.machine().vcpus.iter().filter(|v| v.index != 0).cloned().collect();
+        let mut throttler = Throttler::new(workers);
+        let mut throttle: Option<f64> = None;
         loop {
             let t0 = mono_ns();
+            let held0 = throttler.held_ns().0;
             let sent = link.tx.send(&map, rate).map_err(|e| fail(Cause::Wire(WireError::Io(e))))?;
+            if self.stats.setup_ms.is_none() {
+                self.stats.setup_ms = link.tx.first_frame_ns.map(|t| ms_between(start, t));
+            }
             link.tx.untouched = None;
             map = self.sync_dirty().map_err(|e| fail(e.into()))?;
             let t1 = mono_ns();
             let secs = ((t1 - t0) as f64 / 1e9).max(1e-9);
             let dirty = count(&map);
+            let (held, workers) = throttler.held_ns();
+            let throttle_pct = throttle
+                .filter(|_| workers > 0)
+                .map(|_| ((held - held0) as f64 / (t1 - t0).max(1) as f64 / workers as f64 * 100.0).clamp(0.0, 100.0));
             sent_bytes += sent.bytes;
             self.stats.zero_pages += sent.zero;
             let r = RoundStats {
@@ -295,7 +337,7 @@ impl Source<'_> {
                 rate_mbps: sent.bytes as f64 * 8.0 / secs / 1e6,
                 rate_limit_mbps: rate,
                 dirty_rate_pages_s: dirty as f64 / secs,
-                throttle_pct: None,
+                throttle_pct,
             };
             events(SourceEvent::Round(&r));
             let decision = policy::decide(
@@ -312,15 +354,28 @@ impl Source<'_> {
                     elapsed_ms: ms_between(start, t1),
                 },
             );
+            let round = r.round;
             self.stats.rounds.push(r);
             if self.vmm.exited().is_some() {
                 return Err(fail(Cause::GuestStopped));
             }
             prev_dirty = Some(dirty);
+            if let (Some(t), Decision::Continue(_)) = (&self.opts.throttle, &decision) {
+                if throttler.has_workers() {
+                    let next = t.next(throttle, sent.pages, dirty);
+                    if next != throttle {
+                        tracing::info!(round, pct = next, "auto-converge: throttling the worker vCPUs");
+                    }
+                    throttle = next;
+                    throttler.set(throttle.unwrap_or(0.0));
+                }
+            }
             match decision {
                 Decision::Continue(next) => rate = next,
                 Decision::StopAndCopy(why) => {
                     self.stats.stop_reason = Some(why);
+                    // Throttled until the pause, as in QEMU.
+                    self.throttler = Some(throttler);
                     return Ok(map);
                 }
                 Decision::Cancel(why) => return Err(fail(Cause::Cancelled(why))),
@@ -344,6 +399,7 @@ impl Source<'_> {
         self.deadline.set_in(self.opts.stop_deadline);
         self.paused = true;
         self.vmm.pause().map_err(|e| fail(e.into()))?;
+        self.throttler = None;
         events(SourceEvent::Paused);
         let paused = mono_ns();
         merge_into(&mut map, &self.sync_dirty().map_err(|e| fail(e.into()))?);
@@ -401,7 +457,12 @@ impl Source<'_> {
         self.deadline.clear();
         self.committed = true;
         let wire = |e| fail(Cause::Wire(WireError::Io(e)));
-        link.tx.w.send_json(Kind::Commit, &Commit { sent_ns: mono_ns() }).map_err(wire)?;
+        // Frames that reached the TAP since the state was saved go along.
+        let rx_frames = self.vmm.machine().net.as_ref().map(|n| n.take_arrived()).unwrap_or_default();
+        if !rx_frames.is_empty() {
+            tracing::debug!(frames = rx_frames.len(), "carrying late frames with the Commit");
+        }
+        link.tx.w.send_json(Kind::Commit, &Commit { sent_ns: mono_ns(), rx_frames }).map_err(wire)?;
         link.tx.w.flush().map_err(wire)?;
         self.deadline.set_in(STARTED_TIMEOUT);
         let started: Started = link.reader.recv_json(Kind::Started).map_err(|e| fail(peer(e)))?;

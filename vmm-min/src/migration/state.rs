@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 /// `MigrationState` or anything it contains (`VcpuState`, `VmState`,
 /// `UartState`, `NetState`, `TransportState`, `QueueSnapshot`): a
 /// destination refuses a state whose version is not its own.
-pub const VERSION: u32 = 1;
+/// Version 2: `NetState::rx_queued`, the frames for the guest that the
+/// source held at the pause.
+pub const VERSION: u32 = 2;
 
 /// Everything of a paused VM but its RAM. Bump [`VERSION`] when you change
 /// this struct or any struct in it.
@@ -204,6 +206,7 @@ mod tests {
             net: nic.then(|| NetState {
                 mac: [2, 0, 0, 0, 0, 1],
                 transport: crate::devices::virtio_mmio::Transport::new(1, 0, vec![], 2, 256).state(),
+                rx_queued: vec![],
             }),
         }
     }

@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 /// Frame magic, "MGB1" read as little-endian bytes.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"MGB1");
 /// Wire version; a destination refuses any other.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest payload accepted.
 pub const MAX_PAYLOAD: usize = 8 << 20;
 const HEADER: usize = 20;

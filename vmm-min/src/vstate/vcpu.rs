@@ -96,13 +96,65 @@ pub struct Vcpu {
     pub(crate) fd: Mutex<VcpuFd>,
     stats: ExitStats,
     thread: OnceLock<libc::pthread_t>,
+    /// The thread's kernel id, for its scheduling priority (0: not started).
+    tid: std::sync::atomic::AtomicI32,
+    /// Auto-converge: how long the thread is asked to stay out of the guest
+    /// at its next exit, ns (set before a kick, taken by the thread).
+    hold_ns: AtomicU64,
+    /// Auto-converge: how long the thread has been held off in all, ns.
+    held_ns: AtomicU64,
 }
 
 impl Vcpu {
     /// Wraps a created, configured vCPU.
     pub fn new(index: usize, fd: VcpuFd) -> Result<Self> {
         install_kick_handler()?;
-        Ok(Self { index, fd: Mutex::new(fd), stats: ExitStats::default(), thread: OnceLock::new() })
+        Ok(Self {
+            index,
+            fd: Mutex::new(fd),
+            stats: ExitStats::default(),
+            thread: OnceLock::new(),
+            tid: Default::default(),
+            hold_ns: AtomicU64::new(0),
+            held_ns: AtomicU64::new(0),
+        })
+    }
+
+    /// Asks the vCPU to stay out of the guest for `ns` (auto-converge's duty
+    /// cycle) and kicks it so that it does at once. A pause or stop ends
+    /// the hold early.
+    pub fn hold_off(&self, ns: u64) {
+        self.hold_ns.store(ns, Ordering::Release);
+        self.kick();
+    }
+
+    /// How long the vCPU has been held off by [`Vcpu::hold_off`] in all, ns.
+    pub fn held_ns(&self) -> u64 {
+        self.held_ns.load(Ordering::Acquire)
+    }
+
+    /// The vCPU thread's kernel thread id, once it runs.
+    pub fn tid(&self) -> Option<libc::pid_t> {
+        Some(self.tid.load(Ordering::Acquire)).filter(|&t| t != 0)
+    }
+
+    /// Serves a pending hold: sleeps for it in slices of at most 1 ms, so
+    /// that a pause or a stop (`interrupted`) is never held up.
+    fn serve_hold(&self, interrupted: impl Fn() -> bool) {
+        if self.hold_ns.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let ns = self.hold_ns.swap(0, Ordering::AcqRel);
+        if ns == 0 {
+            return;
+        }
+        let t0 = std::time::Instant::now();
+        let want = Duration::from_nanos(ns);
+        while !interrupted() {
+            let Some(left) = want.checked_sub(t0.elapsed()).filter(|d| !d.is_zero()) else { break };
+            std::thread::sleep(left.min(Duration::from_millis(1)));
+        }
+        self.held_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::AcqRel);
     }
 
     /// Forces the vCPU out of `KVM_RUN`, or makes its next entry return at once.
@@ -366,9 +418,19 @@ pub fn run_loop(vcpu: Arc<Vcpu>, host: Arc<dyn VcpuHost>) {
         let run: *mut kvm_run = fd.get_kvm_run();
         KVM_RUN.with(|r| r.set(run));
     }
-    // SAFETY: pthread_self has no preconditions.
+    // SAFETY: pthread_self and gettid have no preconditions.
     let _ = vcpu.thread.set(unsafe { libc::pthread_self() });
+    vcpu.tid.store(unsafe { libc::gettid() }, Ordering::Release);
     let set = host.vcpus();
+    if vcpu.index == 0 && set.iter().len() > 1 {
+        // vCPU 0 runs the guest's network and heartbeat: busy workers must
+        // not starve it (see `run_control::LATENCY_NICE`).
+        if let Err(e) =
+            crate::run_control::set_thread_nice(crate::run_control::current_tid(), crate::run_control::LATENCY_NICE)
+        {
+            tracing::debug!("vCPU 0 keeps its priority: {e}");
+        }
+    }
     if !set.run.stopping() {
         let _ = set.first_run_ns.compare_exchange(0, results::clock::mono_ns(), Ordering::AcqRel, Ordering::Relaxed);
         run_guest(&vcpu, &*host);
@@ -383,6 +445,7 @@ fn run_guest(vcpu: &Vcpu, host: &dyn VcpuHost) {
         if set.run.needs_attention() && !set.run.park_if_requested() {
             break;
         }
+        vcpu.serve_hold(|| set.run.needs_attention());
         let mut fd = lock(&vcpu.fd);
         let action = match fd.run() {
             Ok(VcpuExit::MmioRead(addr, data)) => {
