@@ -7,7 +7,8 @@
 //!   record), [`report`] (rows and the JSON result set) and [`table`] (the
 //!   Markdown comparison in the Xen paper's shape), and on Linux
 //!   [`crosscheck`] (the native rows against iperf3, perf, sysbench and
-//!   lmbench 3, run alternately in one invocation).
+//!   lmbench 3, run alternately in one invocation), [`ttcp`] (the Xen
+//!   paper's TCP bandwidth table's method).
 //!
 //! A guest depends on this crate with `default-features = false` and uses
 //! only [`kernels`].
@@ -27,6 +28,8 @@ pub mod native;
 pub mod report;
 #[cfg(feature = "std")]
 pub mod table;
+#[cfg(feature = "std")]
+pub mod ttcp;
 
 #[cfg(feature = "std")]
-pub use report::{BenchReport, Row, UNIT_MBS, UNIT_US};
+pub use report::{BenchReport, Row, UNIT_MBS, UNIT_MIBITS, UNIT_US};

@@ -210,6 +210,7 @@ mod tests {
                 Row::measured("tcp_bw", "TCP bw", UNIT_MBS, 2000.0, "tcp".into()),
             ],
             guest,
+            ..Default::default()
         }
     }
 

@@ -124,7 +124,7 @@ fn full_report_has_every_file_and_they_are_valid() {
             0.1,
             "getppid".into(),
         )],
-        guest: vec![],
+        ..Default::default()
     };
     // REPORTS_KEEP_DIR=/some/dir keeps the sample report for a person to look at.
     let out = match std::env::var_os("REPORTS_KEEP_DIR") {
