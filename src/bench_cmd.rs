@@ -1,7 +1,9 @@
-//! `migbench bench native|guest|compare|crosscheck`: the lmbench-style rows
-//! natively (bench-suites) and inside the built-in guest (its `bench`
+//! `migbench bench native|guest|compare|tcp|crosscheck`: the lmbench-style
+//! rows natively (bench-suites) and inside the built-in guest (its `bench`
 //! workload), the native-against-virtualized table in the Xen paper's shape,
-//! and the cross-check of the native rows against independent tools.
+//! the ttcp table (`tcp`, also part of `compare`; its ends are
+//! `crate::bench_net`), and the cross-check of the native rows against
+//! independent tools.
 
 use crate::cli::BenchArgs;
 use crate::progress::{Progress, Update};
@@ -219,7 +221,22 @@ pub fn collect(which: &str, quick: bool, only: &[String], progress: &Progress) -
     } else {
         Vec::new()
     };
-    Ok(BenchReport { env, native: native_rows, guest: guest_rows })
+    let ttcp = if which == "compare" && selects_ttcp(only) { ttcp_systems(quick, progress) } else { Vec::new() };
+    Ok(BenchReport { env, native: native_rows, guest: guest_rows, ttcp, macro_bench: None })
+}
+
+/// Whether `--only` leaves the ttcp table in.
+fn selects_ttcp(only: &[String]) -> bool {
+    only.is_empty() || only.iter().any(|p| "ttcp".starts_with(p.as_str()) || p.starts_with("ttcp"))
+}
+
+/// The ttcp table: native and the vmm-min guest, each direction at each MTU.
+pub fn ttcp_systems(quick: bool, progress: &Progress) -> Vec<results::bench::SystemRows> {
+    let opts = bench_suites::ttcp::TtcpOptions::new(quick);
+    let run_id = scenarios::netns::new_run_id();
+    progress.rows("ttcp rows", 2 * bench_suites::ttcp::cells().len() as u64);
+    let mut step = |s: &str| progress.update(Update::Row(s));
+    vec![crate::bench_net::native(&run_id, &opts, &mut step), crate::bench_net::vmm_min(&run_id, &opts, &mut step)]
 }
 
 /// Runs the cross-check (`LMBENCH_DIR` from the environment), with progress
@@ -235,8 +252,8 @@ pub fn crosscheck(quick: bool) -> CrossCheck {
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    if !matches!(args.which.as_str(), "native" | "guest" | "compare" | "crosscheck") {
-        bail!("unknown bench '{}': expected native, guest, compare or crosscheck", args.which);
+    if !matches!(args.which.as_str(), "native" | "guest" | "compare" | "tcp" | "crosscheck") {
+        bail!("unknown bench '{}': expected native, guest, compare, tcp or crosscheck", args.which);
     }
     let (table, json) = if args.which == "crosscheck" {
         if !args.only.is_empty() {
@@ -244,6 +261,15 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         let c = crosscheck(args.quick);
         (bench_suites::crosscheck::markdown(&c), c.to_json().context("serializing the cross-check")?)
+    } else if args.which == "tcp" {
+        if !args.only.is_empty() {
+            bail!("--only does not apply to tcp: it runs every row of the ttcp table");
+        }
+        let progress = Progress::new(&[]);
+        let report =
+            BenchReport { env: bench_suites::env::collect(), ttcp: ttcp_systems(args.quick, &progress), ..Default::default() };
+        progress.finish();
+        (bench_suites::table::ttcp_markdown(&report.ttcp), report.to_json().context("serializing the report")?)
     } else {
         let progress = Progress::new(&[]);
         let report = collect(&args.which, args.quick, &args.only, &progress)?;

@@ -355,8 +355,10 @@ pub struct ReportArgs {
 /// `migbench bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// native (host processes), guest (the built-in guest's ring 3), compare (both, side by side), or
-    /// crosscheck (native rows against iperf3, perf bench sched pipe, sysbench memory and, with
+    /// native (host processes), guest (the built-in guest's ring 3), compare (both, side by side, and the
+    /// ttcp table), tcp (the ttcp table alone: TX and RX at MTU 1500 and 500, native between two network
+    /// namespaces over a veth and the guest over virtio-net; 128 KiB socket buffers, 400 MB per transfer,
+    /// median of 9, or 8 MB and 3 with --quick; needs root), or crosscheck (native rows against iperf3, perf bench sched pipe, sysbench memory and, with
     /// LMBENCH_DIR set to an lmbench 3 build, lmbench; run alternately, with ratios).
     #[arg(default_value = "compare")]
     pub which: String,

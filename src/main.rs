@@ -2,6 +2,7 @@
 //! in its own module; errors reach the user through `anyhow` with context.
 
 mod bench_cmd;
+mod bench_net;
 mod cli;
 mod image_cmd;
 mod migrate_cmd;

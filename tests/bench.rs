@@ -100,3 +100,45 @@ fn bench_crosscheck_quick_runs_each_installed_tool() {
         assert!(c.skipped.iter().any(|s| s.tool == "lmbench 3"), "lmbench not listed as skipped");
     }
 }
+
+/// `migbench bench tcp --quick`: the ttcp table has every direction at every
+/// MTU for native and for the vmm-min guest, each measured (as root) or n/a
+/// with the reason; no namespace of the run is left behind.
+#[test]
+fn bench_tcp_quick_has_both_directions_for_each_system() {
+    let json_path = temp_path("ttcp.json");
+    let out = run_with_limit(
+        &["bench", "tcp", "--quick", "--json", json_path.to_str().expect("utf8")],
+        Duration::from_secs(240),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: bench_suites::BenchReport =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("json written")).expect("JSON parses");
+    let _ = std::fs::remove_file(&json_path);
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.contains("## TCP bandwidth (ttcp)"), "{md}");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    for system in ["native", "vmm-min"] {
+        let s = report.ttcp.iter().find(|s| s.system == system).unwrap_or_else(|| panic!("no {system} ttcp rows"));
+        for dir in ["tx", "rx"] {
+            for mtu in [1500, 500] {
+                let id = format!("ttcp_{dir}_{mtu}");
+                let r = s.rows.iter().find(|r| r.id == id).unwrap_or_else(|| panic!("{system} lacks {id}"));
+                assert!(r.is_well_formed(), "{r:?}");
+                assert_eq!(r.unit, bench_suites::UNIT_MIBITS);
+                if root {
+                    assert!(r.value.is_some(), "{system} {id} not measured as root: {r:?}");
+                    assert!(r.method.contains("median"), "{}", r.method);
+                }
+                assert!(md.contains(&format!("| {id} |")), "table lacks {id}");
+            }
+        }
+    }
+    let left = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !left.lines().any(|l| l.starts_with("mb") && (l.contains("n1500") || l.contains("g1500") || l.contains("n500") || l.contains("g500"))),
+        "ttcp namespaces left behind: {left}"
+    );
+}
