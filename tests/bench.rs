@@ -117,8 +117,7 @@ fn bench_tcp_quick_has_both_directions_for_each_system() {
     let _ = std::fs::remove_file(&json_path);
     let md = String::from_utf8_lossy(&out.stdout);
     assert!(md.contains("## TCP bandwidth (ttcp)"), "{md}");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = scenarios::netns::is_root();
     for system in ["native", "vmm-min"] {
         let s = report.ttcp.iter().find(|s| s.system == system).unwrap_or_else(|| panic!("no {system} ttcp rows"));
         for dir in ["tx", "rx"] {
