@@ -27,6 +27,8 @@ fn guest_na_reason(id: &str) -> &'static str {
     match id {
         "fork_exit" | "fork_exec" | "fork_sh" => "no processes in the built-in guest",
         "stat" | "open_close" | "mmap_lat" | "page_fault" => "no file system in the built-in guest",
+        id if id.starts_with("fs_") => "no file system in the built-in guest",
+        "select_tcp" => "no sockets or select(2) in the built-in guest (its TCP/IP is smoltcp, polled in ring 3)",
         "sig_install" | "sig_handle" | "prot_fault" => "no signals in the built-in guest",
         id if id.starts_with("ctx_") => "no processes to switch between in the built-in guest",
         _ => "not measured in the guest",
