@@ -224,7 +224,8 @@ pub fn collect(which: &str, quick: bool, only: &[String], progress: &Progress) -
         Vec::new()
     };
     let ttcp = if which == "compare" && selects_ttcp(only) { ttcp_systems(quick, progress) } else { Vec::new() };
-    Ok(BenchReport { env, native: native_rows, guest: guest_rows, ttcp, macro_bench: None })
+    let macro_bench = (which == "compare" && only.is_empty()).then(|| crate::bench_macro::run(quick, progress));
+    Ok(BenchReport { env, native: native_rows, guest: guest_rows, ttcp, macro_bench })
 }
 
 /// Whether `--only` leaves the ttcp table in.
@@ -254,8 +255,8 @@ pub fn crosscheck(quick: bool) -> CrossCheck {
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    if !matches!(args.which.as_str(), "native" | "guest" | "compare" | "tcp" | "crosscheck") {
-        bail!("unknown bench '{}': expected native, guest, compare, tcp or crosscheck", args.which);
+    if !matches!(args.which.as_str(), "native" | "guest" | "compare" | "tcp" | "macro" | "crosscheck") {
+        bail!("unknown bench '{}': expected native, guest, compare, tcp, macro or crosscheck", args.which);
     }
     let (table, json) = if args.which == "crosscheck" {
         if !args.only.is_empty() {
@@ -263,6 +264,23 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         let c = crosscheck(args.quick);
         (bench_suites::crosscheck::markdown(&c), c.to_json().context("serializing the cross-check")?)
+    } else if args.which == "macro" {
+        if !args.only.is_empty() {
+            bail!("--only does not apply to macro: it runs every workload");
+        }
+        let progress = Progress::new(&[]);
+        let m = crate::bench_macro::run(args.quick, &progress);
+        progress.finish();
+        let report = BenchReport { env: bench_suites::env::collect(), macro_bench: Some(m), ..Default::default() };
+        let md = report.macro_bench.as_ref().map(bench_suites::table::macro_markdown).unwrap_or_default();
+        if let Some(dir) = &args.chart_dir {
+            let files = reports::charts::relative::write(report.macro_bench.as_ref().expect("set above"), dir)
+                .context("drawing the relative-performance chart")?;
+            for f in files {
+                eprintln!("migbench: chart written to {}", f.display());
+            }
+        }
+        (md, report.to_json().context("serializing the report")?)
     } else if args.which == "tcp" {
         if !args.only.is_empty() {
             bail!("--only does not apply to tcp: it runs every row of the ttcp table");

@@ -8,7 +8,8 @@
 //!   Markdown comparison in the Xen paper's shape), and on Linux
 //!   [`crosscheck`] (the native rows against iperf3, perf, sysbench and
 //!   lmbench 3, run alternately in one invocation), [`ttcp`] (the Xen
-//!   paper's TCP bandwidth table's method).
+//!   paper's TCP bandwidth table's method) and [`macro_bench`] (the
+//!   stand-ins of its relative-performance figure).
 //!
 //! A guest depends on this crate with `default-features = false` and uses
 //! only [`kernels`].
@@ -22,6 +23,8 @@ pub mod crosscheck;
 pub mod env;
 #[cfg(feature = "std")]
 pub mod harness;
+#[cfg(all(feature = "std", target_os = "linux"))]
+pub mod macro_bench;
 #[cfg(all(feature = "std", target_os = "linux"))]
 pub mod native;
 #[cfg(feature = "std")]

@@ -1,0 +1,123 @@
+//! "Relative performance", the Xen paper's Figure 3: one group of bars per
+//! workload (its stand-in, labelled with what it replaces), one bar per
+//! system, each normalised to native = 1.0, with its value over the bar.
+//! A bar that could not run is an "n/a" mark in its slot.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::text::Heading;
+use super::*;
+use results::bench::MacroReport;
+
+/// Title of the chart.
+pub const RELATIVE_TITLE: &str = "Relative performance (native = 1.0), after Barham et al. 2003, Figure 3";
+
+const SYSTEM_COLORS: [RGBColor; 4] =
+    [RGBColor(90, 90, 90), RGBColor(20, 70, 160), RGBColor(235, 120, 20), RGBColor(0, 140, 60)];
+
+struct RelativeFigure<'a> {
+    m: &'a MacroReport,
+}
+
+impl Figure for RelativeFigure<'_> {
+    fn name(&self) -> String {
+        "relative performance".into()
+    }
+    fn size(&self) -> (u32, u32) {
+        (1400, 760)
+    }
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let m = self.m;
+        let heading = Heading::fit(
+            area,
+            RELATIVE_TITLE,
+            "stand-ins run here, each labelled with the paper's workload it replaces; higher is better; n/a: could not run (reason in the JSON and the table)",
+            26.0,
+        )?;
+        let rest = heading.draw(area)?;
+        let groups = m.workloads.len().max(1);
+        let per = m.systems.len().max(1);
+        let top = m
+            .workloads
+            .iter()
+            .flat_map(|w| w.bars.iter().filter_map(|b| b.relative))
+            .fold(1.0f64, f64::max)
+            * 1.2;
+        let font = |px: f64| (FONT, px).into_font();
+        let labels: Vec<String> = m.workloads.iter().map(|w| format!("{} (for {})", w.label, w.stands_for)).collect();
+        let mut c = ChartBuilder::on(&rest)
+            .margin(16)
+            .x_label_area_size(70)
+            .y_label_area_size(80)
+            .build_cartesian_2d(-0.5..(groups as f64 - 0.5), 0.0..top)
+            .map_err(msg)?;
+        c.configure_mesh()
+            .y_desc("relative to native (score / native score)")
+            .axis_desc_style(font(17.0))
+            .label_style(font(12.0))
+            .x_labels(groups)
+            .x_label_formatter(&|x| {
+                let r = x.round();
+                if (x - r).abs() > 1e-6 || r < 0.0 || r as usize >= labels.len() {
+                    String::new()
+                } else {
+                    labels[r as usize].clone()
+                }
+            })
+            .y_label_formatter(&|v| tidy(*v))
+            .disable_x_mesh()
+            .draw()
+            .map_err(msg)?;
+        let width = 0.8 / per as f64;
+        let value_style = TextStyle::from(font(13.0)).pos(Pos::new(HPos::Center, VPos::Bottom));
+        for (si, (system, label)) in m.systems.iter().enumerate() {
+            let color = SYSTEM_COLORS[si % SYSTEM_COLORS.len()];
+            let mut rects = Vec::new();
+            let mut texts = Vec::new();
+            for (gi, w) in m.workloads.iter().enumerate() {
+                let x0 = gi as f64 - 0.4 + si as f64 * width;
+                let bar = w.bars.iter().find(|b| &b.system == system);
+                match bar.and_then(|b| b.relative) {
+                    Some(v) => {
+                        rects.push(Rectangle::new([(x0 + 0.01, 0.0), (x0 + width - 0.01, v)], color.filled()));
+                        texts.push(Text::new(format!("{v:.2}"), (x0 + width / 2.0, v + top * 0.01), value_style.clone()));
+                    }
+                    None => texts.push(Text::new("n/a".to_string(), (x0 + width / 2.0, top * 0.01), value_style.clone())),
+                }
+            }
+            c.draw_series(rects)
+                .map_err(msg)?
+                .label(label.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], color.filled()));
+            c.draw_series(texts).map_err(msg)?;
+        }
+        c.draw_series(std::iter::once(PathElement::new(
+            vec![(-0.5, 1.0), (groups as f64 - 0.5, 1.0)],
+            BASELINE_COLOR.stroke_width(1),
+        )))
+        .map_err(msg)?;
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .margin(10)
+            .label_font(font(14.0))
+            .background_style(WHITE.mix(0.88))
+            .border_style(RGBColor(120, 120, 120))
+            .draw()
+            .map_err(msg)?;
+        Ok(())
+    }
+}
+
+/// The relative-performance chart of `m`.
+pub fn relative_performance(m: &MacroReport) -> Result<Chart, ReportError> {
+    render(&RelativeFigure { m })
+}
+
+/// Draws the chart into `dir` as `relative.svg` and `relative.png`.
+pub fn write(m: &MacroReport, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io { path: dir.to_path_buf(), source })?;
+    let (svg, png) = relative_performance(m)?.write(dir, "relative")?;
+    Ok(vec![svg, png])
+}
