@@ -286,8 +286,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             bail!("--only does not apply to tcp: it runs every row of the ttcp table");
         }
         let progress = Progress::new(&[]);
-        let report =
-            BenchReport { env: bench_suites::env::collect(), ttcp: ttcp_systems(args.quick, &progress), ..Default::default() };
+        let report = BenchReport {
+            env: bench_suites::env::collect(),
+            ttcp: ttcp_systems(args.quick, &progress),
+            ..Default::default()
+        };
         progress.finish();
         (bench_suites::table::ttcp_markdown(&report.ttcp), report.to_json().context("serializing the report")?)
     } else {

@@ -33,10 +33,7 @@ pub fn run(quick: bool, progress: &Progress) -> MacroReport {
         progress.update(Update::Row(id));
         groups.push((
             id.to_owned(),
-            vec![
-                macro_bench::bar("native", native, what),
-                macro_bench::bar("vmm-min", Err(no_procs.to_owned()), what),
-            ],
+            vec![macro_bench::bar("native", native, what), macro_bench::bar("vmm-min", Err(no_procs.to_owned()), what)],
         ));
     };
     step("cpu", macro_bench::cpu(&opts), "stress-ng --cpu");
@@ -75,7 +72,10 @@ pub fn run(quick: bool, progress: &Progress) -> MacroReport {
     });
     groups.push((
         "web".into(),
-        vec![macro_bench::bar("native", web_native, &method("native")), macro_bench::bar("vmm-min", web_guest, &method("vmm-min"))],
+        vec![
+            macro_bench::bar("native", web_native, &method("native")),
+            macro_bench::bar("vmm-min", web_guest, &method("vmm-min")),
+        ],
     ));
     macro_bench::report(
         vec![("native".into(), "native".into()), ("vmm-min".into(), "vmm-min guest (KVM)".into())],

@@ -50,7 +50,13 @@ pub fn native(run_id: &str, opts: &TtcpOptions, progress: &mut dyn FnMut(&str)) 
             }
             Err(e) => {
                 rows.extend(Direction::BOTH.map(|d| {
-                    Row::na(&ttcp::row_id(d, mtu), &ttcp::row_label(d, mtu), bench_suites::UNIT_MIBITS, e.clone(), what.into())
+                    Row::na(
+                        &ttcp::row_id(d, mtu),
+                        &ttcp::row_label(d, mtu),
+                        bench_suites::UNIT_MIBITS,
+                        e.clone(),
+                        what.into(),
+                    )
                 }));
             }
         }
@@ -72,9 +78,8 @@ fn native_row(
         Ok(Err(e)) => return na(dir, mtu, format!("listening on {rx_addr} in {rx_ns}: {e}"), what),
         Err(e) => return na(dir, mtu, e.to_string(), what),
     };
-    let mut connect = || {
-        netns::run_in_netns(tx_ns, || ttcp::connect(rx_addr)).map_err(std::io::Error::other).and_then(|r| r)
-    };
+    let mut connect =
+        || netns::run_in_netns(tx_ns, || ttcp::connect(rx_addr)).map_err(std::io::Error::other).and_then(|r| r);
     ttcp::measure_row(dir, mtu, what, opts, &mut || ttcp::pair_transfer(&listener, &mut connect, opts.bytes))
 }
 

@@ -69,7 +69,13 @@ pub const PUBLISHED: &[Published] = &[
     Published { id: "mmap_lat", linux: 68.0, xen: 139.0, unit: UNIT_US, source: T5 },
     Published { id: "prot_fault", linux: 1.06, xen: 1.40, unit: UNIT_US, source: T5 },
     Published { id: "page_fault", linux: 1.42, xen: 2.73, unit: UNIT_US, source: T5 },
-    Published { id: "tcp_bw", linux: PAPER_TTCP_MIBITS * MIBIT_AS_MBS, xen: PAPER_TTCP_MIBITS * MIBIT_AS_MBS, unit: UNIT_MBS, source: T6 },
+    Published {
+        id: "tcp_bw",
+        linux: PAPER_TTCP_MIBITS * MIBIT_AS_MBS,
+        xen: PAPER_TTCP_MIBITS * MIBIT_AS_MBS,
+        unit: UNIT_MBS,
+        source: T6,
+    },
 ];
 
 /// The Xen paper's Table 6 figure for TCP MTU 1500 TX, on both native Linux
@@ -100,7 +106,10 @@ pub fn ttcp_markdown(systems: &[SystemRows]) -> String {
     }
     let native = systems.iter().find(|s| s.system == "native");
     let others: Vec<&SystemRows> = systems.iter().filter(|s| s.system != "native").collect();
-    let mut head = format!("| id | measurement | unit | {} |", systems.iter().map(|s| escape(&s.label)).collect::<Vec<_>>().join(" | "));
+    let mut head = format!(
+        "| id | measurement | unit | {} |",
+        systems.iter().map(|s| escape(&s.label)).collect::<Vec<_>>().join(" | ")
+    );
     let mut rule = String::from("|---|---|---|");
     rule.push_str(&"---:|".repeat(systems.len()));
     for o in &others {
@@ -299,9 +308,14 @@ pub fn macro_markdown(m: &MacroReport) -> String {
                     (Some(s), _) => out.push_str(&format!(
                         " {} | {} |",
                         fmt_value(s),
-                        b.relative.map_or_else(|| format!("n/a ({})", escape(b.na_reason.as_deref().unwrap_or("no baseline"))), fmt_value)
+                        b.relative.map_or_else(
+                            || format!("n/a ({})", escape(b.na_reason.as_deref().unwrap_or("no baseline"))),
+                            fmt_value
+                        )
                     )),
-                    (None, r) => out.push_str(&format!(" n/a ({}) | |", escape(r.as_deref().unwrap_or("no reason given")))),
+                    (None, r) => {
+                        out.push_str(&format!(" n/a ({}) | |", escape(r.as_deref().unwrap_or("no reason given"))))
+                    }
                 },
                 None => out.push_str(" n/a (not run) | |"),
             }

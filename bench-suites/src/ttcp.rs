@@ -346,8 +346,8 @@ pub fn http_upload(addr: SocketAddr, bytes: u64) -> Result<Transfer, String> {
         body.extend_from_slice(&buf[..n]);
     }
     body.truncate(len as usize);
-    let reply: UploadReply =
-        serde_json::from_slice(&body).map_err(|e| format!("malformed upload reply {:?}: {e}", String::from_utf8_lossy(&body)))?;
+    let reply: UploadReply = serde_json::from_slice(&body)
+        .map_err(|e| format!("malformed upload reply {:?}: {e}", String::from_utf8_lossy(&body)))?;
     if reply.upload_bytes != bytes {
         return Err(format!("the server counted {} of {bytes} uploaded bytes", reply.upload_bytes));
     }
@@ -370,7 +370,15 @@ pub fn measure_row(
     for i in 0..opts.repeats {
         match one() {
             Ok(t) => samples.push(t.mibit_per_s()),
-            Err(e) => return Row::na(&id, &label, UNIT_MIBITS, format!("transfer {} of {}: {e}", i + 1, opts.repeats), method),
+            Err(e) => {
+                return Row::na(
+                    &id,
+                    &label,
+                    UNIT_MIBITS,
+                    format!("transfer {} of {}: {e}", i + 1, opts.repeats),
+                    method,
+                )
+            }
         }
     }
     match median(&samples) {
@@ -381,7 +389,11 @@ pub fn measure_row(
                 &label,
                 UNIT_MIBITS,
                 m,
-                format!("{method}; samples {} Mibit/s; median = {:.0} Mbit/s (10^6 bit/s)", list.join(", "), mibit_to_mbit(m)),
+                format!(
+                    "{method}; samples {} Mibit/s; median = {:.0} Mbit/s (10^6 bit/s)",
+                    list.join(", "),
+                    mibit_to_mbit(m)
+                ),
             )
         }
         _ => Row::na(&id, &label, UNIT_MIBITS, "no usable transfer".into(), method),
@@ -392,7 +404,15 @@ pub fn measure_row(
 pub fn na_rows(reason: &str, what: &str, opts: &TtcpOptions) -> Vec<Row> {
     cells()
         .into_iter()
-        .map(|(d, m)| Row::na(&row_id(d, m), &row_label(d, m), UNIT_MIBITS, reason.to_owned(), format!("{what}; {}", opts.describe())))
+        .map(|(d, m)| {
+            Row::na(
+                &row_id(d, m),
+                &row_label(d, m),
+                UNIT_MIBITS,
+                reason.to_owned(),
+                format!("{what}; {}", opts.describe()),
+            )
+        })
         .collect()
 }
 
@@ -419,7 +439,9 @@ mod tests {
         assert_eq!(t.bytes, 4_000_000);
         assert!(t.mibit_per_s() > 0.0);
         let opts = TtcpOptions { bytes: 1_000_000, repeats: 3 };
-        let row = measure_row(Direction::Tx, 1500, "loopback", &opts, &mut || pair_transfer(&l, &mut || connect(addr), opts.bytes));
+        let row = measure_row(Direction::Tx, 1500, "loopback", &opts, &mut || {
+            pair_transfer(&l, &mut || connect(addr), opts.bytes)
+        });
         assert!(row.is_well_formed() && row.value.is_some(), "{row:?}");
         assert!(row.method.contains("median"), "{}", row.method);
     }

@@ -61,7 +61,8 @@ pub fn serve(cfg: &ServerConfig, ready: &AtomicBool, stop: &AtomicBool) -> std::
             iface.poll(Instant::now(), &mut dev, &mut sockets);
             continue;
         }
-        let wait = iface.poll_delay(t, &sockets).unwrap_or(SmolDuration::from_millis(1)).min(SmolDuration::from_millis(1));
+        let wait =
+            iface.poll_delay(t, &sockets).unwrap_or(SmolDuration::from_millis(1)).min(SmolDuration::from_millis(1));
         phy_wait(fd, Some(wait))?;
     }
     Ok(())
