@@ -127,7 +127,7 @@ pub fn ttcp_markdown(systems: &[SystemRows]) -> String {
         for s in systems {
             line.push_str(&format!(" {} |", cell(find(s).as_ref(), "not run")));
         }
-        let n = native.and_then(|s| find(s));
+        let n = native.and_then(&find);
         for o in &others {
             line.push_str(&format!(" {} |", ratio(n.as_ref(), find(o).as_ref())));
         }
