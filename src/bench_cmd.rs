@@ -258,6 +258,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if !matches!(args.which.as_str(), "native" | "guest" | "compare" | "tcp" | "macro" | "crosscheck") {
         bail!("unknown bench '{}': expected native, guest, compare, tcp, macro or crosscheck", args.which);
     }
+    if args.chart_dir.is_some() && args.which != "macro" {
+        bail!("--chart-dir applies to macro only (the report draws the chart for compare and reproduce)");
+    }
     let (table, json) = if args.which == "crosscheck" {
         if !args.only.is_empty() {
             bail!("--only does not apply to crosscheck: it runs every pair of an installed tool");
@@ -271,15 +274,15 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         let progress = Progress::new(&[]);
         let m = crate::bench_macro::run(args.quick, &progress);
         progress.finish();
-        let report = BenchReport { env: bench_suites::env::collect(), macro_bench: Some(m), ..Default::default() };
-        let md = report.macro_bench.as_ref().map(bench_suites::table::macro_markdown).unwrap_or_default();
+        let md = bench_suites::table::macro_markdown(&m);
         if let Some(dir) = &args.chart_dir {
-            let files = reports::charts::relative::write(report.macro_bench.as_ref().expect("set above"), dir)
-                .context("drawing the relative-performance chart")?;
+            let files =
+                reports::charts::relative::write(&m, dir).context("drawing the relative-performance chart")?;
             for f in files {
                 eprintln!("migbench: chart written to {}", f.display());
             }
         }
+        let report = BenchReport { env: bench_suites::env::collect(), macro_bench: Some(m), ..Default::default() };
         (md, report.to_json().context("serializing the report")?)
     } else if args.which == "tcp" {
         if !args.only.is_empty() {

@@ -97,7 +97,6 @@ fn web_score(which: WebServer, span: Duration) -> Result<f64, String> {
     let topo = Topology::create(&netns::new_run_id(), WEB_MTU).map_err(|e| format!("network topology: {e}"))?;
     let n: Names = topo.names().clone();
     let stop = AtomicBool::new(false);
-    let ready = AtomicBool::new(false);
     std::thread::scope(|s| {
         // The server: a native thread on the TAP, or a VM.
         let mut vmm = None;
@@ -109,10 +108,10 @@ fn web_score(which: WebServer, span: Duration) -> Result<f64, String> {
                     ip: (n.guest_ip, n.prefix),
                     file_bytes: WEB_FILE_BYTES,
                 };
-                let (stop, ready, lan) = (&stop, &ready, n.lan_ns.clone());
+                let (stop, lan) = (&stop, n.lan_ns.clone());
                 Some(s.spawn(move || -> Result<(), String> {
                     netns::enter_netns(&lan).map_err(|e| e.to_string())?;
-                    crate::guest_http::serve(&cfg, ready, stop).map_err(|e| format!("native HTTP server: {e}"))
+                    crate::guest_http::serve(&cfg, stop).map_err(|e| format!("native HTTP server: {e}"))
                 }))
             }
             WebServer::Guest => {
@@ -164,7 +163,6 @@ fn web_score(which: WebServer, span: Duration) -> Result<f64, String> {
         if let Some(v) = vmm {
             v.join();
         }
-        let _ = ready.load(Ordering::Acquire);
         result
     })
 }

@@ -60,7 +60,7 @@ impl MacroOptions {
         if quick {
             MacroOptions { cpu_ops: 2_000, build_jobs: 40, fs_ops: 2_000, repeats: 1 }
         } else {
-            MacroOptions { cpu_ops: 20_000, build_jobs: 200, fs_ops: 20_000, repeats: 3 }
+            MacroOptions { cpu_ops: 5_000, build_jobs: 200, fs_ops: 5_000, repeats: 3 }
         }
     }
 }

@@ -42,9 +42,9 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     v.try_into().ok()
 }
 
-/// Serves until `stop` is set; `ready` is set once the TAP is open. Runs on
-/// the calling thread, which must be in the TAP's namespace.
-pub fn serve(cfg: &ServerConfig, ready: &AtomicBool, stop: &AtomicBool) -> std::io::Result<()> {
+/// Serves until `stop` is set. Runs on the calling thread, which must be in
+/// the TAP's namespace.
+pub fn serve(cfg: &ServerConfig, stop: &AtomicBool) -> std::io::Result<()> {
     let mut dev = TunTapInterface::new(&cfg.tap, Medium::Ethernet)?;
     let fd = dev.as_raw_fd();
     let mut iface = Interface::new(Config::new(EthernetAddress(cfg.mac).into()), &mut dev, Instant::now());
@@ -53,7 +53,6 @@ pub fn serve(cfg: &ServerConfig, ready: &AtomicBool, stop: &AtomicBool) -> std::
     });
     let mut sockets = SocketSet::new(vec![]);
     let mut server = http::Server::new(&mut sockets, SOCKETS, TX_BUF, RX_BUF, cfg.file_bytes, Instant::now());
-    ready.store(true, Ordering::Release);
     while !stop.load(Ordering::Acquire) {
         let t = Instant::now();
         iface.poll(t, &mut dev, &mut sockets);
