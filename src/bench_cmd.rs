@@ -276,8 +276,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         progress.finish();
         let md = bench_suites::table::macro_markdown(&m);
         if let Some(dir) = &args.chart_dir {
-            let files =
-                reports::charts::relative::write(&m, dir).context("drawing the relative-performance chart")?;
+            let files = reports::charts::relative::write(&m, dir).context("drawing the relative-performance chart")?;
             for f in files {
                 eprintln!("migbench: chart written to {}", f.display());
             }
