@@ -132,3 +132,43 @@ pub fn write(m: &MacroReport, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     let (svg, png) = relative_performance(m)?.write(dir, "relative")?;
     Ok(vec![svg, png])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use results::bench::{MacroBar, MacroWorkload};
+
+    #[test]
+    fn every_bar_value_and_na_is_drawn() {
+        let bar = |system: &str, rel: Option<f64>| MacroBar {
+            system: system.into(),
+            score: rel.map(|r| r * 100.0),
+            unit: "ops/s".into(),
+            relative: rel,
+            na_reason: rel.is_none().then(|| "cannot run".into()),
+            method: "m".into(),
+        };
+        let m = MacroReport {
+            systems: vec![("native".into(), "native".into()), ("vmm-min".into(), "vmm-min guest".into())],
+            workloads: vec![
+                MacroWorkload {
+                    id: "cpu".into(),
+                    label: "CPU".into(),
+                    stands_for: "SPEC INT2000".into(),
+                    bars: vec![bar("native", Some(1.0)), bar("vmm-min", None)],
+                },
+                MacroWorkload {
+                    id: "web".into(),
+                    label: "HTTP".into(),
+                    stands_for: "SPEC WEB99".into(),
+                    bars: vec![bar("native", Some(1.0)), bar("vmm-min", Some(0.85))],
+                },
+            ],
+        };
+        let c = relative_performance(&m).expect("chart");
+        for want in ["SPEC INT2000", "SPEC WEB99", "1.00", "0.85", "n/a", "vmm-min guest"] {
+            assert!(c.svg.contains(want), "{want} missing");
+        }
+        assert!(c.png.starts_with(b"\x89PNG"));
+    }
+}
