@@ -620,8 +620,8 @@ Mbit/s = 10^6 bit/s.\n\n",
         out.push_str("## Microbenchmarks: native against the guest\n\n");
         out.push_str(&bench_suites::table::markdown(b));
         out.push('\n');
+        // Under the relative-performance table, which has the heading.
         if let Some(r) = rendered.iter().find(|r| r.kind == ChartKind::Relative) {
-            out.push_str("## Relative performance (the Xen paper's Figure 3, with stand-ins)\n\n");
             image(&mut out, r);
         }
         if scenarios.is_empty() {
