@@ -40,7 +40,7 @@ impl Figure for RelativeFigure<'_> {
         let groups = m.workloads.len().max(1);
         let per = m.systems.len().max(1);
         let top =
-            m.workloads.iter().flat_map(|w| w.bars.iter().filter_map(|b| b.relative)).fold(1.0f64, f64::max) * 1.2;
+            m.workloads.iter().flat_map(|w| w.bars.iter().filter_map(|b| b.relative)).fold(1.0f64, f64::max) * 1.35;
         let font = |px: f64| (FONT, px).into_font();
         // The paper's workload names under the axis; the stand-ins above each group.
         let labels: Vec<String> = m.workloads.iter().map(|w| w.stands_for.clone()).collect();
