@@ -1,7 +1,9 @@
-//! `migbench bench native|guest|compare|crosscheck`: the lmbench-style rows
-//! natively (bench-suites) and inside the built-in guest (its `bench`
+//! `migbench bench native|guest|compare|tcp|crosscheck`: the lmbench-style
+//! rows natively (bench-suites) and inside the built-in guest (its `bench`
 //! workload), the native-against-virtualized table in the Xen paper's shape,
-//! and the cross-check of the native rows against independent tools.
+//! the ttcp table (`tcp`, also part of `compare`; its ends are
+//! `crate::bench_net`), and the cross-check of the native rows against
+//! independent tools.
 
 use crate::cli::BenchArgs;
 use crate::progress::{Progress, Update};
@@ -25,6 +27,8 @@ fn guest_na_reason(id: &str) -> &'static str {
     match id {
         "fork_exit" | "fork_exec" | "fork_sh" => "no processes in the built-in guest",
         "stat" | "open_close" | "mmap_lat" | "page_fault" => "no file system in the built-in guest",
+        id if id.starts_with("fs_") => "no file system in the built-in guest",
+        "select_tcp" => "no sockets or select(2) in the built-in guest (its TCP/IP is smoltcp, polled in ring 3)",
         "sig_install" | "sig_handle" | "prot_fault" => "no signals in the built-in guest",
         id if id.starts_with("ctx_") => "no processes to switch between in the built-in guest",
         _ => "not measured in the guest",
@@ -219,7 +223,23 @@ pub fn collect(which: &str, quick: bool, only: &[String], progress: &Progress) -
     } else {
         Vec::new()
     };
-    Ok(BenchReport { env, native: native_rows, guest: guest_rows })
+    let ttcp = if which == "compare" && selects_ttcp(only) { ttcp_systems(quick, progress) } else { Vec::new() };
+    let macro_bench = (which == "compare" && only.is_empty()).then(|| crate::bench_macro::run(quick, progress));
+    Ok(BenchReport { env, native: native_rows, guest: guest_rows, ttcp, macro_bench })
+}
+
+/// Whether `--only` leaves the ttcp table in.
+fn selects_ttcp(only: &[String]) -> bool {
+    only.is_empty() || only.iter().any(|p| "ttcp".starts_with(p.as_str()) || p.starts_with("ttcp"))
+}
+
+/// The ttcp table: native and the vmm-min guest, each direction at each MTU.
+pub fn ttcp_systems(quick: bool, progress: &Progress) -> Vec<results::bench::SystemRows> {
+    let opts = bench_suites::ttcp::TtcpOptions::new(quick);
+    let run_id = scenarios::netns::new_run_id();
+    progress.rows("ttcp rows", 2 * bench_suites::ttcp::cells().len() as u64);
+    let mut step = |s: &str| progress.update(Update::Row(s));
+    vec![crate::bench_net::native(&run_id, &opts, &mut step), crate::bench_net::vmm_min(&run_id, &opts, &mut step)]
 }
 
 /// Runs the cross-check (`LMBENCH_DIR` from the environment), with progress
@@ -235,8 +255,11 @@ pub fn crosscheck(quick: bool) -> CrossCheck {
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    if !matches!(args.which.as_str(), "native" | "guest" | "compare" | "crosscheck") {
-        bail!("unknown bench '{}': expected native, guest, compare or crosscheck", args.which);
+    if !matches!(args.which.as_str(), "native" | "guest" | "compare" | "tcp" | "macro" | "crosscheck") {
+        bail!("unknown bench '{}': expected native, guest, compare, tcp, macro or crosscheck", args.which);
+    }
+    if args.chart_dir.is_some() && args.which != "macro" {
+        bail!("--chart-dir applies to macro only (the report draws the chart for compare and reproduce)");
     }
     let (table, json) = if args.which == "crosscheck" {
         if !args.only.is_empty() {
@@ -244,6 +267,34 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         let c = crosscheck(args.quick);
         (bench_suites::crosscheck::markdown(&c), c.to_json().context("serializing the cross-check")?)
+    } else if args.which == "macro" {
+        if !args.only.is_empty() {
+            bail!("--only does not apply to macro: it runs every workload");
+        }
+        let progress = Progress::new(&[]);
+        let m = crate::bench_macro::run(args.quick, &progress);
+        progress.finish();
+        let md = bench_suites::table::macro_markdown(&m);
+        if let Some(dir) = &args.chart_dir {
+            let files = reports::charts::relative::write(&m, dir).context("drawing the relative-performance chart")?;
+            for f in files {
+                eprintln!("migbench: chart written to {}", f.display());
+            }
+        }
+        let report = BenchReport { env: bench_suites::env::collect(), macro_bench: Some(m), ..Default::default() };
+        (md, report.to_json().context("serializing the report")?)
+    } else if args.which == "tcp" {
+        if !args.only.is_empty() {
+            bail!("--only does not apply to tcp: it runs every row of the ttcp table");
+        }
+        let progress = Progress::new(&[]);
+        let report = BenchReport {
+            env: bench_suites::env::collect(),
+            ttcp: ttcp_systems(args.quick, &progress),
+            ..Default::default()
+        };
+        progress.finish();
+        (bench_suites::table::ttcp_markdown(&report.ttcp), report.to_json().context("serializing the report")?)
     } else {
         let progress = Progress::new(&[]);
         let report = collect(&args.which, args.quick, &args.only, &progress)?;

@@ -424,8 +424,11 @@ pub struct ReportArgs {
 /// `migbench bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// native (host processes), guest (the built-in guest's ring 3), compare (both, side by side), or
-    /// crosscheck (native rows against iperf3, perf bench sched pipe, sysbench memory and, with
+    /// native (host processes), guest (the built-in guest's ring 3), compare (both, side by side, and the
+    /// ttcp table), tcp (the ttcp table alone: TX and RX at MTU 1500 and 500, native between two network
+    /// namespaces over a veth and the guest over virtio-net; 128 KiB socket buffers, 400 MB per transfer,
+    /// median of 9, or 8 MB and 3 with --quick; needs root), macro (the Xen paper's Figure 3 with
+    /// stand-ins, each system normalised to native = 1.0; --chart-dir draws it), or crosscheck (native rows against iperf3, perf bench sched pipe, sysbench memory and, with
     /// LMBENCH_DIR set to an lmbench 3 build, lmbench; run alternately, with ratios).
     #[arg(default_value = "compare")]
     pub which: String,
@@ -441,6 +444,9 @@ pub struct BenchArgs {
     /// Write the table as Markdown.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// With `macro`: draw the relative-performance chart (relative.svg, relative.png) into this folder.
+    #[arg(long)]
+    pub chart_dir: Option<PathBuf>,
 }
 
 /// Turns the user's VM arguments into a checked configuration.

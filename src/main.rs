@@ -1,8 +1,13 @@
 //! `migbench`: the command-line front of the harness. Each subcommand lives
 //! in its own module; errors reach the user through `anyhow` with context.
 
+extern crate alloc;
+
 mod bench_cmd;
+mod bench_macro;
+mod bench_net;
 mod cli;
+mod guest_http;
 mod image_cmd;
 mod migrate_cmd;
 mod net_cmd;

@@ -29,7 +29,7 @@ fn main() {
     let t = Instant::now();
     let rows = native::run(&opts, &mut |id| eprintln!("running {id}"));
     eprintln!("native suite took {:.1} s", t.elapsed().as_secs_f64());
-    let report = BenchReport { env: bench_suites::env::collect(), native: rows, guest: Vec::new() };
+    let report = BenchReport { env: bench_suites::env::collect(), native: rows, ..Default::default() };
     print!("{}", table::markdown(&report));
     if let Some(path) = json {
         match report.to_json() {

@@ -7,12 +7,12 @@
 //! `method` saying exactly what was timed.
 //!
 //! Rows, in order (ids):
-//! * processes: `null_call`, `null_io`, `stat`, `open_close`, `sig_install`,
+//! * processes: `null_call`, `null_io`, `stat`, `open_close`, `select_tcp`, `sig_install`,
 //!   `sig_handle`, `fork_exit`, `fork_exec`, `fork_sh`;
 //! * context switches: `ctx_{2,8,16}p_{0,16,64}k` (pinned to one CPU, as
 //!   lmbench with `LMBENCH_SCHED=SINGLE`) and the same with `_unpinned`
 //!   (scheduler's choice, lmbench's default);
-//! * file and VM: `mmap_lat`, `prot_fault`, `page_fault` (lmbench
+//! * file and VM: `fs_{create,delete}_{0,10}k` (lmbench lat_fs), `mmap_lat`, `prot_fault`, `page_fault` (lmbench
 //!   `lat_pagefault`: faults on a mapped, cached file), `anon_fault`
 //!   (anonymous first touch, which lmbench does not measure);
 //! * memory: `mem_rd_bw`, `mem_wr_bw`, `mem_cp_bw`, `mem_lat_<size>` for
@@ -56,6 +56,10 @@ pub const MMAP_BYTES: usize = 1 << 20;
 pub const MMAP_TOUCH_STRIDE_PAGES: usize = 10;
 /// Message size of `tcp_bw`.
 pub const TCP_MSG_BYTES: usize = 64 << 10;
+/// Sockets `select_tcp` selects on (lmbench's summary uses 100).
+pub const SELECT_FDS: usize = 100;
+/// File sizes of the file create/delete rows, KiB (the paper's Table 5).
+pub const FS_KIB: [usize; 2] = [0, 10];
 
 const PAGE: usize = 4096;
 
@@ -209,6 +213,15 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
             Box::new(open_close),
         ),
         spec(
+            "select_tcp",
+            "slct TCP",
+            UNIT_US,
+            &format!(
+                "select(2) with a zero timeout on {SELECT_FDS} connected, idle loopback TCP sockets (none readable), as lmbench lat_select -n {SELECT_FDS} tcp; differs from lmbench in the sockets' peer, a listener of this process rather than a separate server process"
+            ),
+            Box::new(select_tcp),
+        ),
+        spec(
             "sig_install",
             "sig inst",
             UNIT_US,
@@ -266,6 +279,25 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
                     Box::new(move |c: &Ctx| ctx_switch(c, p, k, pinned)),
                 ));
             }
+        }
+    }
+    for kib in FS_KIB {
+        for delete in [false, true] {
+            let (op, what) = if delete {
+                ("delete", "unlink(2) of each")
+            } else {
+                ("create", "open(2) O_CREAT|O_EXCL, a write(2) of the file's bytes (none for 0K) and close(2) of each")
+            };
+            v.push(spec(
+                &format!("fs_{op}_{kib}k"),
+                &format!("{kib}K {op}"),
+                UNIT_US,
+                &format!(
+                    "file {op}: {what} of a batch of fresh {kib} KiB files in one scratch directory, per file, as lmbench lat_fs (which reports files per second; we give its inverse); the {} is created untimed; differs from lmbench in the batch size (calibrated to ENOUGH, where lmbench makes 1000 files) and the file system, whatever holds the temp dir (named below), where the paper's was a local disk",
+                    if delete { "batch" } else { "directory" }
+                ),
+                Box::new(move |c: &Ctx| fs_latency(c, kib, delete)),
+            ));
         }
     }
     v.push(spec(
@@ -1328,6 +1360,119 @@ fn mem_lat(c: &Ctx, size: usize) -> Result<(f64, String), String> {
         m.us(Summary::Minimum),
         format!("{} lines; ns per load {:.2}; {}", ring.lines, m.ns(Summary::Minimum), how(c, &m, Summary::Minimum)),
     ))
+}
+
+// ---------------------------------------------------------------- select, files
+
+fn select_tcp(c: &Ctx) -> Result<(f64, String), String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+    let addr = l.local_addr().map_err(|e| e.to_string())?;
+    let mut socks = Vec::with_capacity(2 * SELECT_FDS);
+    for _ in 0..SELECT_FDS {
+        let client = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let (server, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+        socks.push((client, server));
+    }
+    let fds: Vec<RawFd> = socks.iter().map(|(cl, _)| cl.as_raw_fd()).collect();
+    let max = fds.iter().copied().max().unwrap_or(0);
+    if max as usize >= libc::FD_SETSIZE {
+        return Err(format!("descriptor {max} is past FD_SETSIZE {}", libc::FD_SETSIZE));
+    }
+    // SAFETY: an all-zero fd_set is a valid empty set; FD_SET is given
+    // descriptors below FD_SETSIZE (checked above).
+    let set = unsafe {
+        let mut set: libc::fd_set = std::mem::zeroed();
+        for &fd in &fds {
+            libc::FD_SET(fd, &mut set);
+        }
+        set
+    };
+    let r = c.h.measure(&mut |n| {
+        for _ in 0..n {
+            let mut rd = set;
+            let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+            // SAFETY: `rd` and `tv` are live for the call; the other sets are null.
+            let k = unsafe { libc::select(max + 1, &mut rd, std::ptr::null_mut(), std::ptr::null_mut(), &mut tv) };
+            if k != 0 {
+                return Err(if k < 0 { os_err("select") } else { format!("select found {k} readable idle sockets") });
+            }
+        }
+        Ok(())
+    });
+    drop(socks);
+    median_us(c, r)
+}
+
+/// The file system of `p`, by name where known (statfs f_type).
+fn fs_type(p: &Path) -> String {
+    let Ok(cp) = cpath(p) else { return "unknown".into() };
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `cp` is a NUL-terminated path, `st` a live buffer.
+    if unsafe { libc::statfs(cp.as_ptr(), &mut st) } != 0 {
+        return "unknown".into();
+    }
+    match st.f_type as i64 {
+        0x0102_1994 => "tmpfs".into(),
+        0xEF53 => "ext4".into(),
+        0x794c_7630 => "overlayfs".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        t => format!("f_type {t:#x}"),
+    }
+}
+
+fn fs_latency(c: &Ctx, kib: usize, delete: bool) -> Result<(f64, String), String> {
+    static BATCH: AtomicU64 = AtomicU64::new(0);
+    let data = vec![0x3cu8; kib << 10];
+    let fs = fs_type(&c.dir.0);
+    let mut run = |n: u64| -> Result<Duration, String> {
+        let dir = c.dir.0.join(format!("fs-{}", BATCH.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let paths: Vec<CString> = (0..n).map(|i| cpath(&dir.join(format!("{i}")))).collect::<Result<_, _>>()?;
+        let create = |p: &CString| -> Result<(), String> {
+            // SAFETY: `p` is a NUL-terminated path.
+            let fd = unsafe { libc::open(p.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o644) };
+            if fd < 0 {
+                return Err(os_err("open O_CREAT"));
+            }
+            if !data.is_empty() {
+                // SAFETY: `data` is live for the call and `fd` is ours.
+                let w = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+                if w != data.len() as isize {
+                    // SAFETY: `fd` is ours and closed once.
+                    unsafe { libc::close(fd) };
+                    return Err(os_err("write"));
+                }
+            }
+            // SAFETY: `fd` is ours and closed once.
+            unsafe { libc::close(fd) };
+            Ok(())
+        };
+        let unlink = |p: &CString| -> Result<(), String> {
+            // SAFETY: `p` is a NUL-terminated path.
+            if unsafe { libc::unlink(p.as_ptr()) } != 0 {
+                return Err(os_err("unlink"));
+            }
+            Ok(())
+        };
+        let t = Instant::now();
+        let timed = if delete {
+            paths.iter().try_for_each(create)?;
+            let t = Instant::now();
+            paths.iter().try_for_each(unlink)?;
+            t.elapsed()
+        } else {
+            paths.iter().try_for_each(create)?;
+            let e = t.elapsed();
+            paths.iter().try_for_each(unlink)?;
+            e
+        };
+        let _ = std::fs::remove_dir(&dir);
+        Ok(timed)
+    };
+    let m = c.h.measure_timed(&mut run).map_err(harness_err)?;
+    Ok((m.us(Summary::Median), format!("file system {fs}; {}", how(c, &m, Summary::Median))))
 }
 
 // ---------------------------------------------------------------- TCP

@@ -34,6 +34,8 @@ pub enum ChartKind {
     Comparison,
     /// [`charts::precopy_rounds`] of one scenario.
     PrecopyRounds,
+    /// [`charts::relative::relative_performance`] of the microbenchmarks.
+    Relative,
 }
 
 /// Where one chart went.
@@ -355,6 +357,16 @@ fn write_documents(
             stem: format!("rounds-{sl}"),
             alt: format!("{}: {}", charts::ROUNDS_TITLE, s.scenario),
             chart: charts::precopy_rounds(s)?,
+        });
+    }
+    if let Some(m) = bench.and_then(|b| b.macro_bench.as_ref()) {
+        rendered.push(Rendered {
+            kind: ChartKind::Relative,
+            scenario: None,
+            slug: None,
+            stem: "relative".into(),
+            alt: charts::relative::RELATIVE_TITLE.into(),
+            chart: charts::relative::relative_performance(m)?,
         });
     }
 
@@ -817,6 +829,10 @@ of `dirty-sync-count` starts one), so the downtime breakdown is n/a.\n\n",
         out.push_str("## Microbenchmarks: native against the guest\n\n");
         out.push_str(&bench_suites::table::markdown(b));
         out.push('\n');
+        // Under the relative-performance table, which has the heading.
+        if let Some(r) = rendered.iter().find(|r| r.kind == ChartKind::Relative) {
+            image(&mut out, r);
+        }
         if scenarios.is_empty() {
             out.push_str("## Environment\n\n");
             out.push_str(&environment_list(&b.env));

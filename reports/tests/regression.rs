@@ -29,6 +29,7 @@ fn bench() -> bench_suites::BenchReport {
             "no guest".into(),
             "-".into(),
         )],
+        ..Default::default()
     }
 }
 

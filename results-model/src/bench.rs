@@ -14,6 +14,11 @@ use crate::environment::Environment;
 pub const UNIT_US: &str = "µs";
 /// Unit of bandwidth rows: megabytes per second, MB = 10^6 bytes.
 pub const UNIT_MBS: &str = "MB/s";
+/// Unit of the ttcp rows: mebibits per second, 2^20 bits per second, the
+/// unit of ttcp's `-f m` output and (we conclude) of the Xen paper's Table 6.
+pub const UNIT_MIBITS: &str = "Mibit/s";
+/// Unit of a relative-performance bar: the score divided by native's.
+pub const UNIT_RELATIVE: &str = "× native";
 
 /// One measurement.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,7 +75,7 @@ impl Row {
 }
 
 /// A whole result set: where it ran, and the native and guest rows.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BenchReport {
     /// The machine the native rows ran on (and the VMM's findings).
     pub env: Environment,
@@ -80,6 +85,65 @@ pub struct BenchReport {
     /// Rows measured in the guest's ring 3 (empty when the guest did not run).
     #[serde(default)]
     pub guest: Vec<Row>,
+    /// The ttcp table (the Xen paper's Table 6): one entry per system,
+    /// rows `ttcp_{tx,rx}_{1500,500}` in [`UNIT_MIBITS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ttcp: Vec<SystemRows>,
+    /// The relative-performance figure (the Xen paper's Figure 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macro_bench: Option<MacroReport>,
+}
+
+/// The rows one system under test produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SystemRows {
+    /// Stable id: `native`, `vmm-min`, `qemu`.
+    pub system: String,
+    /// Column heading, naming the accelerator where there is one.
+    pub label: String,
+    /// The rows.
+    pub rows: Vec<Row>,
+}
+
+/// One bar of the relative-performance figure: a workload on a system.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MacroBar {
+    /// The system (`native`, `vmm-min`, `qemu`).
+    pub system: String,
+    /// The raw score (higher is better), in `unit`; `None` when n/a.
+    pub score: Option<f64>,
+    /// Unit of `score`, e.g. "bogo ops/s".
+    pub unit: String,
+    /// `score` divided by the native score of the same workload
+    /// ([`UNIT_RELATIVE`]); 1.0 for native itself.
+    pub relative: Option<f64>,
+    /// Why there is no score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub na_reason: Option<String>,
+    /// Exactly what ran.
+    pub method: String,
+}
+
+/// One group of bars: a stand-in workload and what it replaces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MacroWorkload {
+    /// Stable id (`cpu`, `build`, `fs`, `web`).
+    pub id: String,
+    /// Label under the group.
+    pub label: String,
+    /// The paper's workload this stands in for, e.g. "SPEC INT2000".
+    pub stands_for: String,
+    /// One bar per system, native first.
+    pub bars: Vec<MacroBar>,
+}
+
+/// The relative-performance figure's data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MacroReport {
+    /// The systems, in bar order, with their labels.
+    pub systems: Vec<(String, String)>,
+    /// The workload groups, in the paper's order.
+    pub workloads: Vec<MacroWorkload>,
 }
 
 impl BenchReport {
@@ -115,7 +179,7 @@ mod tests {
                 Row::measured("null_call", "null call", UNIT_US, 0.05, "getppid".into()),
                 Row::na("fork_sh", "sh", UNIT_US, "no /bin/sh".into(), "fork+exec sh".into()),
             ],
-            guest: vec![],
+            ..Default::default()
         };
         let j = r.to_json().unwrap();
         assert_eq!(BenchReport::from_json(&j).unwrap(), r);

@@ -15,6 +15,8 @@
 //! * [`precopy_rounds`] (module `rounds`): per pre-copy round, the MB sent
 //!   and the MB dirtied (bars), and below, the achieved rate, the rate limit
 //!   and the dirtying rate (Mbit/s).
+//! * [`relative::relative_performance`]: the Xen paper's Figure 3, the
+//!   stand-in workloads' scores per system normalised to native = 1.0.
 //! * [`overlay`] (module `overlay`): the regression view, a baseline run and
 //!   a new run of one scenario on the same axes, aligned at the migration
 //!   start (whole run) and at the pause (zoom).
@@ -29,6 +31,7 @@
 
 mod overlay;
 mod rate;
+pub mod relative;
 mod rounds;
 mod text;
 

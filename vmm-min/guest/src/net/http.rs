@@ -7,6 +7,9 @@
 //! - Every response carries an `ETag` that is the FNV-1a 64-bit hash of its
 //!   body, as a quoted 16-digit lowercase hex string, so a client can verify
 //!   every byte.
+//! - `POST /upload` reads its body (`Content-Length`), discards and counts
+//!   it, and only then answers `{"upload_bytes":N}` (the host's ttcp RX:
+//!   `bench_suites::ttcp::UploadReply`).
 //! - A malformed request gets `400` and the connection is closed; an unknown
 //!   path gets `404`, another method `405`; both keep the connection.
 //! - A request head may be at most [`REQ_MAX`] bytes; request bodies
@@ -56,6 +59,8 @@ impl Write for Head {
 enum Body {
     File,
     Static(&'static [u8]),
+    /// A short body made at run time (the upload reply), in `Resp::inline`.
+    Inline,
 }
 
 /// A response being sent.
@@ -66,6 +71,7 @@ struct Resp {
     body_len: u64,
     body_sent: u64,
     close: bool,
+    inline: [u8; 64],
 }
 
 /// One connection's state (one per listening socket).
@@ -75,6 +81,8 @@ struct Conn {
     req_len: usize,
     /// Request-body bytes still to discard.
     skip: u64,
+    /// An upload being received: (its length, whether to close after the reply).
+    upload: Option<(u64, bool)>,
     resp: Option<Resp>,
     /// We closed our side; wait for the socket to finish.
     closing: bool,
@@ -87,6 +95,7 @@ impl Conn {
     fn reset(&mut self, now: Instant) {
         self.req_len = 0;
         self.skip = 0;
+        self.upload = None;
         self.resp = None;
         self.closing = false;
         self.last_progress = now;
@@ -103,6 +112,8 @@ pub struct Stats {
     pub bad: u64,
     /// Connections aborted for idleness.
     pub timeouts: u64,
+    /// Body bytes received by `POST /upload`.
+    pub uploaded: u64,
 }
 
 /// The HTTP server.
@@ -116,11 +127,19 @@ pub struct Server {
 
 impl Server {
     /// Adds `n` listening sockets to `sockets`, each with `tx_buf` bytes of
-    /// send buffer, serving a file of `file_len` bytes.
-    pub fn new(sockets: &mut SocketSet<'static>, n: usize, tx_buf: usize, file_len: u64, now: Instant) -> Server {
+    /// send buffer and `rx_buf` of receive buffer, serving a file of
+    /// `file_len` bytes.
+    pub fn new(
+        sockets: &mut SocketSet<'static>,
+        n: usize,
+        tx_buf: usize,
+        rx_buf: usize,
+        file_len: u64,
+        now: Instant,
+    ) -> Server {
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
-            let rx = tcp::SocketBuffer::new(alloc::vec![0u8; 8192]);
+            let rx = tcp::SocketBuffer::new(alloc::vec![0u8; rx_buf]);
             let tx = tcp::SocketBuffer::new(alloc::vec![0u8; tx_buf]);
             let mut s = tcp::Socket::new(rx, tx);
             s.set_nagle_enabled(false);
@@ -131,6 +150,7 @@ impl Server {
                 req: [0; REQ_MAX],
                 req_len: 0,
                 skip: 0,
+                upload: None,
                 resp: None,
                 closing: false,
                 last_progress: now,
@@ -197,7 +217,13 @@ fn service_conn(c: &mut Conn, s: &mut tcp::Socket, now: Instant, file_len: u64, 
     }
     // Answer requests until the socket's send buffer is full.
     loop {
-        if c.resp.is_none() && !c.closing && c.skip == 0 {
+        if let (None, Some((len, close)), 0) = (&c.resp, c.upload, c.skip) {
+            // The whole upload has been received and discarded.
+            st.uploaded += len;
+            c.upload = None;
+            c.resp = Some(upload_reply(len, close));
+        }
+        if c.resp.is_none() && c.upload.is_none() && !c.closing && c.skip == 0 {
             match parse(&c.req[..c.req_len]) {
                 Parsed::Incomplete if c.req_len < REQ_MAX => {}
                 Parsed::Incomplete | Parsed::Bad => {
@@ -210,15 +236,19 @@ fn service_conn(c: &mut Conn, s: &mut tcp::Socket, now: Instant, file_len: u64, 
                     let path = target.split(|&b| b == b'?').next().unwrap_or(target);
                     let head_only = method == Method::Head;
                     let r = match (method, path) {
-                        (Method::Other, _) => {
-                            response(405, "Method Not Allowed", b"method not allowed\n", false, !keep_alive)
+                        (Method::Post, b"/upload") => None,
+                        (Method::Other | Method::Post, _) | (_, b"/upload") => {
+                            Some(response(405, "Method Not Allowed", b"method not allowed\n", false, !keep_alive))
                         }
-                        (_, b"/file") => file_response(file_len, etag, head_only, !keep_alive),
-                        (_, b"/health") => response(200, "OK", HEALTH_BODY, head_only, !keep_alive),
-                        _ => response(404, "Not Found", b"not found\n", head_only, !keep_alive),
+                        (_, b"/file") => Some(file_response(file_len, etag, head_only, !keep_alive)),
+                        (_, b"/health") => Some(response(200, "OK", HEALTH_BODY, head_only, !keep_alive)),
+                        _ => Some(response(404, "Not Found", b"not found\n", head_only, !keep_alive)),
                     };
                     st.requests += 1;
-                    c.resp = Some(r);
+                    if r.is_none() {
+                        c.upload = Some((body, !keep_alive));
+                    }
+                    c.resp = r;
                     // Drop the head and whatever of the body is buffered.
                     let in_buf = ((c.req_len - consumed) as u64).min(body) as usize;
                     c.skip = body - in_buf as u64;
@@ -227,6 +257,13 @@ fn service_conn(c: &mut Conn, s: &mut tcp::Socket, now: Instant, file_len: u64, 
                     c.req_len -= drop;
                 }
             }
+        }
+        if c.upload.is_some() && c.skip > 0 {
+            // Still receiving an upload: nothing to send yet.
+            break;
+        }
+        if c.upload.is_some() {
+            continue;
         }
         let Some(r) = c.resp.as_mut() else { break };
         let (sent, done) = send_resp(s, r);
@@ -243,12 +280,12 @@ fn service_conn(c: &mut Conn, s: &mut tcp::Socket, now: Instant, file_len: u64, 
         }
     }
     // The client closed its side and has nothing more to ask.
-    if !s.may_recv() && c.resp.is_none() && !c.closing {
+    if !s.may_recv() && c.resp.is_none() && c.upload.is_none() && !c.closing {
         s.close();
         c.closing = true;
     }
     // A head still being read: when did it begin?
-    c.head_since = match (c.resp.is_none() && c.skip == 0 && c.req_len > 0, c.head_since) {
+    c.head_since = match (c.resp.is_none() && c.upload.is_none() && c.skip == 0 && c.req_len > 0, c.head_since) {
         (true, None) => Some(now),
         (true, since) => since,
         (false, _) => None,
@@ -273,6 +310,17 @@ fn response(code: u16, reason: &str, body: &'static [u8], head_only: bool, close
     r
 }
 
+/// `{"upload_bytes":N}` for an upload of `len` bytes.
+fn upload_reply(len: u64, close: bool) -> Resp {
+    let mut body = Head { buf: [0; 384], len: 0 };
+    let _ = write!(body, "{{\"upload_bytes\":{len}}}");
+    let n = body.len.min(64);
+    let mut r = start_resp(200, "OK", n as u64, fnv1a(&body.buf[..n]), "application/json", close);
+    r.inline[..n].copy_from_slice(&body.buf[..n]);
+    r.body = Body::Inline;
+    r
+}
+
 fn file_response(len: u64, etag: u64, head_only: bool, close: bool) -> Resp {
     let mut r = start_resp(200, "OK", len, etag, "application/octet-stream", close);
     r.body = Body::File;
@@ -290,7 +338,7 @@ fn start_resp(code: u16, reason: &str, len: u64, etag: u64, ctype: &str, close: 
         if close { "close" } else { "keep-alive" },
         if code == 405 { "Allow: GET, HEAD\r\n" } else { "" },
     );
-    Resp { head, head_sent: 0, body: Body::Static(b""), body_len: len, body_sent: 0, close }
+    Resp { head, head_sent: 0, body: Body::Static(b""), body_len: len, body_sent: 0, close, inline: [0; 64] }
 }
 
 /// Sends what fits of `r`; returns (sent anything, response complete).
@@ -308,12 +356,13 @@ fn send_resp(s: &mut tcp::Socket, r: &mut Resp) -> (bool, bool) {
     while r.body_sent < r.body_len {
         let off = r.body_sent;
         let remaining = r.body_len - off;
-        let body = r.body;
+        let (body, inline) = (r.body, &r.inline);
         let res = s.send(|buf| {
             let n = (buf.len() as u64).min(remaining) as usize;
             match body {
                 Body::File => fill(&mut buf[..n], off),
                 Body::Static(b) => buf[..n].copy_from_slice(&b[off as usize..off as usize + n]),
+                Body::Inline => buf[..n].copy_from_slice(&inline[off as usize..off as usize + n]),
             }
             (n, n)
         });

@@ -25,8 +25,10 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
 /// Listening sockets: concurrent connections the server takes.
 const SOCKETS: usize = 16;
-/// Send buffer per connection.
+/// Send and receive buffer per connection: the Xen paper's ttcp socket
+/// buffer (128 KiB; smoltcp scales the window past 64 KiB).
 const TX_BUF: usize = 128 * 1024;
+const RX_BUF: usize = 128 * 1024;
 /// Longest sleep when idle.
 const MAX_IDLE_US: u64 = 1000;
 /// Gratuitous ARPs sent per announcement, and the gap between them.
@@ -108,7 +110,7 @@ pub fn serve(vcpu: usize) {
         let _ = a.push(IpCidr::new(ip.into(), prefix));
     });
     let mut sockets = SocketSet::new(alloc::vec![]);
-    let mut server = http::Server::new(&mut sockets, SOCKETS, TX_BUF, file_bytes, now(tsc_per_us));
+    let mut server = http::Server::new(&mut sockets, SOCKETS, TX_BUF, RX_BUF, file_bytes, now(tsc_per_us));
     println!(
         "net: {} / {} up, MTU {}, serving {} bytes on port {} (ETag \"{:016x}\")",
         ip,

@@ -14,6 +14,8 @@ pub enum Method {
     Get,
     /// HEAD.
     Head,
+    /// POST (only `/upload` takes it).
+    Post,
     /// Any other method (answered 405).
     Other,
 }
@@ -133,6 +135,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let m = match method {
         b"GET" => Method::Get,
         b"HEAD" => Method::Head,
+        b"POST" => Method::Post,
         _ => Method::Other,
     };
     let target_start = l0 + method.len() + 1;
