@@ -7,6 +7,7 @@
 
 mod common;
 
+use results::probe::ProbeResult;
 use results::{OnTimeout, Outcome, Policy};
 use scenarios::netns::{self, Topology};
 use scenarios::qemu::driver::{QemuConfig, QemuMigrateOptions, QemuMigration, QemuSystem};
@@ -116,12 +117,23 @@ fn policy(max_bandwidth_mbps: Option<f64>) -> Policy {
 /// Migrates under the probe, then checks what every successful migration
 /// must show; returns the migration and the probe's gap, ms.
 fn migrate_checked(r: &mut Rig, test: &str, bw: Option<f64>) -> (QemuMigration, f64) {
+    let (m, res) = migrate_probed(r, bw);
+    let gap = check_completed(r, test, &m, &res);
+    (m, gap)
+}
+
+/// A verified migration at `bw` Mbit/s with the probe running through it.
+fn migrate_probed(r: &mut Rig, bw: Option<f64>) -> (QemuMigration, ProbeResult) {
     let p = probe(&r.topo);
     std::thread::sleep(Duration::from_millis(1500));
     let opts = QemuMigrateOptions { policy: policy(bw), auto_converge: None, verify: true };
     let m = r.sys.migrate(&opts).expect("migration");
     std::thread::sleep(Duration::from_millis(1500));
-    let res = p.stop_and_join().expect("probe result");
+    (m, p.stop_and_join().expect("probe result"))
+}
+
+/// Every check of a completed, verified migration; the probe's gap, ms.
+fn check_completed(r: &Rig, test: &str, m: &QemuMigration, res: &ProbeResult) -> f64 {
     let s = &m.stats;
     let q = &m.qemu;
     let gap = res.app_downtime().map_or(0.0, |g| g.duration_ms());
@@ -152,7 +164,7 @@ fn migrate_checked(r: &mut Rig, test: &str, bw: Option<f64>) -> (QemuMigration, 
     let (running, state) = r.sys.status(false).unwrap();
     assert!(running, "the migrated guest is {state}");
     assert_eq!(r.sys.guest_get("/health").unwrap().0, 200);
-    (m, gap)
+    gap
 }
 
 #[test]
@@ -167,15 +179,17 @@ fn idle_qemu_migration_keeps_connections_and_memory() {
     assert!(!std::path::Path::new(&format!("/proc/{src_pid}")).exists(), "the source QEMU still runs");
 }
 
-/// Ignored in CI: in one full-suite run on the development machine (2 cores,
-/// load average about 4, QEMU 7.2 under TCG) the RAM comparison after the
-/// migration found 1 page differing, at 0x1ef00000, and failed the run;
-/// it passed in the runs before it. The verification is doing its job: this
-/// is the same loss of guest pages under TCG that the memcheck test below
-/// shows. Run it with `--ignored` on a host with VT-x/AMD-V, or with a newer
-/// QEMU, to tell whether the cause is TCG or QEMU 7.2.
+/// A loaded migration with a raised bandwidth, memory verified.
+///
+/// QEMU 7.2 (Debian's) has lost guest pages here: in one full-suite run on
+/// the development machine (2 cores, load about 4) the RAM comparison found
+/// 1 page differing, at 0x1ef00000; with the memcheck workload below it
+/// lost 293 and 458 pages in 2 of 2 runs, while QEMU 10.0.2 from
+/// bookworm-backports was identical in 2 of 2. So a difference is accepted
+/// only as the harness must handle it: the migration failed with the count,
+/// and the one copy left is the source, running and serving. Otherwise
+/// every check of a completed migration holds, and stress survives it.
 #[test]
-#[ignore = "QEMU 7.2 TCG lost a guest page in 1 run under load (verification caught it); see the doc comment"]
 fn loaded_qemu_migration_with_raised_bandwidth() {
     let _g = lock();
     let Some(mut r) = rig("loaded_qemu_migration", "stress:vm=3,bytes=128M", true) else { return };
@@ -183,7 +197,19 @@ fn loaded_qemu_migration_with_raised_bandwidth() {
     let (code, body) = r.sys.guest_get("/status").unwrap();
     let st: linux_guest::api::AgentStatus = serde_json::from_slice(&body).unwrap();
     assert!(code == 200 && st.workload_running, "stress is not running: {st:?}");
-    let (m, _) = migrate_checked(&mut r, "loaded", Some(80_000.0));
+    let (m, res) = migrate_probed(&mut r, Some(80_000.0));
+    if let Some(bad) = m.qemu.verify_mismatched_pages.filter(|&n| n > 0) {
+        eprintln!("loaded: QEMU lost {bad} pages; {:?}", m.stats.reason);
+        assert_eq!(m.stats.outcome, Outcome::Failed, "a RAM difference must fail the migration");
+        assert!(m.stats.reason.as_deref().is_some_and(|x| x.contains("pages differ")), "{:?}", m.stats.reason);
+        assert!(r.sys.destination_pid().is_none(), "the unverified destination was dropped");
+        let (running, state) = r.sys.status(false).unwrap();
+        assert!(running, "the source is {state}");
+        assert_eq!(r.sys.guest_get("/health").unwrap().0, 200, "the source serves");
+        assert_eq!(res.summary.corruptions, 0, "corrupted responses");
+        return;
+    }
+    check_completed(&r, "loaded", &m, &res);
     assert!(m.stats.rounds.len() >= 2, "a dirtying guest needs more than one round: {:?}", m.stats.rounds);
     let (_, body) = r.sys.guest_get("/status").unwrap();
     let st: linux_guest::api::AgentStatus = serde_json::from_slice(&body).unwrap();
