@@ -166,6 +166,19 @@ impl Client {
     }
 }
 
+/// A connection from namespace `ns` to the guest at `addr`, retried while
+/// the guest comes up (at most 20 s).
+fn connect_from(ns: &str, addr: (std::net::Ipv4Addr, u16)) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match netns::run_in_netns(ns, || Client::connect(addr)).expect("entering the namespace") {
+            Ok(c) => return c,
+            Err(e) => assert!(Instant::now() < deadline, "guest unreachable: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn verify(r: &Resp) {
     assert_eq!(r.etag, Some(probes::etag::fnv1a64(&r.body)), "body does not match its ETag");
 }
@@ -440,18 +453,7 @@ fn device_pause_state_restore_keeps_the_connection() {
     let vmm = topo.in_lan(|| vmm_min::Vmm::boot(&config, false)).unwrap().expect("booting");
     let net = vmm.machine().net.clone().expect("the VM has a NIC");
     let addr = (n.guest_ip, 80);
-    let mut c = topo
-        .in_probe(|| {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                match Client::connect(addr) {
-                    Ok(c) => return c,
-                    Err(e) => assert!(Instant::now() < deadline, "guest unreachable: {e}"),
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-        .unwrap();
+    let mut c = connect_from(&topo.names().probe_ns, addr);
     let first = c.get("/file");
     verify(&first);
     vmm_min::memory::take_own_writes(&vmm.machine().vm.mem);
@@ -527,15 +529,7 @@ fn a_keep_alive_download_survives_migration_on_the_same_connection() {
     // One keep-alive connection from the probe namespace downloads /file
     // over and over, verifying every byte; any error fails the test.
     let addr = (names.guest_ip, 80);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let client = loop {
-        let c = netns::run_in_netns(&names.probe_ns, || Client::connect(addr)).expect("netns");
-        match c {
-            Ok(c) => break c,
-            Err(e) => assert!(Instant::now() < deadline, "guest unreachable: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let client = connect_from(&names.probe_ns, addr);
     let local = client.r.get_ref().local_addr().expect("local addr");
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -692,18 +686,7 @@ fn a_frame_sent_during_the_pause_is_delivered_on_the_destination() {
     });
 
     let addr = (n.guest_ip, 80);
-    let mut c = topo
-        .in_probe(|| {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                match Client::connect(addr) {
-                    Ok(c) => return c,
-                    Err(e) => assert!(Instant::now() < deadline, "guest unreachable: {e}"),
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-        .unwrap();
+    let mut c = connect_from(&topo.names().probe_ns, addr);
     assert_eq!(c.get("/health").status, 200);
     let retrans_before = total_retrans(c.r.get_ref());
     let mut sent_in_pause = None;
