@@ -673,6 +673,7 @@ fn ram_sample(t: u64, info: &qmp::MigrationInfo) -> Option<RamSample> {
         normal: r.normal,
         dirty_pages_rate: r.dirty_pages_rate,
         page_size: r.page_size,
+        cpu_throttle_pct: info.cpu_throttle_percentage,
     })
 }
 

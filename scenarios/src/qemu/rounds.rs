@@ -6,7 +6,9 @@
 //! pass over RAM) starts a new round at that poll. A round's bytes and pages
 //! are the counters' growth until the next round starts (or pre-copy ends);
 //! its rate is those bytes over the polls' own interval, and its dirty rate
-//! QEMU's `dirty-pages-rate` at its last poll.
+//! QEMU's `dirty-pages-rate` at its last poll. Its throttle is QEMU's
+//! `cpu-throttle-percentage` at its first poll: auto-converge raises it at
+//! the dirty sync that begins a pass, so that is the value in force during it.
 
 use results::RoundStats;
 
@@ -31,6 +33,8 @@ pub struct RamSample {
     pub dirty_pages_rate: i64,
     /// `ram.page-size`, bytes.
     pub page_size: i64,
+    /// `cpu-throttle-percentage` (auto-converge; absent or 0: none).
+    pub cpu_throttle_pct: Option<i64>,
 }
 
 /// Rounds from the polls (in time order) of a migration that started at
@@ -74,7 +78,7 @@ pub fn derive(start_ns: u64, polls: &[RamSample], rate_limit_mbps: Option<f64>) 
             rate_mbps: if dur_ns > 0 { bytes as f64 * 8.0 / (dur_ns as f64 / 1e9) / 1e6 } else { 0.0 },
             rate_limit_mbps,
             dirty_rate_pages_s: b.dirty_pages_rate.max(0) as f64,
-            throttle_pct: None,
+            throttle_pct: a.cpu_throttle_pct.filter(|&p| p > 0).map(|p| p as f64),
         });
     }
     rounds
@@ -95,6 +99,7 @@ mod tests {
             normal: transferred / 4096,
             dirty_pages_rate: 100 * sync,
             page_size: 4096,
+            cpu_throttle_pct: (sync > 1).then_some(10 + 10 * sync),
         }
     }
 
@@ -118,6 +123,9 @@ mod tests {
         assert_eq!((r[2].bytes, r[2].duration_ms), (100_000, 50.0));
         assert_eq!(r[2].dirty_rate_pages_s, 400.0);
         assert!(r.iter().all(|x| x.rate_limit_mbps == Some(1000.0)));
+        // QEMU's throttle at each round's first poll; 0 or absent: none.
+        let t: Vec<_> = r.iter().map(|x| x.throttle_pct).collect();
+        assert_eq!(t, [None, Some(30.0), Some(40.0)]);
     }
 
     #[test]
