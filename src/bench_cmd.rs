@@ -72,16 +72,7 @@ fn measure_guest_tcp(span: Duration) -> std::result::Result<(f64, f64), String> 
     }
     let topo = Topology::create(&netns::new_run_id(), 9000).map_err(|e| format!("network topology: {e}"))?;
     let n = topo.names().clone();
-    let config = VmConfig {
-        memory: 256 << 20,
-        vcpus: 1,
-        workload: Workload::Idle,
-        backend: MemoryBackend::Anon,
-        net: Some(n.source_nic(512 << 10)),
-    };
-    let vmm = netns::run_in_netns(&n.lan_ns, || Vmm::boot(&config, false))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("booting the guest: {e}"))?;
+    let vmm = crate::net_cmd::boot_bench_guest(&n, 512 << 10)?;
     let probe = |path: &str| {
         let cfg = probes::http::ProbeConfig {
             url: format!("http://{}{path}", n.guest_ip),

@@ -14,7 +14,6 @@ use results::bench::{MacroBar, MacroReport};
 use scenarios::netns::{self, Names, Topology};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use vmm_min::{MemoryBackend, VmConfig, Vmm, Workload};
 
 /// Bytes of `/file` for the web stand-in (the probe downloads it over and over).
 const WEB_FILE_BYTES: u64 = 512 << 10;
@@ -115,17 +114,7 @@ fn web_score(which: WebServer, span: Duration) -> Result<f64, String> {
                 }))
             }
             WebServer::Guest => {
-                let config = VmConfig {
-                    memory: 256 << 20,
-                    vcpus: 1,
-                    workload: Workload::Idle,
-                    backend: MemoryBackend::Anon,
-                    net: Some(n.source_nic(WEB_FILE_BYTES)),
-                };
-                let v = netns::run_in_netns(&n.lan_ns, || Vmm::boot(&config, false))
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("booting the guest: {e}"))?;
-                vmm = Some(v);
+                vmm = Some(crate::net_cmd::boot_bench_guest(&n, WEB_FILE_BYTES)?);
                 None
             }
         };

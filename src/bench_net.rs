@@ -22,7 +22,6 @@ use scenarios::netns::{self, Names, Topology};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use vmm_min::{MemoryBackend, VmConfig, Vmm, Workload};
 
 /// The TCP port of the native receiver.
 const PORT: u16 = 5001;
@@ -139,16 +138,7 @@ fn guest_rows(
     }
     let topo = Topology::create(run_id, mtu).map_err(|e| format!("network topology: {e}"))?;
     let n = topo.names().clone();
-    let config = VmConfig {
-        memory: 256 << 20,
-        vcpus: 1,
-        workload: Workload::Idle,
-        backend: MemoryBackend::Anon,
-        net: Some(n.source_nic(opts.bytes)),
-    };
-    let vmm = netns::run_in_netns(&n.lan_ns, || Vmm::boot(&config, false))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("booting the guest: {e}"))?;
+    let vmm = crate::net_cmd::boot_bench_guest(&n, opts.bytes)?;
     let addr = SocketAddr::from((n.guest_ip, 80));
     let in_probe = |f: &(dyn Fn() -> Result<Transfer, String> + Sync)| {
         netns::run_in_netns(&n.probe_ns, f).map_err(|e| e.to_string()).and_then(|r| r)

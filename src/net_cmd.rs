@@ -10,7 +10,7 @@
 use crate::cli::NetArgs;
 use anyhow::{Context, Result};
 use scenarios::netns::{self, Names, Topology};
-use vmm_min::{VmConfig, Vmm};
+use vmm_min::{MemoryBackend, VmConfig, Vmm, Workload};
 
 /// A run's network: the topology (if this run made it), removed on drop.
 pub struct NetRun {
@@ -39,6 +39,21 @@ pub fn prepare(args: &NetArgs, config: &mut VmConfig) -> Result<Option<NetRun>> 
     };
     config.net = Some(names.source_nic(file_bytes));
     Ok(Some(NetRun { names, _topo: topo }))
+}
+
+/// Boots the benchmarks' guest on topology `n`: idle, 256 MiB, one vCPU,
+/// serving `file_bytes` at `/file`, its TAP opened in the lan namespace.
+pub fn boot_bench_guest(n: &Names, file_bytes: u64) -> std::result::Result<Vmm, String> {
+    let config = VmConfig {
+        memory: 256 << 20,
+        vcpus: 1,
+        workload: Workload::Idle,
+        backend: MemoryBackend::Anon,
+        net: Some(n.source_nic(file_bytes)),
+    };
+    netns::run_in_netns(&n.lan_ns, || Vmm::boot(&config, false))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("booting the guest: {e}"))
 }
 
 impl NetRun {

@@ -735,7 +735,7 @@ async fn run_migration(
     let mut cancelled_by_policy = false;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (status, info) = loop {
+    let (mut status, info) = loop {
         tick.tick().await;
         let info = src.qmp.execute(qmp::query_migrate {}).await?;
         let t = mono_ns();
@@ -774,6 +774,7 @@ async fn run_migration(
     let mut mismatched = None;
     let mut resume_ns = None;
     let mut verify_span_ms = 0.0;
+    let mut mismatch_reason = None;
     if status == Outcome::Completed {
         if opts.verify && !dest_paused {
             return Err(QemuError::State("--verify needs a destination started with -S".into()));
@@ -825,34 +826,22 @@ async fn run_migration(
                 // A mismatch fails the migration: the source resumes, the
                 // destination (never run) is dropped by the caller.
                 src.qmp.execute(qmp::cont {}).await?;
-                return Ok(QemuMigration {
-                    stats: common_stats(
-                        Outcome::Failed,
-                        Some(format!(
-                            "memory verification: {bad} pages differ, the first at {}",
-                            first.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(" ")
-                        )),
-                        start,
-                        &info,
-                        &polls,
-                        ram_bytes,
-                        limit_mbps,
-                        &src_events,
-                        None,
-                        verify,
-                        0.0,
-                        &opts.policy,
-                    ),
-                    qemu: totals(&info, polls.len(), Some(bad), plan),
-                });
+                status = Outcome::Failed;
+                mismatch_reason = Some(format!(
+                    "memory verification: {bad} pages differ, the first at {}",
+                    first.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(" ")
+                ));
+            } else {
+                dst.qmp.execute(qmp::cont {}).await?;
             }
-            dst.qmp.execute(qmp::cont {}).await?;
         }
-        let (ev, _) = dst.qmp.wait_event(Duration::from_secs(30), |e| matches!(e, qmp::Event::RESUME { .. })).await;
-        resume_ns = ev.map(|e| e.mono_ns);
+        if status == Outcome::Completed {
+            let (ev, _) = dst.qmp.wait_event(Duration::from_secs(30), |e| matches!(e, qmp::Event::RESUME { .. })).await;
+            resume_ns = ev.map(|e| e.mono_ns);
+        }
         src_events.extend(src.qmp.take_events());
     }
-    let reason = match status {
+    let reason = mismatch_reason.or(match status {
         Outcome::Completed => None,
         Outcome::Cancelled => Some(if cancelled_by_policy {
             format!("cancelled after the {timeout_ms} ms timeout")
@@ -864,7 +853,7 @@ async fn run_migration(
         Outcome::Failed | Outcome::Indeterminate => {
             Some(format!("QEMU: {}", info.error_desc.clone().unwrap_or_else(|| "migration failed".into())))
         }
-    };
+    });
     Ok(QemuMigration {
         stats: common_stats(
             status,
