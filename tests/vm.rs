@@ -35,8 +35,23 @@ fn stress_dirties_memory_at_the_rate_its_workers_write() {
     let guest = d["guest_pages_written_per_s"].as_f64().expect("guest rate");
     assert!(kvm > 0.0, "no dirty pages measured: {d}");
     assert!(guest > 0.0, "workers wrote nothing: {d}");
-    let ratio = kvm / guest;
-    assert!((0.1..=10.0).contains(&ratio), "KVM saw {kvm:.0} pages/s, workers wrote {guest:.0} pages/s");
+    // KVM counts a page once per collection however often it was written in
+    // between, so what it can see is bounded by the writes and by the
+    // workers' distinct pages (3 x 128 MiB) once per collection. How close it
+    // gets depends on how fast this host takes the write-protection faults
+    // that re-arm the log (measured: 61% of the bound on a 2-core dev
+    // machine, while writes ran at 4.0M pages/s here and 9.0M on CI's), so
+    // the floor is loose and the ceiling tight.
+    let sample_s = d["sample_ms"].as_f64().expect("sample_ms") / 1e3;
+    let working_set_pages = 3.0 * f64::from(128u32 << 20) / 4096.0;
+    let bound = guest.min(working_set_pages / sample_s);
+    // A few hundred pages of guest stacks and the heartbeat page come on top.
+    let slack = 1000.0 / sample_s;
+    assert!(
+        kvm <= 1.05 * bound + slack,
+        "KVM saw {kvm:.0} pages/s, more than the {bound:.0} the workers can dirty: {d}"
+    );
+    assert!(kvm >= 0.2 * bound, "KVM saw {kvm:.0} pages/s, under a fifth of the {bound:.0} the workers dirty: {d}");
     assert_eq!(j["exits"].as_array().map(|a| a.len()), Some(4));
 }
 
