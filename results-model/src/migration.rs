@@ -39,7 +39,14 @@ pub struct RoundStats {
     pub start_ms: f64,
     /// Duration, ms.
     pub duration_ms: f64,
-    /// Achieved rate of page data, Mbit/s.
+    /// Achieved rate of page data on the link, Mbit/s, over the round's
+    /// duration. vmm-min: the stream bytes that left the socket during the
+    /// round (written, plus what its send queue held unacknowledged at the
+    /// start, less what it holds at the end: `SIOCOUTQ`), times the round's
+    /// share of page data in what it wrote; bytes still in the kernel count
+    /// for the round in which they leave (with TLS the queue holds record
+    /// bytes, a fraction of a percent more). QEMU: `ram.transferred` over
+    /// the round's polls.
     pub rate_mbps: f64,
     /// The rate limit in force, Mbit/s (`null`: none).
     pub rate_limit_mbps: Option<f64>,

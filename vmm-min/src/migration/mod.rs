@@ -6,6 +6,8 @@
 //! - [`error`]: [`MigrationError`], one variant per phase;
 //! - [`policy`]: when to stop iterating (`xen`, `downtime`);
 //! - [`page_sender`]: the page send path and dirty-bitmap helpers;
+//! - [`send_queue`]: the socket's unacknowledged bytes, and a round's rate
+//!   from what actually left it;
 //! - [`throttle`]: auto-converge, a duty cycle on the worker vCPUs;
 //! - [`source`]: the sending side, one function per phase; it owns the VM
 //!   until acknowledged;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod page_sender;
 pub mod policy;
 pub mod protocol;
+pub mod send_queue;
 pub mod source;
 pub mod state;
 pub mod throttle;

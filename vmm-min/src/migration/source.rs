@@ -9,6 +9,7 @@ use super::error::{Cause, MigrationError};
 use super::page_sender::{count, merge_into, untouched_pages, PageSender};
 use super::policy::{self, Decision, Progress};
 use super::protocol::{escape, Abort, Commit, Complete, Hello, HelloReply, Ready, Started};
+use super::send_queue::{data_left, SendQueue};
 use super::state;
 use super::throttle::Throttler;
 use super::timed::{Deadline, TimedStream};
@@ -151,6 +152,17 @@ struct Source<'a> {
 struct Link {
     reader: FrameReader<Box<dyn Read>>,
     tx: PageSender<BufWriter<Box<dyn Write>>>,
+    /// The socket's send queue, for each round's rate (`None`: the kernel
+    /// would not say; rounds then count what was written).
+    queue: Option<SendQueue>,
+}
+
+impl Link {
+    /// Bytes written into the socket and not yet acknowledged (0 when the
+    /// kernel cannot say).
+    fn queued(&self) -> u64 {
+        self.queue.as_ref().and_then(|q| q.pending().ok()).unwrap_or(0)
+    }
 }
 
 impl Link {
@@ -244,6 +256,9 @@ impl Source<'_> {
             .map_err(|e| fail(Cause::io("connecting to the destination")(e)))?;
         let t_connected = mono_ns();
         let _ = stream.set_nodelay(true);
+        let queue = SendQueue::new(&stream)
+            .map_err(|e| tracing::info!("round rates will count bytes written, not sent: {e}"))
+            .ok();
         let (read_half, write_half) = self.halves(stream, to).map_err(fail)?;
         let reader = FrameReader::new(read_half);
         let m = self.vmm.machine();
@@ -254,7 +269,7 @@ impl Source<'_> {
         let tx = unsafe {
             PageSender::new(FrameWriter::new(BufWriter::with_capacity(1 << 20, write_half)), base, ram_pages)
         };
-        let mut link = Link { reader, tx };
+        let mut link = Link { reader, tx, queue };
         let hello = Hello {
             wire_version: super::wire::VERSION,
             config: self.vmm.config().clone(),
@@ -310,6 +325,7 @@ impl Source<'_> {
         let mut throttle: Option<f64> = None;
         loop {
             let t0 = mono_ns();
+            let (wire0, queued0) = (link.tx.w.bytes(), link.queued());
             let held0 = throttler.held_ns().0;
             let sent = link.tx.send(&map, rate).map_err(|e| fail(Cause::Wire(WireError::Io(e))))?;
             if self.stats.setup_ms.is_none() {
@@ -318,6 +334,8 @@ impl Source<'_> {
             link.tx.untouched = None;
             map = self.sync_dirty().map_err(|e| fail(e.into()))?;
             let t1 = mono_ns();
+            // What is still in the kernel's queue has not crossed the link.
+            let left = data_left(sent.bytes, link.tx.w.bytes() - wire0, queued0, link.queued());
             let secs = ((t1 - t0) as f64 / 1e9).max(1e-9);
             let dirty = count(&map);
             let (held, workers) = throttler.held_ns();
@@ -334,7 +352,7 @@ impl Source<'_> {
                 dirty_pages: dirty,
                 start_ms: ms_between(start, t0),
                 duration_ms: secs * 1e3,
-                rate_mbps: sent.bytes as f64 * 8.0 / secs / 1e6,
+                rate_mbps: left * 8.0 / secs / 1e6,
                 rate_limit_mbps: rate,
                 dirty_rate_pages_s: dirty as f64 / secs,
                 throttle_pct,
