@@ -171,6 +171,9 @@ fn print_summary(s: &MigrationStats) {
     if let Some(why) = &s.stop_reason {
         eprintln!("migbench: stop-and-copy because {why}");
     }
+    if let Some(p) = &s.thread_priorities {
+        eprintln!("migbench: thread priority: {}", p.describe());
+    }
     if let (Some(d), Some(b)) = (s.downtime_ms, &s.downtime_breakdown) {
         eprintln!(
             "migbench: downtime {d:.2} ms = pause {:.2} + final copy {:.2} + state {:.2} + restore {:.2} + resume {:.2}",

@@ -395,6 +395,19 @@ fn the_idle_gbit_scenario_runs_on_three_hosts_and_its_report_states_the_link() {
     let md = std::fs::read_to_string(dir.join("report.md")).expect("report.md");
     assert!(md.contains("- **link:** 1 Gbit/s (tbf); on the migration link"), "{md}");
     assert!(md.contains("× the link time") && md.contains("against the 2006 talk"), "{md}");
+    // The priorities both VMMs set themselves (issue 11), as recorded.
+    let prio = md.lines().find(|l| l.starts_with("- **thread priority:** source: ")).unwrap_or_else(|| panic!("{md}"));
+    let (src, dst) = prio.split_once("; destination: ").unwrap_or_else(|| panic!("{prio}"));
+    for want in ["virtio-net nice -5", "migration send nice -5"] {
+        assert!(src.contains(want), "the source's {want} is not reported: {prio}");
+    }
+    for want in ["virtio-net nice -5", "migration receive nice -5"] {
+        assert!(dst.contains(want), "the destination's {want} is not reported: {prio}");
+    }
+    assert!(!prio.contains("refused"), "root may raise priorities: {prio}");
+    let html = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
+    assert!(html.contains("<strong>thread priority:</strong> source: "), "not in the HTML report");
+    assert!(r["migration"]["thread_priorities"]["destination"].as_array().is_some_and(|d| d.len() >= 2), "{r:#}");
     assert!(dir.join("rate-idle-gbit.png").exists());
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&file);

@@ -608,6 +608,7 @@ fn scenario_section(s: &ScenarioResult) -> String {
             s.system_note.as_ref().map(|n| format!(" ({})", md_escape(n))).unwrap_or_default()
         );
     }
+    let _ = writeln!(out, "- **thread priority:** {}", md_escape(&thread_priority_text(s)));
     if let Some(b) = s.boot_to_http_ms {
         let _ = writeln!(out, "- **boot:** launch of the source to the guest's first HTTP 200 in {b:.0} ms");
     }
@@ -670,6 +671,20 @@ fn scenario_section(s: &ScenarioResult) -> String {
     out.push('\n');
     out.push_str(&rounds_table(s));
     out
+}
+
+/// The priorities the system under test set on its threads, as the
+/// migration recorded them; for a system that sets none, what its threads
+/// run at.
+pub fn thread_priority_text(s: &ScenarioResult) -> String {
+    match &s.migration.thread_priorities {
+        Some(p) => format!("{} (set by the VMM; worker vCPUs and the other threads keep the process's nice)", p.describe()),
+        None if s.system_name() == crate::scenario::DEFAULT_SYSTEM => "not recorded in this result".to_owned(),
+        None => format!(
+            "n/a: migbench sets no priority on {}'s threads; they run at the default, the nice they inherit (0 unless migbench was started niced)",
+            s.system_name()
+        ),
+    }
 }
 
 /// What the Markdown document is made of.

@@ -329,6 +329,12 @@ fn two_systems_side_by_side_and_a_skipped_one() {
     let sec = md.split("## Scenario: idle (qemu)").nth(1).expect("qemu idle section");
     let sec = sec.split("## ").next().unwrap_or_default();
     assert!(sec.contains("(rate-qemu-idle.png)") && !sec.contains("(rate-idle.png)"), "{sec}");
+    assert!(
+        sec.contains(
+            "- **thread priority:** n/a: migbench sets no priority on qemu's threads; they run at the default"
+        ),
+        "{sec}"
+    );
 
     let again = reports::write_report_from_dir(out).expect("from dir");
     assert_eq!(std::fs::read_to_string(again.markdown).expect("md"), md);

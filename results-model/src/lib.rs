@@ -22,7 +22,9 @@ pub mod probe;
 pub mod series;
 
 pub use link::Link;
-pub use migration::{DowntimeBreakdown, MigrationStats, Outcome, RoundStats, VerifyStats};
+pub use migration::{
+    DowntimeBreakdown, MigrationStats, Outcome, RoundStats, ThreadPriorities, ThreadPriority, ThreadRole, VerifyStats,
+};
 pub use policy::{OnTimeout, Policy, PolicyError, PolicyOverrides, Throttle};
 pub use probe::{JitterSummary, LatencySummary, ProbeResult, Sample, Summary};
 pub use series::{Gap, PhaseRate, PhaseRates};

@@ -85,6 +85,88 @@ pub struct VerifyStats {
     pub destination_ms: f64,
 }
 
+/// A thread whose priority the VMM sets itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadRole {
+    /// vCPU 0, which runs the guest's network and heartbeat (raised only
+    /// when the VM has worker vCPUs besides it).
+    NetVcpu,
+    /// The virtio-net device thread.
+    VirtioNet,
+    /// The migration's sending thread (source).
+    MigrationSend,
+    /// The migration's receiving thread (destination).
+    MigrationReceive,
+}
+
+impl ThreadRole {
+    /// How a report names the thread.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ThreadRole::NetVcpu => "vCPU 0 (network)",
+            ThreadRole::VirtioNet => "virtio-net",
+            ThreadRole::MigrationSend => "migration send",
+            ThreadRole::MigrationReceive => "migration receive",
+        }
+    }
+}
+
+/// The nice value the VMM asked for one of its threads, and whether the
+/// kernel applied it (lowering it below 0 needs CAP_SYS_NICE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadPriority {
+    /// Which thread.
+    pub role: ThreadRole,
+    /// The nice value asked for.
+    pub nice: i32,
+    /// Whether `setpriority` succeeded.
+    pub applied: bool,
+    /// The OS error when it did not.
+    pub error: Option<String>,
+}
+
+impl ThreadPriority {
+    /// `role` asked for `nice`, with `setpriority`'s result.
+    pub fn new(role: ThreadRole, nice: i32, result: &std::io::Result<()>) -> Self {
+        Self { role, nice, applied: result.is_ok(), error: result.as_ref().err().map(|e| e.to_string()) }
+    }
+
+    /// "virtio-net nice -5" or "virtio-net nice -5 refused (why)".
+    pub fn describe(&self) -> String {
+        match (&self.error, self.applied) {
+            (_, true) => format!("{} nice {}", self.role.describe(), self.nice),
+            (Some(e), false) => format!("{} nice {} refused ({e})", self.role.describe(), self.nice),
+            (None, false) => format!("{} nice {} refused", self.role.describe(), self.nice),
+        }
+    }
+}
+
+/// The priorities vmm-min set on both sides of a migration; the threads not
+/// listed (worker vCPUs, the control socket) run at the process's nice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadPriorities {
+    /// The source VMM's threads.
+    pub source: Vec<ThreadPriority>,
+    /// The destination VMM's threads, as its `Started` reported them
+    /// (empty when the migration did not get that far).
+    pub destination: Vec<ThreadPriority>,
+}
+
+impl ThreadPriorities {
+    /// One line: "source: … ; destination: …".
+    pub fn describe(&self) -> String {
+        let side = |v: &[ThreadPriority]| {
+            if v.is_empty() {
+                "none reported".to_owned()
+            } else {
+                v.iter().map(ThreadPriority::describe).collect::<Vec<_>>().join(", ")
+            }
+        };
+        format!("source: {}; destination: {}", side(&self.source), side(&self.destination))
+    }
+}
+
 /// A migration's statistics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MigrationStats {
@@ -127,4 +209,26 @@ pub struct MigrationStats {
     pub paused_total_ms: Option<f64>,
     /// Memory verification, if requested.
     pub verify: Option<VerifyStats>,
+    /// The thread priorities the VMMs set themselves (`null`: a system
+    /// that sets none, such as QEMU).
+    #[serde(default)]
+    pub thread_priorities: Option<ThreadPriorities>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_priority_keeps_the_os_error() {
+        // EPERM, what setpriority gives without CAP_SYS_NICE.
+        let e = std::io::Error::from_raw_os_error(1);
+        let p = ThreadPriority::new(ThreadRole::VirtioNet, -5, &Err(e));
+        assert!(!p.applied);
+        let text = p.describe();
+        assert!(text.starts_with("virtio-net nice -5 refused (") && text.contains("not permitted"), "{text}");
+        let ok = ThreadPriority::new(ThreadRole::MigrationSend, -5, &Ok(()));
+        let all = ThreadPriorities { source: vec![ok], destination: vec![] };
+        assert_eq!(all.describe(), "source: migration send nice -5; destination: none reported");
+    }
 }

@@ -15,10 +15,13 @@
 //!   threads the guest's network depends on (vCPU 0, the virtio-net thread)
 //!   and the migration's own threads at [`LATENCY_NICE`], so that busy
 //!   worker vCPUs on a small host neither stall the network nor starve the
-//!   page copy.
+//!   page copy. [`raise_current`] and [`Priority`] keep a
+//!   [`results::ThreadPriority`] of what was asked and what the kernel did,
+//!   which a migration reports.
 
 use crate::error::Result;
 use crate::sync::lock;
+use results::{ThreadPriority, ThreadRole};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -70,29 +73,41 @@ pub fn thread_nice(tid: libc::pid_t) -> std::io::Result<i32> {
     Ok(n)
 }
 
+/// Sets the calling thread, which plays `role`, to [`LATENCY_NICE`]; the
+/// record says whether the kernel let it (the log too, when not).
+pub fn raise_current(role: ThreadRole) -> ThreadPriority {
+    let result = set_thread_nice(current_tid(), LATENCY_NICE);
+    if let Err(e) = &result {
+        tracing::info!("the {} thread keeps its priority: {e}", role.describe());
+    }
+    ThreadPriority::new(role, LATENCY_NICE, &result)
+}
+
 /// The calling thread at [`LATENCY_NICE`] until dropped, then back at its
 /// own nice value.
-pub struct Priority(Option<i32>);
+pub struct Priority {
+    old: Option<i32>,
+    record: ThreadPriority,
+}
 
 impl Priority {
     /// Raises the calling thread's priority (best effort: without
-    /// CAP_SYS_NICE it stays as it is, and the log says so).
-    pub fn raise() -> Priority {
-        let tid = current_tid();
-        let old = thread_nice(tid).ok();
-        match set_thread_nice(tid, LATENCY_NICE) {
-            Ok(()) => Priority(old),
-            Err(e) => {
-                tracing::info!("the migration thread keeps its priority: {e}");
-                Priority(None)
-            }
-        }
+    /// CAP_SYS_NICE it stays as it is, and [`Priority::record`] says so).
+    pub fn raise(role: ThreadRole) -> Priority {
+        let old = thread_nice(current_tid()).ok();
+        let record = raise_current(role);
+        Priority { old: old.filter(|_| record.applied), record }
+    }
+
+    /// What was asked and whether it was applied.
+    pub fn record(&self) -> &ThreadPriority {
+        &self.record
     }
 }
 
 impl Drop for Priority {
     fn drop(&mut self) {
-        if let Some(n) = self.0 {
+        if let Some(n) = self.old {
             let _ = set_thread_nice(current_tid(), n);
         }
     }

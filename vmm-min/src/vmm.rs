@@ -146,6 +146,14 @@ impl Vmm {
         &self.config
     }
 
+    /// The priorities the VM's own threads set themselves (vCPU 0 and the
+    /// virtio-net thread), for those that have started.
+    pub fn thread_priorities(&self) -> Vec<results::ThreadPriority> {
+        let m = &self.machine;
+        let vcpus = m.vcpus.iter().filter_map(|v| v.priority().cloned());
+        vcpus.chain(m.net.as_ref().and_then(|n| n.priority().cloned())).collect()
+    }
+
     /// The shared machine state (the migration code's and the device
     /// tests' way to the VM's memory and devices).
     pub fn machine(&self) -> &Arc<Machine> {

@@ -67,6 +67,7 @@ pub fn stats(policy: Policy, spec: &[R], downtime_ms: f64) -> MigrationStats {
         }),
         paused_total_ms: Some(downtime_ms),
         verify: None,
+        thread_priorities: None,
     }
 }
 

@@ -927,6 +927,8 @@ fn common_stats(
         downtime_breakdown: None,
         paused_total_ms: paused_total,
         verify,
+        // migbench sets no priority on QEMU's threads.
+        thread_priorities: None,
     }
 }
 

@@ -51,7 +51,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use virtio_queue::{Queue, QueueT};
@@ -165,6 +165,8 @@ pub struct NetDevice {
     /// Frames for the guest to deliver before reading the TAP: one read
     /// that did not fit the guest yet, and those a migration carried.
     carried: Mutex<VecDeque<Vec<u8>>>,
+    /// The priority the device thread set itself at its start.
+    priority: OnceLock<results::ThreadPriority>,
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -226,6 +228,7 @@ impl NetDevice {
             counters: Counters::default(),
             thread: Mutex::new(None),
             carried: Mutex::new(VecDeque::new()),
+            priority: OnceLock::new(),
         }))
     }
 
@@ -241,10 +244,7 @@ impl NetDevice {
             .name("virtio-net".into())
             .spawn(move || {
                 // The guest's network must not wait behind busy vCPUs.
-                let tid = crate::run_control::current_tid();
-                if let Err(e) = crate::run_control::set_thread_nice(tid, crate::run_control::LATENCY_NICE) {
-                    tracing::debug!("the virtio-net thread keeps its priority: {e}");
-                }
+                let _ = dev.priority.set(crate::run_control::raise_current(results::ThreadRole::VirtioNet));
                 if let Err(e) = dev.run(&bell) {
                     tracing::error!("virtio-net device thread failed: {e}");
                 }
@@ -253,6 +253,11 @@ impl NetDevice {
             .map_err(Error::io("starting the virtio-net thread"))?;
         *t = Some(handle);
         Ok(())
+    }
+
+    /// The priority the device thread set itself, once it has started.
+    pub fn priority(&self) -> Option<&results::ThreadPriority> {
+        self.priority.get()
     }
 
     /// Stops the device thread and waits for it.

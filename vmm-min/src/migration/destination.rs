@@ -33,6 +33,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a started guest may take to show it executes.
 const RUN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long Started waits for the device thread's priority record.
+const RECORD_WAIT: Duration = Duration::from_millis(100);
 
 /// What the destination insists on, beyond the guest image.
 #[derive(Debug, Clone, Default)]
@@ -101,7 +103,7 @@ pub fn receive(
 ) -> Result<(Arc<Vmm>, IncomingReport), MigrationError> {
     // Receiving must keep pace with the source, whatever else runs here;
     // raised before the wait, so that the Hello is answered at once.
-    let _priority = crate::run_control::Priority::raise();
+    let priority = crate::run_control::Priority::raise(results::ThreadRole::MigrationReceive);
     let (mut conn, hello) = accept(listener, opts)?;
     hooks.receiving();
     let result = setup(&mut conn, &hello, opts).and_then(|(building, mem, config)| {
@@ -112,7 +114,7 @@ pub fn receive(
         verify_and_restore(&mut conn, &machine, &incoming)?;
         let (commit_ns, commit) = wait_commit(&mut conn)?;
         announce_before_start(&machine, commit.rx_frames);
-        let vmm = start(&mut conn, machine, config, commit_ns, hooks)?;
+        let vmm = start(&mut conn, machine, config, commit_ns, hooks, priority.record())?;
         Ok((vmm, incoming.report))
     });
     if let Err(e) = &result {
@@ -384,11 +386,21 @@ fn start(
     config: VmConfig,
     commit_ns: u64,
     hooks: &dyn IncomingHooks,
+    receiving: &results::ThreadPriority,
 ) -> Result<Arc<Vmm>, MigrationError> {
     let vmm = Arc::new(Vmm::start(machine, config));
     let mut started = Started { commit_ns, ..Default::default() };
     started.first_run_ns = vmm.wait_first_run(RUN_TIMEOUT).unwrap_or_else(mono_ns);
-    match wait_executing(&vmm) {
+    let executing = wait_executing(&vmm);
+    // The device thread records its priority as it starts, which a guest
+    // that executes does not prove; it is outside the downtime by now.
+    let t = std::time::Instant::now();
+    while vmm.machine().net.as_ref().is_some_and(|n| n.priority().is_none()) && t.elapsed() < RECORD_WAIT {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    started.priorities = vmm.thread_priorities();
+    started.priorities.push(receiving.clone());
+    match executing {
         Ok(t) => started.running_ns = t,
         Err(why) => {
             vmm.join();

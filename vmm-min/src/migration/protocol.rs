@@ -27,7 +27,8 @@
 //!    |--- Commit ---------------------------->| from here the destination
 //!    |    (the source never resumes alone)    | owns the VM: run it, see
 //!    |                                        | it execute, announce the
-//!    |<-- Started {ok, first_run_ns} ---------| MAC (gratuitous ARP)
+//!    |<-- Started {ok, first_run_ns, -------| MAC (gratuitous ARP)
+//!    |            priorities}                 |
 //!    |    source releases the VM and exits    |
 //!
 //!  Failure paths:
@@ -135,6 +136,10 @@ pub struct Started {
     pub first_run_ns: u64,
     /// The guest was seen executing (its heartbeat advanced).
     pub running_ns: u64,
+    /// The priorities this side's VMM set on its threads (the receiving
+    /// thread, vCPU 0, virtio-net), for the source's statistics.
+    #[serde(default)]
+    pub priorities: Vec<results::ThreadPriority>,
 }
 
 /// Either side gives up, with the reason (printed to the user escaped, see

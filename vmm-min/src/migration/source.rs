@@ -22,7 +22,7 @@ use crate::run_control::Priority;
 use crate::vmm::Vmm;
 use results::clock::{mono_ns, ms_between};
 use results::migration::{DowntimeBreakdown, MigrationStats, Outcome, RoundStats, VerifyStats};
-use results::{Policy, Throttle};
+use results::{Policy, ThreadPriorities, ThreadRole, Throttle};
 use std::io::{BufWriter, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -92,8 +92,11 @@ pub fn migrate(vmm: &Vmm, to: &str, policy: &Policy, opts: &SourceOptions, event
     };
     let _owner = crate::sync::lock(&vmm.machine().vm.dirty_log_owner);
     // The page copy must not starve behind busy worker vCPUs.
-    let _priority = Priority::raise();
+    let priority = Priority::raise(ThreadRole::MigrationSend);
     let result = src.run(to, events);
+    let mut own = vmm.thread_priorities();
+    own.push(priority.record().clone());
+    src.stats.thread_priorities.get_or_insert_with(ThreadPriorities::default).source = own;
     if let Err(e) = result {
         src.stats.reason = Some(e.to_string());
         if src.committed {
@@ -130,6 +133,7 @@ fn new_stats(vmm: &Vmm, policy: &Policy) -> MigrationStats {
         downtime_breakdown: None,
         paused_total_ms: None,
         verify: None,
+        thread_priorities: None,
     }
 }
 
@@ -485,6 +489,7 @@ impl Source<'_> {
         self.deadline.set_in(STARTED_TIMEOUT);
         let started: Started = link.reader.recv_json(Kind::Started).map_err(|e| fail(peer(e)))?;
         self.deadline.clear();
+        self.stats.thread_priorities.get_or_insert_with(ThreadPriorities::default).destination = started.priorities;
         if !started.ok {
             let why = started.reason.as_deref().map_or_else(|| "no reason given".to_owned(), escape);
             return Err(fail(Cause::NotStarted(why)));

@@ -103,6 +103,9 @@ pub struct Vcpu {
     hold_ns: AtomicU64,
     /// Auto-converge: how long the thread has been held off in all, ns.
     held_ns: AtomicU64,
+    /// The priority the thread set itself at its start (only vCPU 0 of a VM
+    /// with workers sets one).
+    priority: OnceLock<results::ThreadPriority>,
 }
 
 impl Vcpu {
@@ -117,6 +120,7 @@ impl Vcpu {
             tid: Default::default(),
             hold_ns: AtomicU64::new(0),
             held_ns: AtomicU64::new(0),
+            priority: OnceLock::new(),
         })
     }
 
@@ -126,6 +130,12 @@ impl Vcpu {
     pub fn hold_off(&self, ns: u64) {
         self.hold_ns.store(ns, Ordering::Release);
         self.kick();
+    }
+
+    /// The priority the vCPU's thread set itself, once it has started
+    /// (`None`: it set none).
+    pub fn priority(&self) -> Option<&results::ThreadPriority> {
+        self.priority.get()
     }
 
     /// How long the vCPU has been held off by [`Vcpu::hold_off`] in all, ns.
@@ -425,11 +435,7 @@ pub fn run_loop(vcpu: Arc<Vcpu>, host: Arc<dyn VcpuHost>) {
     if vcpu.index == 0 && set.iter().len() > 1 {
         // vCPU 0 runs the guest's network and heartbeat: busy workers must
         // not starve it (see `run_control::LATENCY_NICE`).
-        if let Err(e) =
-            crate::run_control::set_thread_nice(crate::run_control::current_tid(), crate::run_control::LATENCY_NICE)
-        {
-            tracing::debug!("vCPU 0 keeps its priority: {e}");
-        }
+        let _ = vcpu.priority.set(crate::run_control::raise_current(results::ThreadRole::NetVcpu));
     }
     if !set.run.stopping() {
         let _ = set.first_run_ns.compare_exchange(0, results::clock::mono_ns(), Ordering::AcqRel, Ordering::Relaxed);
