@@ -174,6 +174,25 @@ fn reproduce_quick_report_renders_in_headless_chromium() {
     let md = read(&results.join("report.md"));
     let charts_in_md = md.lines().filter(|l| l.starts_with("![") && l.ends_with(".png)")).count();
     assert!(charts_in_md >= 5, "report.md shows {charts_in_md} charts");
+    // Every scenario says how its threads were prioritized: vmm-min's as
+    // its VMMs recorded it on both sides, QEMU's as n/a (issue 11).
+    let sections: Vec<&str> = md.split("\n## Scenario: ").skip(1).collect();
+    assert!(!sections.is_empty(), "no scenario sections: {md}");
+    for sec in sections {
+        let head = sec.lines().next().unwrap_or_default();
+        let line =
+            sec.lines().find(|l| l.starts_with("- **thread priority:** ")).unwrap_or_else(|| panic!("{head}: {sec}"));
+        if head.ends_with("(qemu)") {
+            assert!(line.contains("n/a: migbench sets no priority on qemu's threads"), "{head}: {line}");
+        } else {
+            assert!(
+                line.contains("source: ")
+                    && line.contains("migration send nice -5")
+                    && line.contains("migration receive nice -5"),
+                "{head}: {line}"
+            );
+        }
+    }
 
     // A lone copy of the file: it must need nothing beside it.
     let lone = temp_path("lone");

@@ -678,7 +678,7 @@ fn scenario_section(s: &ScenarioResult) -> String {
 /// run at.
 pub fn thread_priority_text(s: &ScenarioResult) -> String {
     match &s.migration.thread_priorities {
-        Some(p) => format!("{} (set by the VMM; worker vCPUs and the other threads keep the process's nice)", p.describe()),
+        Some(p) => format!("{} (set by the VMM itself; the threads not listed, worker vCPUs included, keep the process's nice)", p.describe()),
         None if s.system_name() == crate::scenario::DEFAULT_SYSTEM => "not recorded in this result".to_owned(),
         None => format!(
             "n/a: migbench sets no priority on {}'s threads; they run at the default, the nice they inherit (0 unless migbench was started niced)",
