@@ -64,10 +64,17 @@ fn missing(qdisc: &'static str, what: &'static str) -> impl FnOnce(LinkError) ->
     }
 }
 
+/// The tbf burst for `bps`, bytes: what the link lets through at once, on
+/// top of its rate, after it was idle (a round of a few ms over a 1 Gbit/s
+/// link carries up to 1.4 Gbit/s because of it).
+pub fn tbf_burst(bps: u64) -> u64 {
+    (bps / 8 / 250).max(128 << 10)
+}
+
 /// The tbf arguments for `bps`: rate, burst and queue limit in bytes.
 pub fn tbf_args(bps: u64) -> Vec<String> {
     let bytes_per_s = bps / 8;
-    let burst = (bytes_per_s / 250).max(128 << 10);
+    let burst = tbf_burst(bps);
     // 20 ms of queue at the rate, and room for at least two bursts.
     let limit = (bytes_per_s / 50).max(2 * burst);
     vec!["rate".into(), format!("{bps}bit"), "burst".into(), burst.to_string(), "limit".into(), limit.to_string()]
