@@ -377,8 +377,7 @@ fn the_idle_gbit_scenario_runs_on_three_hosts_and_its_report_states_the_link() {
     // socket's queue (issue 16: 1466-1965 Mbit/s were reported here when
     // bytes still in the kernel counted as sent). What a round carried is at
     // most the link's rate + 10% over its duration, plus the tbf burst the
-    // idle link lets through at once (500 KB at 1 Gbit/s: a 7 ms round
-    // really does cross it at up to 1.3 Gbit/s).
+    // idle link lets through at once (64 KiB at 1 Gbit/s).
     let burst = scenarios::link::tbf_burst(1_000_000_000) as f64;
     let rounds = r["migration"]["rounds"].as_array().expect("rounds");
     let measured: Vec<&serde_json::Value> =

@@ -2,9 +2,11 @@
 //! applied to the egress of interfaces inside a run's namespaces.
 //!
 //! - **Bandwidth** is a `tbf` root qdisc (token bucket: rate, a burst of
-//!   4 ms at the rate but at least 128 KiB so that a 64 KiB GSO packet
-//!   passes whole, and a queue of at most 20 ms so that the sender's rate is
-//!   the link's and not a buffer's).
+//!   0.5 ms at the rate but at least 64 KiB, and a queue of at most 20 ms
+//!   so that the sender's rate is the link's and not a buffer's). A real
+//!   link never runs above its rate; the burst of 4 ms that this was let a
+//!   short round cross a 1 Gbit/s link at 1.35 Gbit/s. tbf segments a GSO
+//!   packet larger than the burst.
 //! - **Latency, jitter, loss** are a `netem` root qdisc, with the `tbf` as its
 //!   child when a bandwidth is set too. Kernels without netem (the
 //!   development machines' kernel has `tbf` but no `sch_netem`) refuse it
@@ -65,10 +67,9 @@ fn missing(qdisc: &'static str, what: &'static str) -> impl FnOnce(LinkError) ->
 }
 
 /// The tbf burst for `bps`, bytes: what the link lets through at once, on
-/// top of its rate, after it was idle (a round of a few ms over a 1 Gbit/s
-/// link carries up to 1.4 Gbit/s because of it).
+/// top of its rate, after it was idle.
 pub fn tbf_burst(bps: u64) -> u64 {
-    (bps / 8 / 250).max(128 << 10)
+    (bps / 8 / 2000).max(64 << 10)
 }
 
 /// The tbf arguments for `bps`: rate, burst and queue limit in bytes.
@@ -157,15 +158,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tbf_bursts_hold_a_gso_packet_and_queues_stay_short() {
+    fn tbf_bursts_stay_small_and_queues_short() {
         let a = tbf_args(1_000_000_000);
         assert_eq!(a[1], "1000000000bit");
         let burst: u64 = a[3].parse().unwrap();
         let limit: u64 = a[5].parse().unwrap();
-        assert_eq!(burst, 500_000);
+        assert_eq!(burst, 65_536);
         assert_eq!(limit, 2_500_000);
+        assert_eq!(tbf_args(10_000_000_000)[3], "625000");
         let slow = tbf_args(8_000_000);
-        assert_eq!(slow[3], (128u64 << 10).to_string());
+        assert_eq!(slow[3], (64u64 << 10).to_string());
     }
 
     #[test]
