@@ -281,6 +281,11 @@ fn receive_memory(
                 report.pages += entries.len() as u64;
                 ram.write_batch(&entries, data);
             }
+            Kind::ZeroMap => {
+                let map = pages::decode_zero_map(payload, ram_pages).map_err(|e| fail(e.into()))?;
+                report.pages += map.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+                ram.zero_map(&map);
+            }
             Kind::State => saved = Some(parse_json::<MigrationState>(payload, kind).map_err(|e| fail(e.into()))?),
             Kind::Digest => digest = Some(parse_json::<Digest>(payload, kind).map_err(|e| fail(e.into()))?),
             Kind::Complete => {
@@ -445,6 +450,23 @@ impl RamWriter {
     /// Pages received at least once.
     fn covered(&self) -> u64 {
         self.seen.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// Marks the pages of a decoded zero map received as zeroes (checked by
+    /// [`pages::decode_zero_map`]: one bit per page, none past the last).
+    fn zero_map(&mut self, map: &[u64]) {
+        for (word, &m) in map.iter().enumerate() {
+            self.seen[word] |= m;
+            let mut stale = self.written[word] & m;
+            self.written[word] &= !m;
+            while stale != 0 {
+                let pfn = word * 64 + stale.trailing_zeros() as usize;
+                stale &= stale - 1;
+                // SAFETY: the map has a bit only for pages inside the
+                // mapping `new` was given.
+                unsafe { std::ptr::write_bytes(self.base.add(pfn * PAGE), 0, PAGE) };
+            }
+        }
     }
 
     /// Writes one decoded batch (entries checked by [`pages::decode`]).

@@ -12,7 +12,9 @@
 //!    |    (refused: the source runs on)       |
 //!    |                                        |
 //!    |=== setup ends: dirty logging on =======|
-//!    |--- Pages (round 0: every page) ------->| fill RAM, mark each page
+//!    |--- ZeroMap (round 0: never-populated ->| mark them received (RAM
+//!    |          pages, one bitmap)            | starts zero)
+//!    |--- Pages (round 0: every other page) ->| fill RAM, mark each page
 //!    |--- Pages (round n: dirty pages) ------>| received (data or zero)
 //!    |    ... until the policy stops ...      |
 //!    |                                        |
