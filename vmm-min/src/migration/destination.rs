@@ -102,9 +102,22 @@ pub fn receive(
     // Receiving must keep pace with the source, whatever else runs here;
     // raised before the wait, so that the Hello is answered at once.
     let _priority = crate::run_control::Priority::raise();
+    // The TAP is opened now, before any source connects, not when the VM
+    // is built: a bridge forwards a new port's frames only once the
+    // kernel's linkwatch work has seen its carrier, and on a busy host
+    // that came late. A TAP opened at build time then dropped every frame
+    // the resumed guest sent (captured: for over 190 ms after the switch),
+    // and each connection waited for smoltcp's 1 s minimum RTO.
+    let tap = match &opts.tap {
+        Some(name) => Some(
+            crate::devices::tap::Tap::open(name)
+                .map_err(|e| MigrationError::Setup(Cause::io("opening the incoming VM's TAP")(e)))?,
+        ),
+        None => None,
+    };
     let (mut conn, hello) = accept(listener, opts)?;
     hooks.receiving();
-    let result = setup(&mut conn, &hello, opts).and_then(|(building, mem, config)| {
+    let result = setup(&mut conn, &hello, opts, tap).and_then(|(building, mem, config)| {
         let incoming = receive_memory(&mut conn, &mem, config.memory / PAGE_SIZE, hello.verify);
         let machine = building.finish();
         let incoming = incoming?;
@@ -187,15 +200,19 @@ fn refusal(hello: &Hello, config: &VmConfig, opts: &IncomingOptions) -> Option<S
 struct Building(std::thread::JoinHandle<crate::Result<Machine>>);
 
 impl Building {
-    /// Starts building in a thread of its own, in this thread's network
-    /// namespace (the NIC's TAP is opened there).
-    fn start(config: &VmConfig, console: bool, mem: memory::GuestMem) -> std::io::Result<Building> {
+    /// Starts building in a thread of its own, the NIC on `tap`.
+    fn start(
+        config: &VmConfig,
+        console: bool,
+        mem: memory::GuestMem,
+        tap: Option<crate::devices::tap::Tap>,
+    ) -> std::io::Result<Building> {
         let config = config.clone();
         std::thread::Builder::new()
             .name("vm-build".into())
             .spawn(move || {
                 let t0 = mono_ns();
-                let m = new_machine_with(&config, console, mem);
+                let m = new_machine_with(&config, console, mem, tap);
                 tracing::info!(build_ms = results::clock::ms_between(t0, mono_ns()), "destination: VM built");
                 m
             })
@@ -219,6 +236,7 @@ fn setup(
     conn: &mut Conn,
     hello: &Hello,
     opts: &IncomingOptions,
+    tap: Option<crate::devices::tap::Tap>,
 ) -> Result<(Building, memory::GuestMem, VmConfig), MigrationError> {
     let fail = MigrationError::Setup;
     let mut config = hello.config.clone();
@@ -230,7 +248,7 @@ fn setup(
         None => memory::create(config.memory, config.backend)
             .map_err(|e| format!("cannot make the VM's RAM here: {e}"))
             .and_then(|mem| {
-                let building = Building::start(&config, opts.console, mem.clone())
+                let building = Building::start(&config, opts.console, mem.clone(), tap)
                     .map_err(|e| format!("cannot start building the VM: {e}"))?;
                 Ok((building, mem))
             }),
@@ -339,6 +357,9 @@ fn verify_and_restore(conn: &mut Conn, machine: &Machine, incoming: &Incoming) -
     ready.verify_end_ns = mono_ns();
     let restored = checked.and_then(|()| state::restore(machine, &incoming.state).map_err(Cause::from));
     ready.restored_ns = mono_ns();
+    if restored.is_ok() {
+        announce_before_ready(machine);
+    }
     ready.ok = restored.is_ok();
     if let Err(cause) = &restored {
         ready.reason = Some(cause.to_string());
@@ -348,17 +369,28 @@ fn verify_and_restore(conn: &mut Conn, machine: &Machine, incoming: &Incoming) -
     sent.map_err(|e| fail(Cause::io("sending Ready")(e)))
 }
 
-/// After Commit, before the vCPUs run: queues the frames that came with the
-/// Commit for the guest (after those in the state, before the TAP's), tells
-/// the bridge where the guest is now (a gratuitous ARP from the VMM, so
-/// frames sent to the guest from here on reach this TAP), and asks the
-/// guest's stack to announce itself as soon as it runs.
-fn announce_before_start(machine: &Machine, frames: Vec<crate::devices::net::Frame>) {
+/// Once the VM is restored, before Ready: tells the bridge where the guest
+/// will run (a gratuitous ARP from the VMM). From here frames for the guest
+/// reach this TAP and wait in its kernel queue (the device reads it only
+/// once the VM starts), while the source carries what reached its own TAP
+/// until it sends Commit; announcing only after Commit left a window in
+/// which frames reached the source's TAP after its last read and were lost
+/// (a lost ACK stalls the guest's smoltcp for its 1 s minimum RTO). If the
+/// source then resumes instead, it announces itself again.
+fn announce_before_ready(machine: &Machine) {
     let Some(net) = &machine.net else { return };
-    net.inject(frames);
+    net.discard_queued();
     if let Err(e) = net.announce() {
         tracing::warn!("gratuitous ARP from the VMM failed: {e}");
     }
+}
+
+/// After Commit, before the vCPUs run: queues the frames that came with the
+/// Commit for the guest (after those in the state, before the TAP's), and
+/// asks the guest's stack to announce itself as soon as it runs.
+fn announce_before_start(machine: &Machine, frames: Vec<crate::devices::net::Frame>) {
+    let Some(net) = &machine.net else { return };
+    net.inject(frames);
     if let Err(e) = crate::devices::net::request_guest_announce(machine) {
         tracing::warn!("asking the guest to announce itself failed: {e}");
     }

@@ -187,11 +187,12 @@ impl Source<'_> {
     }
 
     /// After a failure: the VM runs here again (dirty logging stays on, as
-    /// it is for the VM's life; nobody reads it).
+    /// it is for the VM's life; nobody reads it), and its NIC announces it
+    /// here again (a restored destination announced it there before Ready).
     fn recover(&mut self, events: EventFn) {
         self.throttler = None;
         if self.paused {
-            self.vmm.resume();
+            self.vmm.resume_after_migration();
             self.paused = false;
             events(SourceEvent::Resumed);
         }
