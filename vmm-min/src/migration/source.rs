@@ -316,7 +316,6 @@ impl Source<'_> {
             if self.stats.setup_ms.is_none() {
                 self.stats.setup_ms = link.tx.first_frame_ns.map(|t| ms_between(start, t));
             }
-            link.tx.untouched = None;
             map = self.sync_dirty().map_err(|e| fail(e.into()))?;
             let t1 = mono_ns();
             let secs = ((t1 - t0) as f64 / 1e9).max(1e-9);
