@@ -27,8 +27,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Download a URL over N keep-alive connections, sampling the rate every 10 ms.
     Probe(ProbeArgs),
-    /// Run one scenario file (or a built-in one: idle, loaded, idle-gbit, loaded-gbit, qemu-idle, qemu-loaded) and
-    /// write its report.
+    /// Run one scenario file (or a built-in one: idle, loaded, loaded-throttle, idle-gbit, loaded-gbit, qemu-idle,
+    /// qemu-loaded) and write its report.
     Scenario(ScenarioArgs),
     /// Reproduce the papers' pictures: the idle and loaded scenarios (on loopback and over a 1 Gbit/s link
     /// between simulated hosts, on each system) plus the microbenchmarks, in one report.
@@ -315,8 +315,8 @@ pub struct ProbeArgs {
 /// `migbench scenario`.
 #[derive(Args, Debug)]
 pub struct ScenarioArgs {
-    /// A scenario file (TOML), or a built-in scenario: idle, loaded, idle-gbit, loaded-gbit, qemu-idle or
-    /// qemu-loaded.
+    /// A scenario file (TOML), or a built-in scenario: idle, loaded, loaded-throttle, idle-gbit, loaded-gbit,
+    /// qemu-idle or qemu-loaded.
     pub scenario: String,
     /// Results folder [default: results/<timestamp>-<scenario>].
     #[arg(long)]

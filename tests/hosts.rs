@@ -265,6 +265,11 @@ fn a_remote_destination_in_another_namespace_over_tls() {
     ));
     let to = incoming_addr(&sock);
     assert!(to.starts_with(&format!("{dst_ip}:")), "listens on its host's address: {to}");
+    // The waiting destination holds its TAP open already (carrier up), so
+    // the bridge forwards the guest's frames the moment it resumes there.
+    let link = Command::new("ip").args(["netns", "exec", &h.destination_ns, "ip", "link", "show", &n.tap_dst]).output();
+    let link = String::from_utf8_lossy(&link.expect("ip link show").stdout).into_owned();
+    assert!(link.contains("LOWER_UP") && !link.contains("NO-CARRIER"), "the TAP has no carrier yet: {link}");
     // The source on its host, the guest's NIC on that host's TAP.
     let json_path = temp_path("remote.json");
     let src = Command::new("ip")

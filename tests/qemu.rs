@@ -429,6 +429,86 @@ fn qemu_scenario_file_runs_end_to_end_and_check_gates_it() {
     let _ = std::fs::remove_file(&file);
 }
 
+/// QEMU on simulated hosts over a shaped link: each QEMU on its own host,
+/// the stream over the 500 Mbit/s veth between them (`-incoming` on the
+/// destination host's address), the probe on a third host. The link is
+/// shaped and recorded, and QEMU's rounds never beat it.
+///
+/// Over this link QEMU 7.2 under TCG loses guest pages in most runs (11 to
+/// 29 pages differed in 4 of 5 runs here; none in 2 runs over the same
+/// hosts unshaped, nor in 2 over the lan at a 500 Mbit/s max-bandwidth),
+/// like the
+/// loaded migration above. So a difference is accepted only as the harness
+/// must handle it: the migration failed with the count, and the source runs
+/// the guest. Otherwise every check of a completed migration holds.
+#[test]
+fn qemu_on_simulated_hosts_over_a_shaped_link() {
+    let _g = lock();
+    if !common::root_or_skip("qemu_on_simulated_hosts_over_a_shaped_link") {
+        return;
+    }
+    let (kernel, initrd, _) = image();
+    let dir = common::temp_path("qemu-hosts");
+    let file = common::temp_path("qemu-hosts.toml");
+    let text = include_str!("../scenarios/files/qemu-idle.toml")
+        .replace("verify = false", "verify = true")
+        .replace("file_size = \"512K\"", "file_size = \"512K\"\nhosts = true\n\n[link]\nbandwidth = \"500mbit\"");
+    std::fs::write(&file, text).unwrap();
+    let out = common::run_with_limit(
+        &[
+            "scenario",
+            file.to_str().unwrap(),
+            "--warmup",
+            "1s",
+            "--after",
+            "1s",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(240),
+    );
+    let err = common::stderr(&out);
+    let result = read_json(&dir.join("qemu-idle.result.json"));
+    let checks = read_json(&dir.join("qemu-idle.checks.json"));
+    let m = &result["migration"];
+    eprintln!("qemu over hosts: {m}");
+    assert_eq!(result["link"]["bandwidth_bps"], 500_000_000u64, "{result:#}");
+    let qdiscs = checks["checks"]["migration_link_qdiscs"].as_str().unwrap_or_default();
+    assert_eq!(qdiscs.matches("qdisc tbf").count(), 2, "both ends of the migration link shaped: {qdiscs}");
+    // The stream crossed the link: round 0 (over 100 MB of a 512 MiB
+    // guest's kernel and page cache) ran near its rate, below QEMU's
+    // 1000 Mbit/s cap; no poll saw it faster, and QEMU's own total-time is
+    // at least the link's time for the bytes it sent.
+    let r0 = &m["rounds"][0];
+    assert!(r0["bytes"].as_f64().unwrap_or(0.0) > 50e6, "round 0 sent too little to measure the link: {r0}");
+    assert!(r0["rate_mbps"].as_f64().unwrap() >= 250.0, "round 0 was slower than the link carries: {r0}");
+    for r in m["rounds"].as_array().unwrap() {
+        if r["bytes"].as_f64().unwrap_or(0.0) > 10e6 {
+            assert!(r["rate_mbps"].as_f64().unwrap() <= 550.0, "a round beat the 500 Mbit/s link: {r}");
+        }
+    }
+    let link_ms = m["transferred_bytes"].as_f64().unwrap() * 8.0 / 500e6 * 1e3;
+    assert!(m["total_ms"].as_f64().unwrap() >= 0.9 * link_ms, "faster than the link: {m}");
+    let c = &checks["checks"];
+    if m["reason"].as_str().is_some_and(|r| r.contains("pages differ")) {
+        eprintln!("qemu over hosts: QEMU 7.2 lost pages: {}", m["reason"]);
+        assert_eq!(m["outcome"], "failed", "a RAM difference must fail the migration");
+        assert!(!out.status.success(), "a failed migration must fail the run");
+        let hb = &c["source_heartbeat"];
+        assert!(hb[1].as_u64() > hb[0].as_u64(), "the source does not run the guest: {hb}");
+        assert_eq!(c["probe"]["corruptions"], 0, "{c}");
+    } else {
+        assert!(out.status.success(), "{err}");
+        assert_migrated_verified(&result, &checks, "qemu over hosts");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&file);
+}
+
 /// `reproduce --quick --systems vmm-min,qemu --verify`: one report with
 /// both systems, idle and loaded: the 2×2 rate chart, the summary with a
 /// column per system and scenario, every rounds chart, memory verified

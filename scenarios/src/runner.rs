@@ -311,6 +311,9 @@ fn run_in(
     } else {
         let (a, b) = heartbeats(sut, here, exp.after)?;
         checks.insert(format!("{}_heartbeat", here.name()), json!([a, b]));
+        if let Some(nic) = sut.nic_counters(here)? {
+            checks.insert(format!("{}_nic", here.name()), json!(nic));
+        }
         if b <= a {
             failures.push(format!("the guest is not running on the {} (heartbeat {a} -> {b})", here.name()));
         }

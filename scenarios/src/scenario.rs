@@ -448,21 +448,10 @@ impl Scenario {
             }
         }
         .map_err(|e| format!("key `vm.workload` (system {}): {e}", self.system.name()))?;
-        if self.system == SystemKind::Qemu {
-            // The QEMU driver runs both QEMUs in the lan namespace and
-            // starts its own destination.
-            let na = |key: &str| {
-                format!("key `{key}`: n/a for system = \"qemu\" (its QEMUs share the run's lan namespace; simulated hosts, shaped links and remote destinations are vmm-min's)")
-            };
-            if self.network.hosts {
-                return Err(na("network.hosts"));
-            }
-            if self.link.is_some() {
-                return Err(na("link"));
-            }
-            if self.migration.to.is_some() {
-                return Err(na("migration.to"));
-            }
+        if self.system == SystemKind::Qemu && self.migration.to.is_some() {
+            // The QEMU driver starts its own destination (on the run's lan
+            // namespace or the simulated destination host).
+            return Err("key `migration.to`: n/a for system = \"qemu\" (the QEMU driver starts its own destination QEMU; a remote destination is vmm-min's)".into());
         }
         if self.qemu.is_some() && self.system != SystemKind::Qemu {
             return Err(format!(
@@ -556,7 +545,7 @@ mod tests {
             (base.replace("[qemu]", "[qemu]\nbinari = \"q\""), "binari"),
             (base.replace("system = \"qemu\"", "system = \"vmm-min\""), "only read with system"),
             (base.replace("workload = \"idle\"", "workload = \"memcheck:mb=0\""), "vm.workload"),
-            (base.replace("[qemu]", "[link]\nbandwidth = \"1gbit\"\n\n[qemu]"), "key `link`: n/a for system"),
+            (base.replace("[migration]", "[migration]\nto = \"10.0.0.2:4444\""), "key `migration.to`: n/a for system"),
         ];
         for (text, key) in cases {
             let e = Scenario::parse(&text, "q.toml").unwrap_err().to_string();

@@ -152,6 +152,7 @@ impl VmService {
 
     fn status(&self) -> Status {
         let migrating = self.in_migration.load(Ordering::Acquire);
+        let mut net = None;
         let (phase, vcpus, heartbeat, workload) = match &*lock(&self.served) {
             Served::Incoming { listen } => (Phase::Incoming { listen: listen.clone() }, 0, 0, None),
             Served::Receiving => (Phase::Receiving, 0, 0, None),
@@ -167,6 +168,7 @@ impl VmService {
                 } else {
                     Phase::Running
                 };
+                net = v.machine().net.as_ref().map(|n| n.stats());
                 (phase, v.config().vcpus, v.heartbeat(0), Some(v.config().workload.to_string()))
             }
         };
@@ -178,6 +180,7 @@ impl VmService {
             heartbeat,
             workload,
             migration: if migrating { lock(&self.progress).clone() } else { None },
+            net,
         }
     }
 
@@ -211,7 +214,7 @@ impl VmService {
             return Reply::error("there is nothing to resolve: no migration is indeterminate");
         }
         match action {
-            Resolution::Resume => vmm.resume(),
+            Resolution::Resume => vmm.resume_after_migration(),
             Resolution::Discard => self.quit.store(true, Ordering::Release),
         }
         self.migration_paused.store(false, Ordering::Release);

@@ -49,12 +49,18 @@ pub fn check_on_host(config: &VmConfig) -> Result<()> {
 /// anything: `boot` fills it with a fresh guest, a migration destination
 /// with the incoming one.
 pub(crate) fn new_machine(config: &VmConfig, console: bool) -> Result<Machine> {
-    new_machine_with(config, console, crate::memory::create(config.memory, config.backend)?)
+    new_machine_with(config, console, crate::memory::create(config.memory, config.backend)?, None)
 }
 
 /// [`new_machine`] over RAM made beforehand (a migration destination fills
-/// it while the VM is built).
-pub(crate) fn new_machine_with(config: &VmConfig, console: bool, mem: crate::memory::GuestMem) -> Result<Machine> {
+/// it while the VM is built), with the NIC on `tap` when it was opened
+/// beforehand too.
+pub(crate) fn new_machine_with(
+    config: &VmConfig,
+    console: bool,
+    mem: crate::memory::GuestMem,
+    tap: Option<crate::devices::tap::Tap>,
+) -> Result<Machine> {
     let t0 = results::clock::mono_ns();
     let kvm = vm::open_kvm()?;
     config.validate(vm::max_vcpus(&kvm))?;
@@ -69,9 +75,9 @@ pub(crate) fn new_machine_with(config: &VmConfig, console: bool, mem: crate::mem
         vcpus.push(Arc::new(Vcpu::new(i as usize, fd)?));
     }
     let t3 = results::clock::mono_ns();
-    // The TAP is opened in this thread's network namespace.
+    // The TAP, unless given, is opened in this thread's network namespace.
     let net = match &config.net {
-        Some(n) => Some(NetDevice::new(n, vm.fd(), &vm.mem)?),
+        Some(n) => Some(NetDevice::new(n, vm.fd(), &vm.mem, tap)?),
         None => None,
     };
     let ms = |a, b| results::clock::ms_between(a, b);
@@ -286,6 +292,18 @@ impl Vmm {
     /// Resumes paused devices, then vCPUs.
     pub fn resume(&self) {
         self.machine.pausables().iter().rev().for_each(|p| p.resume());
+    }
+
+    /// Resumes the guest after a migration that did not move it, and tells
+    /// the bridge it is here (a gratuitous ARP): a restored destination may
+    /// have announced it there before Ready.
+    pub fn resume_after_migration(&self) {
+        self.resume();
+        if let Some(net) = &self.machine.net {
+            if let Err(e) = net.announce() {
+                tracing::warn!("gratuitous ARP after resuming failed: {e}");
+            }
+        }
     }
 
     /// Asks the vCPUs and devices to stop; `join` waits for the vCPUs.

@@ -1,8 +1,12 @@
 //! Starting, migrating and ending QEMU processes.
 //!
 //! - **Processes:** each QEMU is a child started by its own pid: it enters
-//!   the run's lan namespace (`setns` between fork and exec, so its TAP opens
-//!   there and `-incoming tcp:127.0.0.1:PORT` is that namespace's loopback),
+//!   its side's namespace (`setns` between fork and exec, so its TAP opens
+//!   there): the run's lan namespace, where `-incoming tcp:127.0.0.1:PORT`
+//!   is that namespace's loopback, or with simulated hosts the source's and
+//!   the destination's host, where the destination listens on its address
+//!   on the migration link ([`Names::migration_listen`]) and the stream
+//!   crosses that link and its shaping. It
 //!   gets `PR_SET_PDEATHSIG(SIGKILL)` so it dies with the runner, and is
 //!   killed by that pid and reaped on drop. Nothing is found by name.
 //! - **Guest:** `-kernel`/`-initrd` of the image, the [`GuestParams`] on the
@@ -192,7 +196,8 @@ pub struct QemuMigrateOptions {
 /// What [`run_migration`] needs besides the two processes.
 struct MigrationPlan<'a> {
     dir: &'a Path,
-    port: u16,
+    /// The destination's `HOST:PORT`.
+    to: &'a str,
     ram_bytes: u64,
     accel: AccelDecision,
     downtime_ms: f64,
@@ -246,7 +251,8 @@ pub struct QemuSystem {
     dir: PathBuf,
     source: Option<QemuProcess>,
     dest: Option<QemuProcess>,
-    incoming_port: Option<u16>,
+    /// Where the destination listens (`HOST:PORT`), once started.
+    incoming: Option<String>,
     /// Whether the destination was started with `-S`.
     dest_paused: bool,
     /// How the source QEMU ended after a completed migration (`quit`).
@@ -301,7 +307,7 @@ impl QemuSystem {
             dir: dir.to_path_buf(),
             source: None,
             dest: None,
-            incoming_port: None,
+            incoming: None,
             dest_paused: false,
             old_source_exit: None,
         })
@@ -380,8 +386,12 @@ impl QemuSystem {
         };
         let mut args = self.args(role, tap, &qmp_path, &console);
         args.extend(extra.iter().cloned());
-        let ns = File::open(Path::new("/var/run/netns").join(&self.names.lan_ns))
-            .map_err(io_err(format!("opening network namespace {}", self.names.lan_ns)))?;
+        let ns_name = match role {
+            Role::Source => self.names.source_ns(),
+            Role::Destination => self.names.destination_ns(),
+        };
+        let ns = File::open(Path::new("/var/run/netns").join(ns_name))
+            .map_err(io_err(format!("opening network namespace {ns_name}")))?;
         let ns_fd = ns.as_raw_fd();
         let stderr = File::create(self.dir.join(format!("{tag}.stderr"))).map_err(io_err("creating the QEMU log"))?;
         let mut cmd = Command::new(&self.binary);
@@ -419,23 +429,28 @@ impl QemuSystem {
         Ok(())
     }
 
-    /// Starts the destination QEMU waiting on the lan namespace's loopback;
-    /// `paused` adds `-S` (needed for verification).
+    /// Starts the destination QEMU waiting for the migration where
+    /// [`Names::migration_listen`] says (the lan namespace's loopback, or the
+    /// destination host's address on the migration link); `paused` adds `-S`
+    /// (needed for verification).
     pub fn start_destination(&mut self, paused: bool) -> Result<(), QemuError> {
         if self.dest.is_some() {
             return Err(QemuError::State("the destination QEMU already runs".into()));
         }
-        let port = crate::netns::run_in_netns(&self.names.lan_ns, || {
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port())
+        let ns = self.names.destination_ns();
+        let any_port = self.names.migration_listen(0);
+        let port = crate::netns::run_in_netns(ns, || {
+            std::net::TcpListener::bind(any_port.as_str()).and_then(|l| l.local_addr()).map(|a| a.port())
         })
-        .map_err(|e| QemuError::State(format!("entering the lan namespace: {e}")))?
+        .map_err(|e| QemuError::State(format!("entering namespace {ns}: {e}")))?
         .map_err(io_err("choosing a port for -incoming"))?;
-        let mut extra = vec!["-incoming".to_string(), format!("tcp:127.0.0.1:{port}")];
+        let listen = self.names.migration_listen(port);
+        let mut extra = vec!["-incoming".to_string(), format!("tcp:{listen}")];
         if paused {
             extra.push("-S".into());
         }
         self.dest = Some(self.spawn(Role::Destination, &extra)?);
-        self.incoming_port = Some(port);
+        self.incoming = Some(listen);
         self.dest_paused = paused;
         Ok(())
     }
@@ -596,13 +611,13 @@ impl QemuSystem {
                 ))
             }
         };
-        let port = self.incoming_port.ok_or_else(|| QemuError::State("start the destination first".into()))?;
+        let to = self.incoming.clone().ok_or_else(|| QemuError::State("start the destination first".into()))?;
         let ram_bytes = u64::from(self.cfg.memory_mib) << 20;
         let mut src = self.source.take().ok_or_else(|| QemuError::State("no source QEMU".into()))?;
         let mut dst = self.dest.take().ok_or_else(|| QemuError::State("no destination QEMU".into()))?;
         let plan = MigrationPlan {
             dir: &self.dir,
-            port,
+            to: &to,
             ram_bytes,
             accel: self.accel.clone(),
             downtime_ms,
@@ -633,7 +648,7 @@ impl QemuSystem {
             drop(dst);
             self.source = Some(src);
         }
-        self.incoming_port = None;
+        self.incoming = None;
         Ok(out)
     }
 }
@@ -693,7 +708,7 @@ async fn run_migration(
     plan: &MigrationPlan<'_>,
     progress: &mut dyn FnMut(&RamSample),
 ) -> Result<QemuMigration, QemuError> {
-    let MigrationPlan { dir, port, ram_bytes, downtime_ms, timeout_ms, on_timeout, bw_mbps, opts, dest_paused, .. } =
+    let MigrationPlan { dir, to, ram_bytes, downtime_ms, timeout_ms, on_timeout, bw_mbps, opts, dest_paused, .. } =
         *plan;
     debug_assert!(src.role == Role::Source && dst.role == Role::Destination);
     src.qmp
@@ -722,12 +737,7 @@ async fn run_migration(
     let _ = dst.qmp.take_events();
     let start = mono_ns();
     src.qmp
-        .execute(qmp::migrate {
-            uri: Some(format!("tcp:127.0.0.1:{port}")),
-            channels: None,
-            detach: None,
-            resume: None,
-        })
+        .execute(qmp::migrate { uri: Some(format!("tcp:{to}")), channels: None, detach: None, resume: None })
         .await?;
     let mut polls = Vec::new();
     let mut src_events = Vec::new();

@@ -113,6 +113,13 @@ pub trait SystemUnderTest {
     /// Runs the guest's own memory check on `side`; the pages found bad.
     fn guest_memcheck(&self, side: Side) -> Result<u64, RunnerError>;
 
+    /// The guest NIC's counters on `side` (frames, drops, receive-buffer
+    /// starvation, frames carried by the migration), where the system
+    /// exposes them; `None` where it does not (QEMU).
+    fn nic_counters(&self, _side: Side) -> Result<Option<::vmm_min::devices::net::NetStats>, RunnerError> {
+        Ok(None)
+    }
+
     /// After an `indeterminate` migration (the source committed and never
     /// heard back): looks at the destination, keeps the one copy that runs
     /// (or resumes the source's if none does), and says where the guest is.

@@ -3,8 +3,8 @@
 //!
 //! | boundary | QEMU |
 //! |---|---|
-//! | `start` | the destination with `-incoming` (and `-S`, so `--verify` can compare RAM before it runs), then the source, until the agent answers `/health` |
-//! | `migrate` | the policy mapped by [`migrate_options`]: `downtime` → `downtime-limit` + `max-bandwidth`; the throttle → `auto-converge`; `xen` → n/a, with the reason |
+//! | `start` | the destination with `-incoming` (and `-S`, so `--verify` can compare RAM before it runs), then the source, until the agent answers `/health`; with simulated hosts each on its host, the stream over the migration link |
+//! | `migrate` | the policy mapped by [`migrate_options`]: `downtime` → `downtime-limit` + `max-bandwidth` (over a shaped link, twice the link's rate unless the policy caps it, so the link is the limit); the throttle → `auto-converge`; `xen` → n/a, with the reason |
 //! | progress | each `query-migrate` poll: `dirty-sync-count`, `remaining`, `transferred` |
 //! | `heartbeat` | the agent's `/status` uptime while QMP says that side runs; a paused side's counter stands still |
 //! | `guest_memcheck` | the agent's `/memcheck` (workload `memcheck`) |
@@ -31,7 +31,9 @@ const BOOT_LIMIT: Duration = Duration::from_secs(90);
 /// becomes QEMU's parameters and capabilities.
 ///
 /// - `downtime`: `downtime-limit` and `max-bandwidth` (the driver sets both
-///   from the policy; without a cap QEMU keeps its own 128 MiB/s default);
+///   from the policy; without a cap QEMU keeps its own 128 MiB/s default,
+///   except over a shaped `link`, where the cap becomes twice the link's
+///   rate, so that the link and not QEMU's default limits the stream);
 /// - the throttle (`--throttle`, `throttle = true`): QEMU's `auto-converge`
 ///   capability, with `cpu-throttle-initial`, `cpu-throttle-increment`,
 ///   `max-cpu-throttle` and `throttle-trigger-threshold` from
@@ -41,6 +43,7 @@ pub fn migrate_options(
     policy: &Policy,
     throttle: Option<Throttle>,
     verify: bool,
+    link: Option<&results::Link>,
 ) -> Result<QemuMigrateOptions, QemuError> {
     if let Policy::Xen { .. } = policy {
         return Err(QemuError::NotApplicable(
@@ -49,7 +52,13 @@ pub fn migrate_options(
                 .into(),
         ));
     }
-    Ok(QemuMigrateOptions { policy: policy.clone(), auto_converge: throttle, verify })
+    let mut policy = policy.clone();
+    if let (Policy::Downtime { max_bandwidth_mbps: cap @ None, .. }, Some(bps)) =
+        (&mut policy, link.and_then(|l| l.bandwidth_bps))
+    {
+        *cap = Some(2.0 * bps as f64 / 1e6);
+    }
+    Ok(QemuMigrateOptions { policy, auto_converge: throttle, verify })
 }
 
 /// Why the `qemu` system cannot run here, if it cannot: the binary, kernel
@@ -82,6 +91,8 @@ pub struct Qemu {
     boot_ms: Option<f64>,
     /// QEMU's own totals of the last migration.
     totals: Option<QemuTotals>,
+    /// The shaped migration link of the run, if any.
+    link: Option<results::Link>,
 }
 
 impl Qemu {
@@ -97,6 +108,7 @@ impl Qemu {
             note: None,
             boot_ms: None,
             totals: None,
+            link: None,
         }
     }
 
@@ -143,12 +155,6 @@ impl SystemUnderTest for Qemu {
                 message: "the Linux guest needs the run's network (its agent is reached over HTTP)".into(),
             });
         };
-        if names.hosts.is_some() {
-            return Err(RunnerError::System {
-                system: "qemu",
-                message: "simulated hosts are n/a for QEMU: both QEMUs run in the run's lan namespace".into(),
-            });
-        }
         let workload: linux_guest::params::Workload = guest
             .workload
             .parse()
@@ -163,6 +169,7 @@ impl SystemUnderTest for Qemu {
         let version = sys.version().unwrap_or_else(|e| format!("version unknown ({e})"));
         self.note = Some(format!("QEMU {version}, -machine {}; accelerator {}", self.cfg.machine, sys.accel().reason));
         self.migrated = false;
+        self.link = ctx.link.cloned();
         self.sys = Some(sys);
         Ok(())
     }
@@ -185,7 +192,7 @@ impl SystemUnderTest for Qemu {
         verify: bool,
         progress: &mut dyn FnMut(&MigrationProgress),
     ) -> Result<MigrationStats, RunnerError> {
-        let opts = migrate_options(policy, self.throttle, verify)?;
+        let opts = migrate_options(policy, self.throttle, verify, self.link.as_ref())?;
         let sys =
             self.sys.as_mut().ok_or_else(|| RunnerError::System { system: "qemu", message: "not started".into() })?;
         // The destination waits with -S; without --verify it is started
@@ -291,13 +298,23 @@ mod tests {
             on_timeout: OnTimeout::Cancel,
             max_bandwidth_mbps: Some(80_000.0),
         };
-        let o = migrate_options(&d, None, true).unwrap();
+        let o = migrate_options(&d, None, true, None).unwrap();
         assert_eq!((o.policy.clone(), o.auto_converge, o.verify), (d.clone(), None, true));
         let t = Throttle::default();
-        let o = migrate_options(&d, Some(t), false).unwrap();
+        let o = migrate_options(&d, Some(t), false, None).unwrap();
         assert_eq!(o.auto_converge, Some(t));
+        // Over a shaped link an uncapped policy is capped at twice the
+        // link's rate; a policy's own cap stays.
+        let gbit = results::Link { bandwidth_bps: Some(1_000_000_000), ..Default::default() };
+        let Policy::Downtime { on_timeout, .. } = d else { unreachable!() };
+        let uncapped =
+            Policy::Downtime { downtime_ms: 300.0, timeout_ms: 1000.0, on_timeout, max_bandwidth_mbps: None };
+        let o = migrate_options(&uncapped, None, false, Some(&gbit)).unwrap();
+        assert!(matches!(o.policy, Policy::Downtime { max_bandwidth_mbps: Some(m), .. } if m == 2000.0), "{o:?}");
+        let o = migrate_options(&d, None, false, Some(&gbit)).unwrap();
+        assert_eq!(o.policy, d);
         let x = Policy::build("xen", &Default::default()).unwrap();
-        let e = migrate_options(&x, None, false).unwrap_err().to_string();
+        let e = migrate_options(&x, None, false, None).unwrap_err().to_string();
         assert!(e.contains("n/a for QEMU") && e.contains("downtime policy"), "{e}");
     }
 

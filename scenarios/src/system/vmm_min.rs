@@ -266,6 +266,10 @@ impl SystemUnderTest for VmmMin {
         Ok(self.side(side)?.client.status()?.heartbeat)
     }
 
+    fn nic_counters(&self, side: Side) -> Result<Option<vmm_min::devices::net::NetStats>, RunnerError> {
+        Ok(self.side(side)?.client.status()?.net)
+    }
+
     fn guest_memcheck(&self, side: Side) -> Result<u64, RunnerError> {
         match self.side(side)?.client.request(&Request::Verify, MEMCHECK_TIMEOUT)? {
             Reply::Verified { bad_pages } => Ok(bad_pages),

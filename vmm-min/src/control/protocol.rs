@@ -153,6 +153,9 @@ pub struct Status {
     pub workload: Option<String>,
     /// The migration in progress, if any.
     pub migration: Option<MigrationProgress>,
+    /// The NIC's counters, when the VM here has one.
+    #[serde(default)]
+    pub net: Option<crate::devices::net::NetStats>,
 }
 
 /// How far an outgoing migration is, after its last round.
@@ -222,6 +225,7 @@ mod tests {
             heartbeat: 0,
             workload: None,
             migration: None,
+            net: Some(Default::default()),
         };
         let text = serde_json::to_string(&Reply::Status(s.clone())).expect("ser");
         match serde_json::from_str::<Reply>(&text).expect("de") {

@@ -92,6 +92,17 @@ pub struct NetStats {
     pub tx_bytes: u64,
     /// Transmitted frames the TAP refused or that were malformed.
     pub tx_dropped: u64,
+    /// Frames for the guest handed to a migration (in the state and with
+    /// the Commit), on a source.
+    #[serde(default)]
+    pub carried_out: u64,
+    /// Frames for the guest that came with a migration, on a destination.
+    #[serde(default)]
+    pub carried_in: u64,
+    /// Frames a destination's TAP held before the guest was announced
+    /// there, discarded: copies of what the bridge flooded to the source.
+    #[serde(default)]
+    pub rx_stale: u64,
 }
 
 #[derive(Default)]
@@ -103,6 +114,9 @@ struct Counters {
     tx_frames: AtomicU64,
     tx_bytes: AtomicU64,
     tx_dropped: AtomicU64,
+    carried_out: AtomicU64,
+    carried_in: AtomicU64,
+    rx_stale: AtomicU64,
 }
 
 /// The device's migration state.
@@ -194,13 +208,16 @@ pub fn parse_ip(s: &str) -> Result<Ipv4Addr> {
 }
 
 impl NetDevice {
-    /// Opens the TAP named in `cfg` (in the caller's network namespace) and
-    /// registers the queue ioeventfds with the VM. The device thread starts
-    /// with [`NetDevice::start`].
-    pub fn new(cfg: &NetConfig, vm: &VmFd, mem: &GuestMem) -> Result<Arc<NetDevice>> {
+    /// Uses `tap`, or opens the TAP named in `cfg` (in the caller's network
+    /// namespace), and registers the queue ioeventfds with the VM. The
+    /// device thread starts with [`NetDevice::start`].
+    pub fn new(cfg: &NetConfig, vm: &VmFd, mem: &GuestMem, tap: Option<Tap>) -> Result<Arc<NetDevice>> {
         let mac = parse_mac(&cfg.mac)?;
         let ip = parse_ip(&cfg.ip)?;
-        let tap = Tap::open(&cfg.tap).map_err(Error::io(format!("opening TAP '{}'", cfg.tap)))?;
+        let tap = match tap {
+            Some(t) => t,
+            None => Tap::open(&cfg.tap).map_err(Error::io(format!("opening TAP '{}'", cfg.tap)))?,
+        };
         let mtu = tap.mtu().unwrap_or(1500).clamp(68, 65_535) as u16;
         // virtio_net_config: mac[6], status (LINK_UP), max_virtqueue_pairs, mtu.
         let mut config = Vec::with_capacity(12);
@@ -303,6 +320,7 @@ impl NetDevice {
     pub fn state(&self) -> NetState {
         let mut carried = lock(&self.carried);
         self.drain_tap(&mut carried);
+        self.counters.carried_out.fetch_add(carried.len() as u64, Ordering::Relaxed);
         let rx_queued = carried.iter().cloned().map(Frame).collect();
         NetState { mac: self.mac, transport: lock(&self.transport).state(), rx_queued }
     }
@@ -339,6 +357,7 @@ impl NetDevice {
     pub fn take_arrived(&self) -> Vec<Frame> {
         let mut late = VecDeque::new();
         self.drain_tap(&mut late);
+        self.counters.carried_out.fetch_add(late.len() as u64, Ordering::Relaxed);
         late.into_iter().map(Frame).collect()
     }
 
@@ -349,6 +368,7 @@ impl NetDevice {
         let mut carried = lock(&self.carried);
         for f in frames {
             if carried.len() < MAX_CARRIED_FRAMES {
+                self.counters.carried_in.fetch_add(1, Ordering::Relaxed);
                 carried.push_back(f.0);
             } else {
                 self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
@@ -371,6 +391,7 @@ impl NetDevice {
         let mut carried = lock(&self.carried);
         carried.clear();
         carried.extend(st.rx_queued.iter().take(MAX_CARRIED_FRAMES).map(|f| f.0.clone()));
+        self.counters.carried_in.fetch_add(carried.len() as u64, Ordering::Relaxed);
         drop(carried);
         let _ = self.control.write(1);
         Ok(())
@@ -388,7 +409,19 @@ impl NetDevice {
             tx_frames: g(&c.tx_frames),
             tx_bytes: g(&c.tx_bytes),
             tx_dropped: g(&c.tx_dropped),
+            carried_out: g(&c.carried_out),
+            carried_in: g(&c.carried_in),
+            rx_stale: g(&c.rx_stale),
         }
+    }
+
+    /// Discards what the TAP holds (a destination, before it announces the
+    /// guest: until then the bridge sent the guest's frames to the source,
+    /// and here only flooded copies of them queued).
+    pub fn discard_queued(&self) {
+        let mut stale = VecDeque::new();
+        let n = self.drain_tap(&mut stale);
+        self.counters.rx_stale.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Sends a gratuitous ARP (an ARP request for the guest's own address,

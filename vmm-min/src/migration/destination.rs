@@ -104,9 +104,22 @@ pub fn receive(
     // Receiving must keep pace with the source, whatever else runs here;
     // raised before the wait, so that the Hello is answered at once.
     let priority = crate::run_control::Priority::raise(results::ThreadRole::MigrationReceive);
+    // The TAP is opened now, before any source connects, not when the VM
+    // is built: a bridge forwards a new port's frames only once the
+    // kernel's linkwatch work has seen its carrier, and on a busy host
+    // that came late. A TAP opened at build time then dropped every frame
+    // the resumed guest sent (captured: for over 190 ms after the switch),
+    // and each connection waited for smoltcp's 1 s minimum RTO.
+    let tap = match &opts.tap {
+        Some(name) => Some(
+            crate::devices::tap::Tap::open(name)
+                .map_err(|e| MigrationError::Setup(Cause::io("opening the incoming VM's TAP")(e)))?,
+        ),
+        None => None,
+    };
     let (mut conn, hello) = accept(listener, opts)?;
     hooks.receiving();
-    let result = setup(&mut conn, &hello, opts).and_then(|(building, mem, config)| {
+    let result = setup(&mut conn, &hello, opts, tap).and_then(|(building, mem, config)| {
         let incoming = receive_memory(&mut conn, &mem, config.memory / PAGE_SIZE, hello.verify);
         let machine = building.finish();
         let incoming = incoming?;
@@ -189,15 +202,19 @@ fn refusal(hello: &Hello, config: &VmConfig, opts: &IncomingOptions) -> Option<S
 struct Building(std::thread::JoinHandle<crate::Result<Machine>>);
 
 impl Building {
-    /// Starts building in a thread of its own, in this thread's network
-    /// namespace (the NIC's TAP is opened there).
-    fn start(config: &VmConfig, console: bool, mem: memory::GuestMem) -> std::io::Result<Building> {
+    /// Starts building in a thread of its own, the NIC on `tap`.
+    fn start(
+        config: &VmConfig,
+        console: bool,
+        mem: memory::GuestMem,
+        tap: Option<crate::devices::tap::Tap>,
+    ) -> std::io::Result<Building> {
         let config = config.clone();
         std::thread::Builder::new()
             .name("vm-build".into())
             .spawn(move || {
                 let t0 = mono_ns();
-                let m = new_machine_with(&config, console, mem);
+                let m = new_machine_with(&config, console, mem, tap);
                 tracing::info!(build_ms = results::clock::ms_between(t0, mono_ns()), "destination: VM built");
                 m
             })
@@ -221,6 +238,7 @@ fn setup(
     conn: &mut Conn,
     hello: &Hello,
     opts: &IncomingOptions,
+    tap: Option<crate::devices::tap::Tap>,
 ) -> Result<(Building, memory::GuestMem, VmConfig), MigrationError> {
     let fail = MigrationError::Setup;
     let mut config = hello.config.clone();
@@ -232,7 +250,7 @@ fn setup(
         None => memory::create(config.memory, config.backend)
             .map_err(|e| format!("cannot make the VM's RAM here: {e}"))
             .and_then(|mem| {
-                let building = Building::start(&config, opts.console, mem.clone())
+                let building = Building::start(&config, opts.console, mem.clone(), tap)
                     .map_err(|e| format!("cannot start building the VM: {e}"))?;
                 Ok((building, mem))
             }),
@@ -282,6 +300,11 @@ fn receive_memory(
                 let (entries, data) = pages::decode(payload, ram_pages).map_err(|e| fail(e.into()))?;
                 report.pages += entries.len() as u64;
                 ram.write_batch(&entries, data);
+            }
+            Kind::ZeroMap => {
+                let map = pages::decode_zero_map(payload, ram_pages).map_err(|e| fail(e.into()))?;
+                report.pages += map.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+                ram.zero_map(&map);
             }
             Kind::State => saved = Some(parse_json::<MigrationState>(payload, kind).map_err(|e| fail(e.into()))?),
             Kind::Digest => digest = Some(parse_json::<Digest>(payload, kind).map_err(|e| fail(e.into()))?),
@@ -336,6 +359,9 @@ fn verify_and_restore(conn: &mut Conn, machine: &Machine, incoming: &Incoming) -
     ready.verify_end_ns = mono_ns();
     let restored = checked.and_then(|()| state::restore(machine, &incoming.state).map_err(Cause::from));
     ready.restored_ns = mono_ns();
+    if restored.is_ok() {
+        announce_before_ready(machine);
+    }
     ready.ok = restored.is_ok();
     if let Err(cause) = &restored {
         ready.reason = Some(cause.to_string());
@@ -345,17 +371,28 @@ fn verify_and_restore(conn: &mut Conn, machine: &Machine, incoming: &Incoming) -
     sent.map_err(|e| fail(Cause::io("sending Ready")(e)))
 }
 
-/// After Commit, before the vCPUs run: queues the frames that came with the
-/// Commit for the guest (after those in the state, before the TAP's), tells
-/// the bridge where the guest is now (a gratuitous ARP from the VMM, so
-/// frames sent to the guest from here on reach this TAP), and asks the
-/// guest's stack to announce itself as soon as it runs.
-fn announce_before_start(machine: &Machine, frames: Vec<crate::devices::net::Frame>) {
+/// Once the VM is restored, before Ready: tells the bridge where the guest
+/// will run (a gratuitous ARP from the VMM). From here frames for the guest
+/// reach this TAP and wait in its kernel queue (the device reads it only
+/// once the VM starts), while the source carries what reached its own TAP
+/// until it sends Commit; announcing only after Commit left a window in
+/// which frames reached the source's TAP after its last read and were lost
+/// (a lost ACK stalls the guest's smoltcp for its 1 s minimum RTO). If the
+/// source then resumes instead, it announces itself again.
+fn announce_before_ready(machine: &Machine) {
     let Some(net) = &machine.net else { return };
-    net.inject(frames);
+    net.discard_queued();
     if let Err(e) = net.announce() {
         tracing::warn!("gratuitous ARP from the VMM failed: {e}");
     }
+}
+
+/// After Commit, before the vCPUs run: queues the frames that came with the
+/// Commit for the guest (after those in the state, before the TAP's), and
+/// asks the guest's stack to announce itself as soon as it runs.
+fn announce_before_start(machine: &Machine, frames: Vec<crate::devices::net::Frame>) {
+    let Some(net) = &machine.net else { return };
+    net.inject(frames);
     if let Err(e) = crate::devices::net::request_guest_announce(machine) {
         tracing::warn!("asking the guest to announce itself failed: {e}");
     }
@@ -457,6 +494,23 @@ impl RamWriter {
     /// Pages received at least once.
     fn covered(&self) -> u64 {
         self.seen.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// Marks the pages of a decoded zero map received as zeroes (checked by
+    /// [`pages::decode_zero_map`]: one bit per page, none past the last).
+    fn zero_map(&mut self, map: &[u64]) {
+        for (word, &m) in map.iter().enumerate() {
+            self.seen[word] |= m;
+            let mut stale = self.written[word] & m;
+            self.written[word] &= !m;
+            while stale != 0 {
+                let pfn = word * 64 + stale.trailing_zeros() as usize;
+                stale &= stale - 1;
+                // SAFETY: the map has a bit only for pages inside the
+                // mapping `new` was given.
+                unsafe { std::ptr::write_bytes(self.base.add(pfn * PAGE), 0, PAGE) };
+            }
+        }
     }
 
     /// Writes one decoded batch (entries checked by [`pages::decode`]).

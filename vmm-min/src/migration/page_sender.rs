@@ -1,7 +1,8 @@
 //! The page send path and the dirty-bitmap helpers it works with: walk a
 //! bitmap (one bit per 4 KiB page), copy each page out of guest RAM, send
 //! all-zero pages as a marker only, and batch the rest into checksummed
-//! `Pages` frames, paced to a rate limit.
+//! `Pages` frames, paced to a rate limit. Pages the host never populated
+//! go first, as one `ZeroMap` bitmap, and are not walked at all.
 
 use super::wire::{pages, FrameWriter, Kind};
 use crate::abi::PAGE_SIZE;
@@ -10,11 +11,6 @@ use std::io::Write;
 use std::time::Duration;
 
 const PAGE: usize = PAGE_SIZE as usize;
-
-/// Whether page `i` is set in `map`.
-pub fn bit(map: &[u64], i: u64) -> bool {
-    map.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
-}
 
 /// Pages set in `map`.
 pub fn count(map: &[u64]) -> u64 {
@@ -54,8 +50,9 @@ pub struct PageSender<W: Write> {
     entries: Vec<u64>,
     data: Vec<u8>,
     table: Vec<u8>,
-    /// Pages known never to have been touched (round 0 only): sent as zero
-    /// markers without being read.
+    /// Pages known never to have been touched (round 0 only): sent as one
+    /// `ZeroMap` frame, without being read or walked. Taken by the next
+    /// [`PageSender::send`].
     pub untouched: Option<Vec<u64>>,
     /// When the first `Pages` frame went out (CLOCK_MONOTONIC ns): the end
     /// of the migration's setup.
@@ -97,41 +94,51 @@ impl<W: Write> PageSender<W> {
     pub fn send(&mut self, map: &[u64], rate_mbps: Option<f64>) -> std::io::Result<Sent> {
         let mut sent = Sent::default();
         let t0 = mono_ns();
+        // The untouched pages of this pass go as one bitmap and are not
+        // walked below.
+        let untouched = self.untouched.take().map(|mut u| {
+            u.truncate(map.len());
+            u.iter_mut().zip(map).for_each(|(u, m)| *u &= m);
+            u
+        });
+        if let Some(u) = &untouched {
+            pages::encode_zero_map(u, &mut self.table);
+            self.w.send_parts(Kind::ZeroMap, &[&self.table])?;
+            self.first_frame_ns.get_or_insert_with(mono_ns);
+            let n = count(u);
+            sent.pages += n;
+            sent.zero += n;
+        }
         for (wi, &word) in map.iter().enumerate() {
-            let mut w = word;
+            let mut w = word & !untouched.as_ref().and_then(|u| u.get(wi)).copied().unwrap_or(0);
             while w != 0 {
                 let pfn = wi as u64 * 64 + u64::from(w.trailing_zeros());
                 w &= w - 1;
                 if pfn >= self.ram_pages {
                     break;
                 }
-                let zero = if self.untouched.as_ref().is_some_and(|u| bit(u, pfn)) {
-                    true
-                } else {
-                    // Copy once, straight into the batch; drop it again if
-                    // it turns out to be all zero.
-                    let at = self.data.len();
-                    self.data.reserve(PAGE);
-                    // SAFETY: pfn < ram_pages, so the page lies inside the
-                    // mapping `new` was given, and `reserve` made room for
-                    // it past `at`; `set_len` covers exactly the bytes just
-                    // copied. The guest may write the page concurrently; the
-                    // copy may then be torn, but the page's dirty tracking
-                    // was re-armed before this copy, so it is sent again.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            self.base.add(pfn as usize * PAGE),
-                            self.data.as_mut_ptr().add(at),
-                            PAGE,
-                        );
-                        self.data.set_len(at + PAGE);
-                    }
-                    let zero = is_zero(&self.data[at..]);
-                    if zero {
-                        self.data.truncate(at);
-                    }
-                    zero
-                };
+                // Copy once, straight into the batch; drop it again if it
+                // turns out to be all zero.
+                let at = self.data.len();
+                self.data.reserve(PAGE);
+                // SAFETY: pfn < ram_pages, so the page lies inside the
+                // mapping `new` was given, and `reserve` made room for it
+                // past `at`; `set_len` covers exactly the bytes just copied.
+                // The guest may write the page concurrently; the copy may
+                // then be torn, but the page's dirty tracking was re-armed
+                // before this copy, so it is sent again.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.base.add(pfn as usize * PAGE),
+                        self.data.as_mut_ptr().add(at),
+                        PAGE,
+                    );
+                    self.data.set_len(at + PAGE);
+                }
+                let zero = is_zero(&self.data[at..]);
+                if zero {
+                    self.data.truncate(at);
+                }
                 sent.pages += 1;
                 if zero {
                     sent.zero += 1;
@@ -210,10 +217,36 @@ mod tests {
     }
 
     #[test]
+    fn untouched_pages_go_as_one_zero_map_and_are_not_walked() {
+        let mut ram = vec![0u8; 8 * PAGE];
+        ram[PAGE] = 5;
+        ram[2 * PAGE] = 1;
+        // Page 2 is claimed untouched but not in the map: left out; page 3
+        // is untouched and in it: in the zero map, its (non-zero) bytes
+        // never read.
+        ram[3 * PAGE] = 9;
+        let mut out = Vec::new();
+        // SAFETY: `ram` outlives the sender.
+        let mut s = unsafe { PageSender::new(FrameWriter::new(&mut out), ram.as_ptr(), 8) };
+        s.untouched = Some(vec![0b1100]);
+        let sent = s.send(&[0b1011], None).unwrap();
+        assert_eq!(sent, Sent { pages: 3, zero: 2, bytes: PAGE as u64 });
+        assert!(s.untouched.is_none(), "round 0 only");
+        drop(s);
+        let mut r = FrameReader::new(&out[..]);
+        let (kind, payload) = r.recv().unwrap();
+        assert_eq!(kind, Kind::ZeroMap);
+        assert_eq!(pages::decode_zero_map(payload, 8).unwrap(), vec![0b1000]);
+        let (kind, payload) = r.recv().unwrap();
+        assert_eq!(kind, Kind::Pages);
+        assert_eq!(pages::decode(payload, 8).unwrap().0, vec![pages::ZERO_PAGE, 1]);
+    }
+
+    #[test]
     fn bitmap_helpers() {
         let mut a = vec![0b1010u64, 0];
         merge_into(&mut a, &[0b0101, 1 << 63]);
         assert_eq!(count(&a), 5);
-        assert!(bit(&a, 0) && bit(&a, 127) && !bit(&a, 64) && !bit(&a, 1000));
+        assert_eq!(a, vec![0b1111, 1 << 63]);
     }
 }

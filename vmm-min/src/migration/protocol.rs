@@ -12,7 +12,9 @@
 //!    |    (refused: the source runs on)       |
 //!    |                                        |
 //!    |=== setup ends: dirty logging on =======|
-//!    |--- Pages (round 0: every page) ------->| fill RAM, mark each page
+//!    |--- ZeroMap (round 0: never-populated ->| mark them received (RAM
+//!    |          pages, one bitmap)            | starts zero)
+//!    |--- Pages (round 0: every other page) ->| fill RAM, mark each page
 //!    |--- Pages (round n: dirty pages) ------>| received (data or zero)
 //!    |    ... until the policy stops ...      |
 //!    |                                        |
@@ -21,20 +23,23 @@
 //!    |--- State (MigrationState) ------------>|
 //!    |--- Digest (only with verify) --------->|
 //!    |--- Complete {timestamps} ------------->| every page covered? digest
-//!    |                                        | checked? restore, PAUSED
+//!    |                                        | checked? restore, PAUSED;
+//!    |                                        | gratuitous ARP (frames for
+//!    |                                        | the guest now queue here)
 //!    |<-- Ready {ok, coverage, digest_ok} ----|
 //!    |=== commitment ==========================|
 //!    |--- Commit ---------------------------->| from here the destination
 //!    |    (the source never resumes alone)    | owns the VM: run it, see
-//!    |                                        | it execute, announce the
-//!    |<-- Started {ok, first_run_ns, -------| MAC (gratuitous ARP)
+//!    |                                        | it execute, ask the guest
+//!    |<-- Started {ok, first_run_ns, ---------| to announce itself
 //!    |            priorities}                 |
 //!    |    source releases the VM and exits    |
 //!
 //!  Failure paths:
 //!    - any failure before Commit (a refusal, a bad or missing frame, a
 //!      timeout, Ready {ok: false}, the stop-and-copy deadline): the source
-//!      sends Abort {reason} if it can and resumes its VM; the destination
+//!      sends Abort {reason} if it can and resumes its VM, with a
+//!      gratuitous ARP (the destination may have announced); the destination
 //!      drops its VM, which never ran;
 //!    - the destination gets no Commit within its timeout: it drops its
 //!      VM (the source either resumed, or is indeterminate: see below);

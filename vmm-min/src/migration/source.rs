@@ -203,11 +203,12 @@ impl Source<'_> {
     }
 
     /// After a failure: the VM runs here again (dirty logging stays on, as
-    /// it is for the VM's life; nobody reads it).
+    /// it is for the VM's life; nobody reads it), and its NIC announces it
+    /// here again (a restored destination announced it there before Ready).
     fn recover(&mut self, events: EventFn) {
         self.throttler = None;
         if self.paused {
-            self.vmm.resume();
+            self.vmm.resume_after_migration();
             self.paused = false;
             events(SourceEvent::Resumed);
         }
@@ -335,7 +336,6 @@ impl Source<'_> {
             if self.stats.setup_ms.is_none() {
                 self.stats.setup_ms = link.tx.first_frame_ns.map(|t| ms_between(start, t));
             }
-            link.tx.untouched = None;
             map = self.sync_dirty().map_err(|e| fail(e.into()))?;
             let t1 = mono_ns();
             // What is still in the kernel's queue has not crossed the link.

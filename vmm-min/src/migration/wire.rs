@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 /// Frame magic, "MGB1" read as little-endian bytes.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"MGB1");
 /// Wire version; a destination refuses any other.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Largest payload accepted.
 pub const MAX_PAYLOAD: usize = 8 << 20;
 const HEADER: usize = 20;
@@ -47,6 +47,11 @@ pub enum Kind {
     Commit = 9,
     /// Destination → source: the guest runs here (JSON).
     Started = 10,
+    /// Source → destination: pages known to be zero, as one bitmap over
+    /// the guest's RAM (binary, see [`pages::decode_zero_map`]); round 0
+    /// sends the pages the host never populated this way instead of a
+    /// marker each.
+    ZeroMap = 11,
 }
 
 impl Kind {
@@ -62,6 +67,7 @@ impl Kind {
             8 => Kind::Abort,
             9 => Kind::Commit,
             10 => Kind::Started,
+            11 => Kind::ZeroMap,
             _ => return None,
         })
     }
@@ -312,6 +318,32 @@ pub mod pages {
         }
         Ok((entries, data))
     }
+
+    /// Encodes a zero map (one bit per page, `u64` words, little-endian).
+    pub fn encode_zero_map(map: &[u64], out: &mut Vec<u8>) {
+        out.clear();
+        for w in map {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    /// Decodes a zero map: exactly one bit per page of a guest of
+    /// `ram_pages` pages, in whole words, with no bit set past the last
+    /// page. [`encode_zero_map`] is its inverse.
+    pub fn decode_zero_map(payload: &[u8], ram_pages: u64) -> Result<Vec<u64>, WireError> {
+        let bad = |m: String| WireError::Malformed(format!("zero map: {m}"));
+        let words = ram_pages.div_ceil(64) as usize;
+        if payload.len() != words * 8 {
+            return Err(bad(format!("{} bytes for a guest of {ram_pages} pages (want {})", payload.len(), words * 8)));
+        }
+        let map: Vec<u64> =
+            payload.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
+        let tail = ram_pages % 64;
+        if tail != 0 && map.last().is_some_and(|w| w >> tail != 0) {
+            return Err(bad(format!("pages past the guest's {ram_pages} are set")));
+        }
+        Ok(map)
+    }
 }
 
 #[cfg(test)]
@@ -382,5 +414,16 @@ mod tests {
         assert!(pages::decode(&p, 6).is_err(), "page 6 outside 6 pages");
         assert!(pages::decode(&p[..p.len() - 1], 10).is_err());
         assert!(pages::decode(&p[..3], 10).is_err());
+    }
+
+    #[test]
+    fn zero_maps_are_checked() {
+        let mut p = Vec::new();
+        pages::encode_zero_map(&[u64::MAX, 0b101], &mut p);
+        assert_eq!(pages::decode_zero_map(&p, 67).unwrap(), vec![u64::MAX, 0b101]);
+        let e = pages::decode_zero_map(&p, 66).unwrap_err().to_string();
+        assert!(e.contains("pages past the guest's 66"), "{e}");
+        assert!(pages::decode_zero_map(&p, 64).is_err(), "two words for one word's pages");
+        assert!(pages::decode_zero_map(&p[..15], 67).is_err(), "not whole words");
     }
 }
