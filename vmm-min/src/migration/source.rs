@@ -90,7 +90,11 @@ pub fn migrate(vmm: &Vmm, to: &str, policy: &Policy, opts: &SourceOptions, event
         deadline: Deadline::none(),
         throttler: None,
     };
-    let _owner = crate::sync::lock(&vmm.machine().vm.dirty_log_owner);
+    // A dirty-rate measurement that holds the log ends at once when asked.
+    let vm = &vmm.machine().vm;
+    vm.dirty_log_wanted.store(true, std::sync::atomic::Ordering::Release);
+    let _owner = crate::sync::lock(&vm.dirty_log_owner);
+    vm.dirty_log_wanted.store(false, std::sync::atomic::Ordering::Release);
     // The page copy must not starve behind busy worker vCPUs.
     let priority = Priority::raise(ThreadRole::MigrationSend);
     let result = src.run(to, events);

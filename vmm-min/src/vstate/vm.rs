@@ -36,6 +36,9 @@ pub struct Vm {
     /// measurement): reading clears it, so two readers would steal pages
     /// from each other.
     pub(crate) dirty_log_owner: std::sync::Mutex<()>,
+    /// A migration waits for [`Vm::dirty_log_owner`]: a dirty-rate
+    /// measurement holding it ends at once.
+    pub(crate) dirty_log_wanted: std::sync::atomic::AtomicBool,
 }
 
 /// Opens `/dev/kvm` with an error that says what to do.
@@ -68,7 +71,7 @@ impl Vm {
         let fd = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
         let t1 = results::clock::mono_ns();
         let t2 = t1;
-        let vm = Vm { kvm, fd, mem, ram, dirty_log_owner: Default::default() };
+        let vm = Vm { kvm, fd, mem, ram, dirty_log_owner: Default::default(), dirty_log_wanted: Default::default() };
         vm.set_slot(KVM_MEM_LOG_DIRTY_PAGES)?;
         let ms = |a, b| results::clock::ms_between(a, b);
         tracing::debug!(create_vm_ms = ms(t0, t1), slot_ms = ms(t2, results::clock::mono_ns()), "VM created");
