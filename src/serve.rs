@@ -139,8 +139,9 @@ pub fn incoming(args: VmmArgs) -> Result<ExitCode> {
         tls,
     };
     let (vmm, report) = match &args.net_run_id {
-        // The TAP is opened when the VM is built: do that inside the
-        // namespace that holds it (the lan, or the destination host's).
+        // The TAP is opened as the destination starts listening: do that
+        // inside the namespace that holds it (the lan, or the destination
+        // host's).
         Some(id) => {
             let names = scenarios::netns::Names::existing(id)?;
             let opts = migration::destination::IncomingOptions { tap: Some(names.tap_dst.clone()), ..opts };

@@ -356,6 +356,20 @@ fn assert_migrated_verified(result: &serde_json::Value, checks: &serde_json::Val
     assert_eq!(checks["failures"].as_array().map(Vec::len), Some(0), "{what}: {}", checks["failures"]);
 }
 
+/// `migbench scenario FILE` on the cached image, 1 s before and after the
+/// migration, the report into `dir`.
+fn run_scenario_file(file: &std::path::Path, dir: &std::path::Path) -> std::process::Output {
+    let (kernel, initrd, _) = image();
+    let args = ["scenario", path_str(file), "--warmup", "1s", "--after", "1s", "--kernel", path_str(kernel)];
+    let rest = ["--initrd", path_str(initrd), "--accel", "auto", "--out", path_str(dir)];
+    let all: Vec<&str> = args.into_iter().chain(rest).collect();
+    common::run_with_limit(&all, Duration::from_secs(240))
+}
+
+fn path_str(p: &std::path::Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
 /// `migbench scenario FILE` with `system = "qemu"`: the runner drives QEMU
 /// through the system-under-test boundary only; the result says which
 /// system ran and how; `migbench check` gates it as it gates vmm-min's.
@@ -365,30 +379,11 @@ fn qemu_scenario_file_runs_end_to_end_and_check_gates_it() {
     if !common::root_or_skip("qemu_scenario_file_runs_end_to_end_and_check_gates_it") {
         return;
     }
-    let (kernel, initrd, _) = image();
     let dir = common::temp_path("qemu-scenario");
     let file = common::temp_path("qemu-idle.toml");
     let text = include_str!("../scenarios/files/qemu-idle.toml").replace("verify = false", "verify = true");
     std::fs::write(&file, text).unwrap();
-    let out = common::run_with_limit(
-        &[
-            "scenario",
-            file.to_str().unwrap(),
-            "--warmup",
-            "1s",
-            "--after",
-            "1s",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--accel",
-            "auto",
-            "--out",
-            dir.to_str().unwrap(),
-        ],
-        Duration::from_secs(240),
-    );
+    let out = run_scenario_file(&file, &dir);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let result_path = dir.join("qemu-idle.result.json");
     let result = read_json(&result_path);
@@ -447,30 +442,13 @@ fn qemu_on_simulated_hosts_over_a_shaped_link() {
     if !common::root_or_skip("qemu_on_simulated_hosts_over_a_shaped_link") {
         return;
     }
-    let (kernel, initrd, _) = image();
     let dir = common::temp_path("qemu-hosts");
     let file = common::temp_path("qemu-hosts.toml");
     let text = include_str!("../scenarios/files/qemu-idle.toml")
         .replace("verify = false", "verify = true")
         .replace("file_size = \"512K\"", "file_size = \"512K\"\nhosts = true\n\n[link]\nbandwidth = \"500mbit\"");
     std::fs::write(&file, text).unwrap();
-    let out = common::run_with_limit(
-        &[
-            "scenario",
-            file.to_str().unwrap(),
-            "--warmup",
-            "1s",
-            "--after",
-            "1s",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--out",
-            dir.to_str().unwrap(),
-        ],
-        Duration::from_secs(240),
-    );
+    let out = run_scenario_file(&file, &dir);
     let err = common::stderr(&out);
     let result = read_json(&dir.join("qemu-idle.result.json"));
     let checks = read_json(&dir.join("qemu-idle.checks.json"));
