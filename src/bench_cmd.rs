@@ -235,8 +235,8 @@ pub fn ttcp_systems(quick: bool, progress: &Progress) -> Vec<results::bench::Sys
 
 /// Runs the cross-check (`LMBENCH_DIR` from the environment), with progress
 /// on stderr.
-pub fn crosscheck(quick: bool) -> CrossCheck {
-    let opts = CrossOptions::from_env(quick);
+pub fn crosscheck(quick: bool, only: &[String]) -> CrossCheck {
+    let opts = CrossOptions::from_env(quick, only);
     eprintln!("migbench: cross-check, {} round(s) of ours against each installed tool", opts.rounds());
     let c = bench_suites::crosscheck::run(&opts, &mut |step| eprintln!("migbench: crosscheck {step}"));
     for s in &c.skipped {
@@ -253,10 +253,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         bail!("--chart-dir applies to macro only (the report draws the chart for compare and reproduce)");
     }
     let (table, json) = if args.which == "crosscheck" {
-        if !args.only.is_empty() {
-            bail!("--only does not apply to crosscheck: it runs every pair of an installed tool");
-        }
-        let c = crosscheck(args.quick);
+        let c = crosscheck(args.quick, &args.only);
         (bench_suites::crosscheck::markdown(&c), c.to_json().context("serializing the cross-check")?)
     } else if args.which == "macro" {
         if !args.only.is_empty() {

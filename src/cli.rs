@@ -435,7 +435,8 @@ pub struct BenchArgs {
     /// Short runs for CI (ENOUGH 1 ms, fewer sizes; one cross-check round): under a minute.
     #[arg(long)]
     pub quick: bool,
-    /// Only rows whose id starts with one of these (comma-separated), e.g. null_call,mem_lat (not crosscheck).
+    /// Only rows whose id starts with one of these (comma-separated), e.g. null_call,mem_lat; with
+    /// crosscheck, only the pairs for those rows.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Write the results as JSON.

@@ -61,12 +61,19 @@ pub struct CrossOptions {
     pub quick: bool,
     /// An lmbench 3 build (default: the `LMBENCH_DIR` environment variable).
     pub lmbench_dir: Option<PathBuf>,
+    /// Only the pairs whose row id starts with one of these (all if empty).
+    pub only: Vec<String>,
 }
 
 impl CrossOptions {
     /// Options from the environment: `LMBENCH_DIR` if set.
-    pub fn from_env(quick: bool) -> Self {
-        CrossOptions { quick, lmbench_dir: std::env::var_os(LMBENCH_ENV).map(PathBuf::from) }
+    pub fn from_env(quick: bool, only: &[String]) -> Self {
+        CrossOptions { quick, lmbench_dir: std::env::var_os(LMBENCH_ENV).map(PathBuf::from), only: only.to_vec() }
+    }
+
+    /// Whether the pair for row `id` is to run.
+    pub fn wants(&self, id: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| id.starts_with(o.as_str()))
     }
 
     /// Rounds of each pair: 1 in quick mode, 3 otherwise.
@@ -187,7 +194,8 @@ pub fn run(opts: &CrossOptions, progress: &mut dyn FnMut(&str)) -> CrossCheck {
     };
 
     // iperf3.
-    match find_tool("iperf3") {
+    match find_tool("iperf3").filter(|_| opts.wants("tcp_bw")) {
+        None if !opts.wants("tcp_bw") => {}
         None => skipped.push(not_installed("iperf3", "iperf3")),
         Some(iperf) => match IperfServer::start(&iperf) {
             Err(e) => skipped.push(Skipped { tool: "iperf3".into(), reason: e, install: "iperf3".into() }),
@@ -209,7 +217,9 @@ pub fn run(opts: &CrossOptions, progress: &mut dyn FnMut(&str)) -> CrossCheck {
     }
 
     // perf bench sched pipe.
-    match find_tool("perf") {
+    let ctx = ["ctx_2p_0k", "ctx_2p_0k_unpinned"];
+    match find_tool("perf").filter(|_| ctx.iter().any(|id| opts.wants(id))) {
+        None if !ctx.iter().any(|id| opts.wants(id)) => {}
         None => skipped.push(not_installed("perf", "linux-perf")),
         Some(perf) => {
             let loops = if opts.quick { 20_000 } else { 100_000 };
@@ -220,7 +230,7 @@ pub fn run(opts: &CrossOptions, progress: &mut dyn FnMut(&str)) -> CrossCheck {
                     install: "linux-perf (a perf that runs on this kernel)".into(),
                 }),
                 Ok(_) => {
-                    for pinned in [true, false] {
+                    for pinned in [true, false].into_iter().filter(|&p| opts.wants(ctx[usize::from(!p)])) {
                         let cpu = std::cell::Cell::new(None::<i32>);
                         let h = Harness::new(enough);
                         let perf = perf.clone();
@@ -243,7 +253,7 @@ pub fn run(opts: &CrossOptions, progress: &mut dyn FnMut(&str)) -> CrossCheck {
                             perf_pipe(&perf, loops, on)
                         });
                         let pair = Pair {
-                            id: if pinned { "ctx_2p_0k" } else { "ctx_2p_0k_unpinned" },
+                            id: ctx[usize::from(!pinned)],
                             tool: "perf bench sched pipe",
                             command: format!(
                                 "{}perf bench sched pipe -l {loops} (usecs/op ÷ 2: one op is two switches)",
@@ -263,12 +273,14 @@ pub fn run(opts: &CrossOptions, progress: &mut dyn FnMut(&str)) -> CrossCheck {
     }
 
     // sysbench memory.
-    match find_tool("sysbench") {
+    let mem = [("mem_rd_bw", "mem rd bw", "read"), ("mem_wr_bw", "mem wr bw", "write")];
+    match find_tool("sysbench").filter(|_| mem.iter().any(|m| opts.wants(m.0))) {
+        None if !mem.iter().any(|m| opts.wants(m.0)) => {}
         None => skipped.push(not_installed("sysbench", "sysbench")),
         Some(sb) => {
             let block = nopts.bw_bytes();
             let total: u64 = if opts.quick { 2 << 30 } else { 16 << 30 };
-            for (id, label, oper) in [("mem_rd_bw", "mem rd bw", "read"), ("mem_wr_bw", "mem wr bw", "write")] {
+            for (id, label, oper) in mem.into_iter().filter(|m| opts.wants(m.0)) {
                 let args = vec![
                     "memory".to_string(),
                     "--threads=1".into(),
@@ -309,7 +321,7 @@ pub fn run(opts: &CrossOptions, progress: &mut dyn FnMut(&str)) -> CrossCheck {
                 reason: e,
                 install: format!("set {LMBENCH_ENV} to the directory holding lat_syscall, bw_mem, ..."),
             }),
-            Ok(lm) => rows.extend(lmbench_rows(&lm, &nopts, &scratch, rounds, progress)),
+            Ok(lm) => rows.extend(lmbench_rows(&lm, opts, &nopts, &scratch, progress)),
         },
     }
 
@@ -730,18 +742,29 @@ impl Drop for Hello {
 
 fn lmbench_rows(
     lm: &Lmbench,
+    opts: &CrossOptions,
     nopts: &NativeOptions,
     scratch: &Scratch,
-    rounds: usize,
     progress: &mut dyn FnMut(&str),
 ) -> Vec<CrossRow> {
-    // Files made as the native rows make theirs.
+    let rounds = opts.rounds();
+    // Files made as the native rows make theirs, and made afresh before each
+    // lmbench command that takes one, as each of our rows makes its own, so
+    // both sides fault on a file in the same state (a full run's file, made
+    // 20 minutes before lat_pagefault ran, once measured 3 times slower).
     let small = scratch.0.join("small");
     let fault = scratch.0.join("fault");
     let map = scratch.0.join("map");
-    let files = native::write_file(&small, 1024)
-        .and_then(|_| native::write_file(&fault, native::fault_file_bytes(nopts.quick)))
-        .and_then(|_| native::write_file(&map, native::MMAP_BYTES));
+    let file_sizes = [(&small, 1024), (&fault, native::fault_file_bytes(nopts.quick)), (&map, native::MMAP_BYTES)];
+    let refresh = |args: &[&OsStr]| -> Result<(), String> {
+        for (path, bytes) in &file_sizes {
+            if args.contains(&path.as_os_str()) {
+                native::write_file(path, *bytes)?;
+            }
+        }
+        Ok(())
+    };
+    let files = file_sizes.iter().try_for_each(|(path, bytes)| native::write_file(path, *bytes));
     let bw = format!("{}m", nopts.bw_bytes() >> 20);
     let hello = Hello::ensure(lm);
     let hello_err = hello.as_ref().err().cloned();
@@ -799,7 +822,7 @@ fn lmbench_rows(
         }
         s
     };
-    for (id, label, unit, prog, args, env) in &specs {
+    for (id, label, unit, prog, args, env) in specs.iter().filter(|s| opts.wants(s.0)) {
         let command = shown(prog, args, env);
         let blocked = match (&files, *prog) {
             (Err(e), _) => Some(e.clone()),
@@ -814,32 +837,37 @@ fn lmbench_rows(
             ours: Box::new(|| ours(id)),
             theirs: Box::new(|| match &blocked {
                 Some(e) => Err(e.clone()),
-                None => lm.value(prog, args, env),
+                None => refresh(args).and_then(|_| lm.value(prog, args, env)),
             }),
         };
         rows.push(run_pair(pair, label, unit, rounds, progress));
     }
 
     // null I/O: lmbench's summary takes the mean of read and write.
-    let pair = Pair {
-        id: "null_io",
-        tool: "lmbench 3",
-        command: "lat_syscall read; lat_syscall write (mean)".into(),
-        note: "",
-        ours: Box::new(|| ours("null_io")),
-        theirs: Box::new(|| {
-            let r = lm.value("lat_syscall", &[os("read")], &[])?;
-            let w = lm.value("lat_syscall", &[os("write")], &[])?;
-            Ok((r + w) / 2.0)
-        }),
-    };
-    rows.push(run_pair(pair, "null I/O", UNIT_US, rounds, progress));
+    if opts.wants("null_io") {
+        let pair = Pair {
+            id: "null_io",
+            tool: "lmbench 3",
+            command: "lat_syscall read; lat_syscall write (mean)".into(),
+            note: "",
+            ours: Box::new(|| ours("null_io")),
+            theirs: Box::new(|| {
+                let r = lm.value("lat_syscall", &[os("read")], &[])?;
+                let w = lm.value("lat_syscall", &[os("write")], &[])?;
+                Ok((r + w) / 2.0)
+            }),
+        };
+        rows.push(run_pair(pair, "null I/O", UNIT_US, rounds, progress));
+    }
 
     // TCP, against lmbench's own servers on 127.0.0.1.
     for (id, label, unit, prog, args) in [
         ("tcp_lat", "TCP lat", UNIT_US, "lat_tcp", vec!["127.0.0.1"]),
         ("tcp_bw", "TCP bw", UNIT_MBS, "bw_tcp", vec!["-m", "64k", "127.0.0.1"]),
-    ] {
+    ]
+    .into_iter()
+    .filter(|t| opts.wants(t.0))
+    {
         let server = LmServer::start(lm, prog);
         let server_err = server.as_ref().err().cloned();
         let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();

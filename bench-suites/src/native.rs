@@ -52,8 +52,11 @@ pub const DEFAULT_BW_BYTES: usize = 64 << 20;
 pub const QUICK_BW_BYTES: usize = 32 << 20;
 /// Size of the file region mapped and unmapped by `mmap_lat`.
 pub const MMAP_BYTES: usize = 1 << 20;
-/// lmbench `lat_mmap` touches one byte every this many pages.
-pub const MMAP_TOUCH_STRIDE_PAGES: usize = 10;
+/// lmbench `lat_mmap` (without `-r`) writes one byte every this many bytes
+/// (its `PSIZE`, 16 KiB)...
+pub const MMAP_TOUCH_STRIDE: usize = 16 << 10;
+/// ...in the first this-many-th of the mapping (its `N`, 10).
+pub const MMAP_TOUCHED_PART: usize = 10;
 /// Message size of `tcp_bw`.
 pub const TCP_MSG_BYTES: usize = 64 << 10;
 /// Sockets `select_tcp` selects on (lmbench's summary uses 100).
@@ -305,9 +308,10 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
         "mmap lat",
         UNIT_US,
         &format!(
-            "mmap(2) of a {} file region (PROT_READ|PROT_WRITE, MAP_SHARED), a 1-byte write every {} pages (as lmbench lat_mmap), munmap(2)",
+            "mmap(2) of a {} file region (PROT_READ|PROT_WRITE, MAP_SHARED), a 1-byte write every {} in its first 1/{}, munmap(2), as lmbench lat_mmap (without -r)",
             size_human(MMAP_BYTES),
-            MMAP_TOUCH_STRIDE_PAGES
+            size_human(MMAP_TOUCH_STRIDE),
+            MMAP_TOUCHED_PART
         ),
         Box::new(mmap_lat),
     ));
@@ -1065,10 +1069,10 @@ fn mmap_lat(c: &Ctx) -> Result<(f64, String), String> {
             for _ in 0..n {
                 let m = Map::new(MMAP_BYTES, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd)?;
                 let mut off = 0;
-                while off < MMAP_BYTES {
+                while off < MMAP_BYTES / MMAP_TOUCHED_PART {
                     // SAFETY: `off` < MMAP_BYTES, inside the writable mapping.
                     unsafe { std::ptr::write_volatile(m.ptr.add(off), off as u8) };
-                    off += MMAP_TOUCH_STRIDE_PAGES * PAGE;
+                    off += MMAP_TOUCH_STRIDE;
                 }
                 drop(m);
             }
