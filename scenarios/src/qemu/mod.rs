@@ -12,4 +12,5 @@ pub mod accel;
 pub mod driver;
 pub mod image;
 pub mod qmp;
+pub mod pages;
 pub mod rounds;
