@@ -6,11 +6,11 @@
 use crate::cli::{policy, throttle, vm_config, MigrateArgs};
 use anyhow::{Context, Result};
 use results::MigrationStats;
-use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
-use scenarios::system::vmm_min::VmmMin;
 use scenarios::qemu::driver::HostNic;
+use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
 use scenarios::scenario::SystemKind;
 use scenarios::system::qemu::Qemu;
+use scenarios::system::vmm_min::VmmMin;
 use scenarios::system::{GuestSpec, SystemUnderTest};
 use serde_json::json;
 use std::process::ExitCode;

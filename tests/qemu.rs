@@ -651,7 +651,8 @@ fn qemu_remote_destination_over_tls_in_another_namespace() {
     let [a, b, c, _] = n.probe_ip.octets();
     ip_netns(&h.source_ns, &["ip", "addr", "add", &format!("{a}.{b}.{c}.3/{}", n.prefix), "dev", &h.bridge_src]);
     let tls = common::temp_path("qemu-remote-tls");
-    let out = common::run_with_limit(&["tls-init", tls.to_str().expect("utf8"), "--host", &dst_ip], Duration::from_secs(20));
+    let out =
+        common::run_with_limit(&["tls-init", tls.to_str().expect("utf8"), "--host", &dst_ip], Duration::from_secs(20));
     assert!(out.status.success(), "{}", common::stderr(&out));
     let exe = env!("CARGO_BIN_EXE_migbench");
 
@@ -672,7 +673,17 @@ fn qemu_remote_destination_over_tls_in_another_namespace() {
     let control = format!("{dst_ip}:{port}");
     let dst = Kill(
         std::process::Command::new("ip")
-            .args(["netns", "exec", &h.destination_ns, exe, "qemu-incoming", "--control", &control, "--tap", &n.tap_dst])
+            .args([
+                "netns",
+                "exec",
+                &h.destination_ns,
+                exe,
+                "qemu-incoming",
+                "--control",
+                &control,
+                "--tap",
+                &n.tap_dst,
+            ])
             .args(["--kernel", kernel, "--initrd", initrd, "--tls-dir"])
             .arg(&tls)
             .stdin(std::process::Stdio::null())
@@ -683,8 +694,9 @@ fn qemu_remote_destination_over_tls_in_another_namespace() {
     let connect = || {
         let t = Instant::now();
         loop {
-            let c = netns::run_in_netns(&h.source_ns, || scenarios::qemu::remote::Client::connect(&control, Some(&creds)))
-                .expect("netns");
+            let c =
+                netns::run_in_netns(&h.source_ns, || scenarios::qemu::remote::Client::connect(&control, Some(&creds)))
+                    .expect("netns");
             match c {
                 Ok(c) => return c,
                 Err(e) if t.elapsed() > Duration::from_secs(20) => panic!("qemu-incoming never answered: {e}"),
@@ -791,7 +803,10 @@ fn qemu_remote_destination_over_tls_in_another_namespace() {
     }
     drop(c);
     let qemu_pid = st.qemu.map(|q| q.pid);
+    let incoming_dir = std::env::temp_dir().join(format!("migbench-qemu-incoming-{}", dst.0.id()));
     drop(dst);
+    // Killed (SIGKILL), it cannot remove its scratch directory itself.
+    let _ = std::fs::remove_dir_all(&incoming_dir);
     // The destination's QEMU dies with qemu-incoming.
     if let Some(pid) = qemu_pid {
         let t = Instant::now();

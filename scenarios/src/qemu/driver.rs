@@ -279,7 +279,10 @@ pub fn qemu_tls_dir(from: &Path, into: &Path) -> Result<(), QemuError> {
     for (ours, qemus, mode) in files {
         let (a, b) = (from.join(ours), into.join(qemus));
         let text = std::fs::read(&a).map_err(|e| QemuError::Io {
-            what: format!("reading {} (a TLS directory holds ca.pem, cert.pem and key.pem; see `migbench tls-init`)", a.display()),
+            what: format!(
+                "reading {} (a TLS directory holds ca.pem, cert.pem and key.pem; see `migbench tls-init`)",
+                a.display()
+            ),
             source: e,
         })?;
         let _ = std::fs::remove_file(&b);
@@ -449,8 +452,9 @@ impl QemuSystem {
             None => Some(self.names.probe_ns.as_str()),
         };
         match ns {
-            Some(ns) => crate::netns::run_in_netns(ns, f)
-                .map_err(|e| QemuError::State(format!("entering namespace {ns}: {e}"))),
+            Some(ns) => {
+                crate::netns::run_in_netns(ns, f).map_err(|e| QemuError::State(format!("entering namespace {ns}: {e}")))
+            }
             None => Ok(f()),
         }
     }
@@ -640,7 +644,11 @@ impl QemuSystem {
                     .await?;
             }
             dst.qmp
-                .execute(qmp::migrate_incoming { uri: Some(format!("tcp:{listen}")), channels: None, exit_on_error: None })
+                .execute(qmp::migrate_incoming {
+                    uri: Some(format!("tcp:{listen}")),
+                    channels: None,
+                    exit_on_error: None,
+                })
                 .await?;
             Ok::<(), QemuError>(())
         };
@@ -993,8 +1001,9 @@ async fn run_migration(
     plan: &MigrationPlan<'_>,
     progress: &mut dyn FnMut(&RamSample),
 ) -> Result<QemuMigration, QemuError> {
-    let MigrationPlan { dir, to, ram_bytes, downtime_ms, timeout_ms, on_timeout, bw_mbps, opts, dest_paused, tls, .. } =
-        *plan;
+    let MigrationPlan {
+        dir, to, ram_bytes, downtime_ms, timeout_ms, on_timeout, bw_mbps, opts, dest_paused, tls, ..
+    } = *plan;
     debug_assert!(src.role == Role::Source);
     src.qmp
         .execute(qmp::migrate_set_capabilities {
@@ -1195,7 +1204,8 @@ async fn finish_local(
         out.span_ms = ms_between(v0, v2);
         // `source_ms`: the source's dump; `destination_ms`: the rest
         // (the destination's dump, overlapping, and the comparison).
-        out.verify = Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
+        out.verify =
+            Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
         out.mismatched = Some(bad);
         if bad > 0 {
             // A mismatch fails the migration: the source resumes, the
@@ -1238,7 +1248,8 @@ async fn finish_remote(
         let (bad, first) = ours.compare(&theirs);
         let v2 = mono_ns();
         out.span_ms = ms_between(v0, v2);
-        out.verify = Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
+        out.verify =
+            Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
         out.mismatched = Some(bad);
         if bad > 0 {
             src.qmp.execute(qmp::cont {}).await?;

@@ -86,8 +86,10 @@ fn connection(tcp: TcpStream, tls: Option<&TlsCredentials>, jobs: &mpsc::Sender<
     loop {
         let line = match read_line(&mut conn, MAX_REQUEST_BYTES) {
             Ok(Some(l)) => l,
+            // A client that closes without TLS's close_notify ends too.
             Ok(None) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
                 // Too long: say so, and close (the rest of it is unread).
                 let _ = write_line(conn.get_mut(), &error(format!("{e}; a request is one JSON line")));
                 return Ok(());

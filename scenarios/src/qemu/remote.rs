@@ -87,8 +87,7 @@ pub struct RemoteGuest {
 impl RemoteGuest {
     /// Checks what the destination will pass to QEMU: a refusal says why.
     pub fn check(&self) -> Result<(), String> {
-        if self.machine.is_empty() || !self.machine.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
+        if self.machine.is_empty() || !self.machine.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
             return Err(format!("guest.machine '{}': expected a machine type such as pc or q35", self.machine));
         }
         if !(16..=1 << 20).contains(&self.memory_mib) {
@@ -250,7 +249,7 @@ pub fn read_line(r: &mut impl BufRead, max: usize) -> std::io::Result<Option<Vec
             None => (buf.len(), false),
         };
         if line.len() + take > max {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line longer than {max} bytes")));
+            return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, format!("line longer than {max} bytes")));
         }
         line.extend_from_slice(&buf[..take]);
         r.consume(take + usize::from(done));
@@ -295,9 +294,8 @@ impl Client {
         let stream: Box<dyn Stream> = match tls {
             Some(creds) => {
                 let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
-                let conn = creds
-                    .client(host)
-                    .map_err(|e| RemoteError::Tls { addr: addr.into(), message: e.to_string() })?;
+                let conn =
+                    creds.client(host).map_err(|e| RemoteError::Tls { addr: addr.into(), message: e.to_string() })?;
                 Box::new(rustls::StreamOwned::new(conn, tcp))
             }
             None if sock.ip().is_loopback() => Box::new(tcp),

@@ -17,13 +17,13 @@
 
 use super::{GuestSpec, MigrationProgress, RunContext, Side, SystemUnderTest, Teardown};
 use crate::error::RunnerError;
-use crate::qemu::driver::{find_binary, HostNic, QemuConfig, QemuError, QemuMigrateOptions, QemuSystem, QemuTotals};
 use crate::qemu::driver::RemoteDestination;
+use crate::qemu::driver::{find_binary, HostNic, QemuConfig, QemuError, QemuMigrateOptions, QemuSystem, QemuTotals};
 use crate::qemu::remote::{Client, RemoteGuest};
-use std::path::{Path, PathBuf};
 use linux_guest::api::AgentStatus;
 use results::{MigrationStats, Outcome, Policy, Throttle};
 use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long the Linux guest may take from launch to its first `/health`
