@@ -28,6 +28,16 @@
 //! - **Failure:** a migration that fails or is cancelled leaves the source
 //!   running (QEMU restarts it; the driver `cont`s it if QEMU did not) and
 //!   the destination is killed, so exactly one copy runs.
+//! - **Remote destination** ([`RemoteDestination`], implemented by
+//!   [`super::remote::Client`]): the source runs here and the destination
+//!   QEMU on another machine (`migbench qemu-incoming`); both sides use
+//!   `tls-creds-x509` ([`qemu_tls_dir`] makes QEMU's file names from a
+//!   `tls-init` directory) and `tls-hostname`; `--verify` compares page
+//!   digests ([`super::pages`]) instead of the dumps, and a failure
+//!   resumes the source and aborts the destination over there.
+//! - **On a real host** ([`QemuSystem::on_host`]): no run topology; the
+//!   QEMUs and the guest's HTTP in one given namespace (or this one), the
+//!   NIC on a given TAP.
 
 use super::accel::{self, AccelChoice, AccelDecision};
 use super::pages::{self, Dump, PageDigests};
@@ -434,8 +444,8 @@ impl QemuSystem {
         Ok(sys)
     }
 
-    /// Runs `f` where the QEMU of `role` lives: its namespace's name, or
-    /// `None` for this process's.
+    /// Where the QEMU of `role` lives: its namespace's name, or `None` for
+    /// this process's.
     fn netns_of(&self, role: Role) -> Option<&str> {
         match (&self.host, role) {
             (Some(ns), _) => ns.as_deref(),
