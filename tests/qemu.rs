@@ -721,19 +721,39 @@ fn qemu_remote_destination_over_tls_in_another_namespace() {
     drop(c);
 
     // The source on its host, its NIC on that host's TAP.
+    let source = |extra: &[&str], json: &std::path::Path| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &h.source_ns, exe, "migrate", "--system", "qemu", "--to", &control, "--tls-dir"])
+            .arg(&tls)
+            .args(["--tap", &n.tap_src, "--guest-ip", &n.guest_cidr(), "--guest-mac", &n.guest_mac])
+            .args(["--kernel", kernel, "--initrd", initrd, "--memory", "512M", "--workload", "idle", "--verify"])
+            .args(extra)
+            .arg("--json")
+            .arg(json)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the source")
+    };
+    // A migration its policy cancels (a 1 ms timeout): the source keeps
+    // running the guest and the waiting destination QEMU is killed.
+    let json_path = common::temp_path("qemu-remote-cancel.json");
+    let out = common::wait_with_limit(
+        source(&["--timeout", "1ms", "--on-timeout", "cancel", "--warmup", "1s", "--after", "2s"], &json_path),
+        Duration::from_secs(180),
+    );
+    let v = read_json(&json_path);
+    let _ = std::fs::remove_file(&json_path);
+    assert!(!out.status.success(), "a cancelled migration must fail the run");
+    assert_eq!(v["migration"]["outcome"], "cancelled", "{v:#}\n{}", common::stderr(&out));
+    let hb = &v["checks"]["source_heartbeat"];
+    assert!(hb[1].as_u64() > hb[0].as_u64(), "the source does not run the guest after the cancel: {hb}");
+    assert_eq!(connect().status().expect("status").qemu, None, "the destination QEMU was not aborted");
+
+    // Then a migration that completes, to the same qemu-incoming.
     let json_path = common::temp_path("qemu-remote.json");
-    let src = std::process::Command::new("ip")
-        .args(["netns", "exec", &h.source_ns, exe, "migrate", "--system", "qemu", "--to", &control, "--tls-dir"])
-        .arg(&tls)
-        .args(["--tap", &n.tap_src, "--guest-ip", &n.guest_cidr(), "--guest-mac", &n.guest_mac])
-        .args(["--kernel", kernel, "--initrd", initrd, "--memory", "512M", "--workload", "idle"])
-        .args(["--verify", "--warmup", "4s", "--after", "3s", "--json"])
-        .arg(&json_path)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn the source");
+    let src = source(&["--warmup", "4s", "--after", "3s"], &json_path);
     // The probe on the third host once the guest answers.
     let guest = std::net::SocketAddr::from((n.guest_ip, 80));
     let up = netns::run_in_netns(&n.probe_ns, || {
