@@ -42,6 +42,34 @@ pub enum Command {
     Report(ReportArgs),
     /// The Linux guest image of the `qemu` system: build it from Debian packages, or show the cached one.
     Image(crate::image_cmd::ImageArgs),
+    /// A QEMU destination for a source on another machine (`migbench migrate --system qemu --to`):
+    /// serves the control channel and starts QEMU with `-incoming` when the source asks.
+    QemuIncoming(QemuIncomingArgs),
+}
+
+/// `migbench qemu-incoming`.
+#[derive(Args, Debug)]
+pub struct QemuIncomingArgs {
+    /// The control channel's address (HOST:PORT): the source's `migbench migrate --system qemu --to`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub control: String,
+    /// Where QEMU listens for the migration stream [default: the --control host, any free port].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Mutual TLS for the control channel and QEMU's stream with the credentials in this
+    /// directory (`migbench tls-init`; QEMU's tls-creds-x509 names are made from them). Required
+    /// unless --control is loopback.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// The TAP the guest's NIC uses here (bridged to the guest's LAN, as for `vmm --tap`).
+    #[arg(long)]
+    pub tap: String,
+    /// Run QEMU (and open its TAP) in this existing network namespace [default: this one].
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// How to run QEMU here (kernel, initrd, binary, accelerator).
+    #[command(flatten)]
+    pub qemu: QemuArgs,
 }
 
 pub use scenarios::scenario::parse_duration;
@@ -223,6 +251,13 @@ pub struct PolicyArgs {
 /// `migbench migrate`.
 #[derive(Args, Debug)]
 pub struct MigrateArgs {
+    /// The system under test: vmm-min, or qemu (the Linux guest; with --net, or with --to a
+    /// `migbench qemu-incoming` and --tap).
+    #[arg(long, default_value = "vmm-min")]
+    pub system: scenarios::scenario::SystemKind,
+    /// How to run QEMU (with --system qemu).
+    #[command(flatten)]
+    pub qemu: QemuArgs,
     /// The VM.
     #[command(flatten)]
     pub vm: VmArgs,
@@ -247,8 +282,9 @@ pub struct MigrateArgs {
     /// Migrate over mutual TLS with the credentials in this directory (see `migbench tls-init`).
     #[arg(long)]
     pub tls_dir: Option<PathBuf>,
-    /// Migrate to a destination started elsewhere with `migbench vmm --incoming ADDR` (HOST:PORT)
-    /// instead of starting one here; needs --tls-dir unless HOST is loopback. The source runs here.
+    /// Migrate to a destination started elsewhere with `migbench vmm --incoming ADDR` (HOST:PORT;
+    /// with --system qemu, `migbench qemu-incoming --control ADDR`) instead of starting one here;
+    /// needs --tls-dir unless HOST is loopback. The source runs here.
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "net")]
     pub to: Option<String>,
     /// Give the guest a NIC in fresh network namespaces and download its /file over HTTP

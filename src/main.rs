@@ -13,6 +13,7 @@ mod migrate_cmd;
 mod net_cmd;
 mod probe_cmd;
 mod progress;
+mod qemu_incoming_cmd;
 mod report_cmd;
 mod scenario_cmd;
 mod serve;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         cli::Command::TlsInit(a) => tls_cmd::init(a),
         cli::Command::Report(a) => report_cmd::run(a),
         cli::Command::Image(a) => image_cmd::run(a),
+        cli::Command::QemuIncoming(a) => qemu_incoming_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -6,9 +6,12 @@
 use crate::cli::{policy, throttle, vm_config, MigrateArgs};
 use anyhow::{Context, Result};
 use results::MigrationStats;
+use scenarios::qemu::driver::HostNic;
 use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
+use scenarios::scenario::SystemKind;
+use scenarios::system::qemu::Qemu;
 use scenarios::system::vmm_min::VmmMin;
-use scenarios::system::GuestSpec;
+use scenarios::system::{GuestSpec, SystemUnderTest};
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -21,7 +24,11 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
         let loopback = scenarios::scenario::check_remote(to).map_err(|e| anyhow::anyhow!("--to {e}"))?;
         if !loopback && args.tls_dir.is_none() {
             anyhow::bail!(
-                "--to {to} is not a loopback address: give --tls-dir DIR with the credentials of `migbench tls-init DIR --host HOST` (copy DIR to the destination and start it with `migbench vmm --incoming ADDR --tls-dir DIR`)"
+                "--to {to} is not a loopback address: give --tls-dir DIR with the credentials of `migbench tls-init DIR --host HOST` (copy DIR to the destination and start it with `migbench {} --tls-dir DIR`)",
+                match args.system {
+                    SystemKind::Qemu => "qemu-incoming --control ADDR --tap TAP",
+                    SystemKind::VmmMin => "vmm --incoming ADDR",
+                }
             );
         }
     }
@@ -60,12 +67,17 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
             .transpose()?,
         throttle: throttle(&args.policy)?,
     };
-    let mut sut = VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, config.backend)
-        .with_tls_dir(args.tls_dir.clone())
-        .with_remote(args.to.clone())
-        .with_nic(remote_nic(&args)?);
     let progress = crate::progress::Progress::new(&[]);
-    let run = runner::run(&exp, &mut sut, &mut progress.runner_events());
+    let mut sut: Box<dyn SystemUnderTest> = match args.system {
+        SystemKind::VmmMin => Box::new(
+            VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, config.backend)
+                .with_tls_dir(args.tls_dir.clone())
+                .with_remote(args.to.clone())
+                .with_nic(remote_nic(&args)?),
+        ),
+        SystemKind::Qemu => qemu_system(&args, &progress)?,
+    };
+    let run = runner::run(&exp, sut.as_mut(), &mut progress.runner_events());
     progress.finish();
     let mut r = run?;
     let s = &r.migration;
@@ -129,6 +141,35 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// `--system qemu`: both QEMUs here on the run's network (`--net`), or the
+/// source here with its NIC on `--tap` and the destination at `--to`
+/// (`migbench qemu-incoming`).
+fn qemu_system(args: &MigrateArgs, progress: &crate::progress::Progress) -> Result<Box<dyn SystemUnderTest>> {
+    let cfg = crate::scenario_cmd::qemu_config(None, &args.qemu, progress)
+        .map_err(|why| anyhow::anyhow!("the qemu system cannot run here: {why}"))?;
+    let qemu = Qemu::new(cfg);
+    Ok(match &args.to {
+        Some(to) => {
+            let nic = remote_nic(args)?.ok_or_else(|| {
+                anyhow::anyhow!("--system qemu --to needs the guest's NIC here: --tap TAP --guest-ip ADDR/PREFIX (bridged to the LAN of the destination's `qemu-incoming --tap`)")
+            })?;
+            let (ip, prefix) = nic.ip.split_once('/').unwrap_or((nic.ip.as_str(), "24"));
+            let nic = HostNic {
+                tap: nic.tap,
+                ip: ip.parse().with_context(|| format!("--guest-ip {ip}"))?,
+                prefix: prefix.parse().with_context(|| format!("--guest-ip: prefix {prefix}"))?,
+                mac: nic.mac,
+                file_bytes: nic.file_bytes,
+            };
+            Box::new(qemu.with_remote(to.clone(), args.tls_dir.clone(), nic))
+        }
+        None if args.net => Box::new(qemu),
+        None => anyhow::bail!(
+            "--system qemu needs a network for the Linux guest (its agent answers over HTTP): --net, or --to with --tap and --guest-ip"
+        ),
     })
 }
 

@@ -91,7 +91,7 @@ static IMAGE: OnceLock<std::result::Result<(PathBuf, PathBuf), String>> = OnceLo
 /// How QEMU runs: the scenario's `[qemu]` table, then the flags, then the
 /// cached image for a kernel and initrd that neither gave. An error is the
 /// reason the `qemu` system cannot run here, and what to do.
-fn qemu_config(
+pub(crate) fn qemu_config(
     table: Option<&QemuSection>,
     a: &QemuArgs,
     progress: &Progress,

@@ -607,3 +607,234 @@ fn reproduce_lists_a_system_that_cannot_run_as_skipped() {
     assert!(!bad.status.success() && common::stderr(&bad).contains("unknown system 'xen'"), "{}", common::stderr(&bad));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Kills a child on drop (unless it ended).
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ip_netns(ns: &str, args: &[&str]) {
+    let out = std::process::Command::new("ip").args(["netns", "exec", ns]).args(args).output().expect("ip");
+    assert!(out.status.success(), "ip netns exec {ns} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A remote QEMU destination, as on three machines: `migbench
+/// qemu-incoming` run as its own process on the destination host (a
+/// namespace reached only by its address on the migration link), `migbench
+/// migrate --system qemu --to` on the source host, both with the same
+/// `tls-init` directory, the probe on a third host. Refused first: a
+/// non-loopback `--to` without TLS; a malformed control request gets an
+/// error reply and the destination stays usable. The migration completes
+/// with the RAM digests of both paused sides equal (or, where QEMU 7.2
+/// lost pages, fails with the source running: exactly those two), the
+/// guest serves HTTP throughout, and nothing is left behind.
+#[test]
+fn qemu_remote_destination_over_tls_in_another_namespace() {
+    let _g = lock();
+    if !common::root_or_skip("qemu_remote_destination_over_tls_in_another_namespace") {
+        return;
+    }
+    let (kernel, initrd, _) = image();
+    let (kernel, initrd) = (kernel.to_str().expect("utf8"), initrd.to_str().expect("utf8"));
+    let layout = netns::Layout { mtu: 1500, hosts: true, link: None };
+    let topo = Topology::create_with(&format!("r{}", &netns::new_run_id()[..5]), &layout).expect("topology");
+    let n = topo.names().clone();
+    let h = n.hosts.clone().expect("hosts");
+    let dst_ip = h.migration_dst_ip.to_string();
+    // The source host has an address on its bridge, as a real host would,
+    // so its migbench reaches the guest's agent.
+    let [a, b, c, _] = n.probe_ip.octets();
+    ip_netns(&h.source_ns, &["ip", "addr", "add", &format!("{a}.{b}.{c}.3/{}", n.prefix), "dev", &h.bridge_src]);
+    let tls = common::temp_path("qemu-remote-tls");
+    let out =
+        common::run_with_limit(&["tls-init", tls.to_str().expect("utf8"), "--host", &dst_ip], Duration::from_secs(20));
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let exe = env!("CARGO_BIN_EXE_migbench");
+
+    // Refused before anything starts: a non-loopback --to without TLS.
+    let out = common::run_with_limit(
+        &["migrate", "--system", "qemu", "--to", &format!("{dst_ip}:4444"), "--tap", "x", "--guest-ip", "10.0.0.2/24"],
+        Duration::from_secs(20),
+    );
+    let err = common::stderr(&out);
+    assert!(!out.status.success() && err.contains("--tls-dir") && err.contains("qemu-incoming"), "{err}");
+
+    // The destination on its host: a port there for its control channel.
+    let port = netns::run_in_netns(&h.destination_ns, || {
+        std::net::TcpListener::bind((h.migration_dst_ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port())
+    })
+    .expect("netns")
+    .expect("a free port");
+    let control = format!("{dst_ip}:{port}");
+    let dst = Kill(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &h.destination_ns,
+                exe,
+                "qemu-incoming",
+                "--control",
+                &control,
+                "--tap",
+                &n.tap_dst,
+            ])
+            .args(["--kernel", kernel, "--initrd", initrd, "--tls-dir"])
+            .arg(&tls)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn qemu-incoming"),
+    );
+    let creds = vmm_min::migration::tls::TlsCredentials::load(&tls).expect("credentials");
+    let connect = || {
+        let t = Instant::now();
+        loop {
+            let c =
+                netns::run_in_netns(&h.source_ns, || scenarios::qemu::remote::Client::connect(&control, Some(&creds)))
+                    .expect("netns");
+            match c {
+                Ok(c) => return c,
+                Err(e) if t.elapsed() > Duration::from_secs(20) => panic!("qemu-incoming never answered: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    };
+    // Malformed requests: an error reply each, on the same connection,
+    // which stays usable; nothing starts.
+    let mut c = connect();
+    for bad in ["not json", r#"{"cmd":"fly"}"#, r#"{"cmd":"start"}"#] {
+        let e = c.raw(bad).expect_err("a malformed request is refused").to_string();
+        assert!(e.contains("malformed request"), "{bad}: {e}");
+    }
+    let e = c.raw(r#"{"cmd":"start","guest":{"machine":"pc","accel":"auto","memory_mib":0,"smp":1,"ip":"10.1.1.2","prefix":24,"mac":"02:6d:62:01:01:02","file_bytes":1,"workload":"idle"}}"#)
+        .expect_err("a zero-sized guest is refused")
+        .to_string();
+    assert!(e.contains("memory_mib"), "{e}");
+    let e = c.raw(r#"{"cmd":"digests"}"#).expect_err("digests before start").to_string();
+    assert!(e.contains("send start first"), "{e}");
+    assert_eq!(c.status().expect("status after malformed requests").qemu, None);
+    drop(c);
+
+    // The source on its host, its NIC on that host's TAP.
+    let source = |extra: &[&str], json: &std::path::Path| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &h.source_ns, exe, "migrate", "--system", "qemu", "--to", &control, "--tls-dir"])
+            .arg(&tls)
+            .args(["--tap", &n.tap_src, "--guest-ip", &n.guest_cidr(), "--guest-mac", &n.guest_mac])
+            .args(["--kernel", kernel, "--initrd", initrd, "--memory", "512M", "--workload", "idle", "--verify"])
+            .args(extra)
+            .arg("--json")
+            .arg(json)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the source")
+    };
+    // A migration its policy cancels (a 1 ms timeout): the source keeps
+    // running the guest and the waiting destination QEMU is killed.
+    let json_path = common::temp_path("qemu-remote-cancel.json");
+    let out = common::wait_with_limit(
+        source(&["--timeout", "1ms", "--on-timeout", "cancel", "--warmup", "1s", "--after", "2s"], &json_path),
+        Duration::from_secs(180),
+    );
+    let v = read_json(&json_path);
+    let _ = std::fs::remove_file(&json_path);
+    assert!(!out.status.success(), "a cancelled migration must fail the run");
+    assert_eq!(v["migration"]["outcome"], "cancelled", "{v:#}\n{}", common::stderr(&out));
+    let hb = &v["checks"]["source_heartbeat"];
+    assert!(hb[1].as_u64() > hb[0].as_u64(), "the source does not run the guest after the cancel: {hb}");
+    assert_eq!(connect().status().expect("status").qemu, None, "the destination QEMU was not aborted");
+
+    // Then a migration that completes, to the same qemu-incoming.
+    let json_path = common::temp_path("qemu-remote.json");
+    let src = source(&["--warmup", "4s", "--after", "3s"], &json_path);
+    // The probe on the third host once the guest answers.
+    let guest = std::net::SocketAddr::from((n.guest_ip, 80));
+    let up = netns::run_in_netns(&n.probe_ns, || {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(90) {
+            if std::net::TcpStream::connect_timeout(&guest, Duration::from_millis(200)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    })
+    .expect("netns");
+    assert!(up, "the guest on the source host never answered the probe host");
+    let p = probe(&topo);
+    let out = common::wait_with_limit(src, Duration::from_secs(240));
+    let res = p.stop_and_join().expect("probe result");
+    let err = common::stderr(&out);
+    eprintln!("qemu remote: source said:\n{err}");
+    let v = read_json(&json_path);
+    let _ = std::fs::remove_file(&json_path);
+    let m = &v["migration"];
+    eprintln!("qemu remote: {m}");
+    let mut c = connect();
+    let st = c.status().expect("status");
+    if m["reason"].as_str().is_some_and(|r| r.contains("pages differ")) {
+        // QEMU 7.2 lost pages: the harness must fail the migration, keep
+        // the source running and abort the destination.
+        eprintln!("qemu remote: QEMU 7.2 lost pages: {}", m["reason"]);
+        assert_eq!(m["outcome"], "failed", "{m}");
+        assert!(!out.status.success());
+        let hb = &v["checks"]["source_heartbeat"];
+        assert!(hb[1].as_u64() > hb[0].as_u64(), "the source does not run the guest: {hb}");
+        assert_eq!(st.qemu, None, "the destination was not aborted: {st:?}");
+    } else {
+        assert!(out.status.success(), "the remote migration failed:\n{err}");
+        assert_eq!(m["outcome"], "completed", "{v:#}");
+        assert_eq!(m["verify"]["ok"], true, "{v:#}");
+        assert!(m["downtime_ms"].as_f64().is_some_and(|d| d > 0.0), "{m}");
+        assert!(v["checks"]["destination"].as_str().unwrap_or_default().starts_with("remote"), "{v:#}");
+        let q = st.qemu.clone().expect("the destination QEMU");
+        assert!(q.running && q.resumed, "the guest does not run on the destination: {q:?}");
+        // The one copy is never killed by a request.
+        let e = c.raw(r#"{"cmd":"abort"}"#).expect_err("abort of the running guest is refused").to_string();
+        assert!(e.contains("only copy"), "{e}");
+        // The guest serves HTTP from the destination host now.
+        let (code, _) = netns::run_in_netns(&n.probe_ns, || {
+            let mut s = std::net::TcpStream::connect_timeout(&guest, Duration::from_secs(2)).expect("connect");
+            use std::io::{Read, Write};
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(s, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut b = String::new();
+            let _ = s.read_to_string(&mut b);
+            (b.split_whitespace().nth(1).unwrap_or("").to_string(), b)
+        })
+        .expect("netns");
+        assert_eq!(code, "200", "the guest does not answer on the destination");
+        eprintln!(
+            "qemu remote over TLS: total {} ms, downtime {} ms, probe gap {:?} ms, {} rounds",
+            m["total_ms"],
+            m["downtime_ms"],
+            res.app_downtime().map(|g| g.duration_ms()),
+            m["rounds"].as_array().map_or(0, |r| r.len())
+        );
+        assert_eq!(res.summary.reconnects, 0, "{:?}", res.summary);
+        assert_eq!(res.summary.corruptions, 0, "{:?}", res.summary);
+    }
+    drop(c);
+    let qemu_pid = st.qemu.map(|q| q.pid);
+    let incoming_dir = std::env::temp_dir().join(format!("migbench-qemu-incoming-{}", dst.0.id()));
+    drop(dst);
+    // Killed (SIGKILL), it cannot remove its scratch directory itself.
+    let _ = std::fs::remove_dir_all(&incoming_dir);
+    // The destination's QEMU dies with qemu-incoming.
+    if let Some(pid) = qemu_pid {
+        let t = Instant::now();
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "QEMU {pid} outlived qemu-incoming");
+    }
+    topo.remove().expect("removing the topology");
+    let _ = std::fs::remove_dir_all(&tls);
+}

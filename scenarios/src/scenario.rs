@@ -449,9 +449,10 @@ impl Scenario {
         }
         .map_err(|e| format!("key `vm.workload` (system {}): {e}", self.system.name()))?;
         if self.system == SystemKind::Qemu && self.migration.to.is_some() {
-            // The QEMU driver starts its own destination (on the run's lan
-            // namespace or the simulated destination host).
-            return Err("key `migration.to`: n/a for system = \"qemu\" (the QEMU driver starts its own destination QEMU; a remote destination is vmm-min's)".into());
+            // A scenario's guest lives on the run's own namespaces; a
+            // remote QEMU destination needs the guest's NIC on a real
+            // host's TAP, which only `migrate --system qemu --to` takes.
+            return Err("key `migration.to`: n/a for system = \"qemu\" in a scenario file (the Linux guest's NIC must be on a real host's TAP bridged to the destination's LAN): use `migbench migrate --system qemu --to HOST:PORT --tls-dir DIR --tap TAP --guest-ip CIDR` with `migbench qemu-incoming` on the destination".into());
         }
         if self.qemu.is_some() && self.system != SystemKind::Qemu {
             return Err(format!(

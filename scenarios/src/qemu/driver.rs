@@ -28,8 +28,19 @@
 //! - **Failure:** a migration that fails or is cancelled leaves the source
 //!   running (QEMU restarts it; the driver `cont`s it if QEMU did not) and
 //!   the destination is killed, so exactly one copy runs.
+//! - **Remote destination** ([`RemoteDestination`], implemented by
+//!   [`super::remote::Client`]): the source runs here and the destination
+//!   QEMU on another machine (`migbench qemu-incoming`); both sides use
+//!   `tls-creds-x509` ([`qemu_tls_dir`] makes QEMU's file names from a
+//!   `tls-init` directory) and `tls-hostname`; `--verify` compares page
+//!   digests ([`super::pages`]) instead of the dumps, and a failure
+//!   resumes the source and aborts the destination over there.
+//! - **On a real host** ([`QemuSystem::on_host`]): no run topology; the
+//!   QEMUs and the guest's HTTP in one given namespace (or this one), the
+//!   NIC on a given TAP.
 
 use super::accel::{self, AccelChoice, AccelDecision};
+use super::pages::{self, Dump, PageDigests};
 use super::qmp::{Qmp, QmpError, TimedEvent};
 use super::rounds::{self, RamSample};
 use crate::netns::Names;
@@ -40,7 +51,6 @@ use results::{MigrationStats, Outcome, VerifyStats};
 use results::{OnTimeout, Policy};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -132,6 +142,22 @@ impl QemuConfig {
     }
 }
 
+/// The guest's NIC on a real host (not a run's topology): the TAP it
+/// uses there, and the address and MAC it keeps wherever it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostNic {
+    /// The TAP on this host (bridged to the guest's LAN).
+    pub tap: String,
+    /// The guest's address.
+    pub ip: std::net::Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// The guest's MAC.
+    pub mac: String,
+    /// Size of the file the guest serves, bytes.
+    pub file_bytes: u64,
+}
+
 /// The binary's path if it can be run: a path, or a name on `PATH`.
 pub fn find_binary(b: &Path) -> Option<PathBuf> {
     if b.components().count() > 1 {
@@ -208,6 +234,75 @@ struct MigrationPlan<'a> {
     /// The destination waits with `-S`: without `--verify` it is `cont`ed
     /// as soon as it has loaded the state.
     dest_paused: bool,
+    /// Over TLS: the source's `tls-creds` object and the `tls-hostname`.
+    tls: Option<(&'a str, &'a str)>,
+}
+
+/// A destination on another machine, driven by the source-side migbench
+/// (over `migbench qemu-incoming`'s control channel): what the migration
+/// needs from it besides the stream. It waits paused (`-S`).
+pub trait RemoteDestination {
+    /// Asks it for the page digests of its RAM once it has loaded the
+    /// migration; [`Self::digests`] reads the answer, so the source can
+    /// dump its own RAM meanwhile.
+    fn ask_digests(&mut self) -> Result<(), QemuError>;
+    /// The answer to [`Self::ask_digests`].
+    fn digests(&mut self) -> Result<PageDigests, QemuError>;
+    /// `cont`s it once it has loaded the migration, and returns once it runs.
+    fn resume(&mut self) -> Result<(), QemuError>;
+    /// Kills its QEMU (a failed or cancelled migration), best effort.
+    fn abort(&mut self);
+}
+
+/// Where the guest goes.
+enum Receiver<'a> {
+    /// A destination QEMU here.
+    Local(&'a mut QemuProcess),
+    /// One on another machine.
+    Remote(&'a mut dyn RemoteDestination),
+}
+
+/// The id of the `tls-creds-x509` object on either side.
+const TLS_ID: &str = "mbtls";
+
+/// `-object tls-creds-x509` with QEMU's file names in `dir`.
+fn tls_object(id: &str, endpoint: &str, dir: &Path) -> String {
+    format!("tls-creds-x509,id={id},endpoint={endpoint},dir={},verify-peer=on", dir.display())
+}
+
+/// Makes `into` a directory of QEMU's `tls-creds-x509` file names
+/// (`ca-cert.pem`, `server-cert.pem`, `server-key.pem`, `client-cert.pem`,
+/// `client-key.pem`) from a `migbench tls-init` directory (`ca.pem`,
+/// `cert.pem`, `key.pem`: the one certificate serves as server and client
+/// certificate); keys get mode 0600. Copies, not links, so that the
+/// directory stays valid whatever happens to the original.
+pub fn qemu_tls_dir(from: &Path, into: &Path) -> Result<(), QemuError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(into).map_err(io_err(format!("creating {}", into.display())))?;
+    let files = [
+        ("ca.pem", "ca-cert.pem", 0o644),
+        ("cert.pem", "server-cert.pem", 0o644),
+        ("key.pem", "server-key.pem", 0o600),
+        ("cert.pem", "client-cert.pem", 0o644),
+        ("key.pem", "client-key.pem", 0o600),
+    ];
+    for (ours, qemus, mode) in files {
+        let (a, b) = (from.join(ours), into.join(qemus));
+        let text = std::fs::read(&a).map_err(|e| QemuError::Io {
+            what: format!(
+                "reading {} (a TLS directory holds ca.pem, cert.pem and key.pem; see `migbench tls-init`)",
+                a.display()
+            ),
+            source: e,
+        })?;
+        let _ = std::fs::remove_file(&b);
+        let mut f = std::fs::OpenOptions::new();
+        std::os::unix::fs::OpenOptionsExt::mode(f.write(true).create_new(true), mode);
+        let mut f = f.open(&b).map_err(io_err(format!("creating {}", b.display())))?;
+        std::io::Write::write_all(&mut f, &text).map_err(io_err(format!("writing {}", b.display())))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io_err(format!("chmod {}", b.display())))?;
+    }
+    Ok(())
 }
 
 /// QEMU's own figures for a migration, next to the common statistics.
@@ -257,6 +352,15 @@ pub struct QemuSystem {
     dest_paused: bool,
     /// How the source QEMU ended after a completed migration (`quit`).
     old_source_exit: Option<i32>,
+    /// On a real host instead of the run's topology: the QEMUs run, and
+    /// the guest's HTTP is reached, in this namespace (`None`: here).
+    host: Option<Option<String>>,
+    /// A destination on another machine ([`RemoteDestination`]), instead of
+    /// the local destination QEMU.
+    remote: Option<Box<dyn RemoteDestination>>,
+    /// Migrate over TLS: the source's `tls-creds` object, and the name the
+    /// destination's certificate must carry.
+    tls: Option<(String, String)>,
 }
 
 impl Drop for QemuSystem {
@@ -310,7 +414,59 @@ impl QemuSystem {
             incoming: None,
             dest_paused: false,
             old_source_exit: None,
+            host: None,
+            remote: None,
+            tls: None,
         })
+    }
+
+    /// A system on a real host rather than a run's topology: the guest's
+    /// NIC on `nic.tap` (both QEMUs use that TAP; only one runs the guest
+    /// at a time on a host), its address and MAC from `nic`, the QEMUs and
+    /// the guest's HTTP in namespace `netns` (`None`: this process's).
+    pub fn on_host(
+        cfg: QemuConfig,
+        nic: &HostNic,
+        netns: Option<String>,
+        workload: Workload,
+        dir: &Path,
+    ) -> Result<QemuSystem, QemuError> {
+        let run_id = crate::netns::new_run_id();
+        let mut names = Names::for_run(&run_id[..run_id.len().min(11)])
+            .map_err(|e| QemuError::State(format!("naming the run: {e}")))?;
+        names.tap_src = nic.tap.clone();
+        names.tap_dst = nic.tap.clone();
+        names.guest_ip = nic.ip;
+        names.prefix = nic.prefix;
+        names.guest_mac = nic.mac.clone();
+        let mut sys = QemuSystem::new(cfg, &names, nic.file_bytes, workload, dir)?;
+        sys.host = Some(netns);
+        Ok(sys)
+    }
+
+    /// Where the QEMU of `role` lives: its namespace's name, or `None` for
+    /// this process's.
+    fn netns_of(&self, role: Role) -> Option<&str> {
+        match (&self.host, role) {
+            (Some(ns), _) => ns.as_deref(),
+            (None, Role::Source) => Some(self.names.source_ns()),
+            (None, Role::Destination) => Some(self.names.destination_ns()),
+        }
+    }
+
+    /// Runs `f` where the guest's HTTP is reached from: the run's probe
+    /// namespace, or on a real host its namespace (or here).
+    fn at_probe<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, QemuError> {
+        let ns = match &self.host {
+            Some(ns) => ns.as_deref(),
+            None => Some(self.names.probe_ns.as_str()),
+        };
+        match ns {
+            Some(ns) => {
+                crate::netns::run_in_netns(ns, f).map_err(|e| QemuError::State(format!("entering namespace {ns}: {e}")))
+            }
+            None => Ok(f()),
+        }
     }
 
     /// The accelerator and why.
@@ -386,13 +542,14 @@ impl QemuSystem {
         };
         let mut args = self.args(role, tap, &qmp_path, &console);
         args.extend(extra.iter().cloned());
-        let ns_name = match role {
-            Role::Source => self.names.source_ns(),
-            Role::Destination => self.names.destination_ns(),
+        let ns = match self.netns_of(role) {
+            Some(ns_name) => Some(
+                File::open(Path::new("/var/run/netns").join(ns_name))
+                    .map_err(io_err(format!("opening network namespace {ns_name}")))?,
+            ),
+            None => None,
         };
-        let ns = File::open(Path::new("/var/run/netns").join(ns_name))
-            .map_err(io_err(format!("opening network namespace {ns_name}")))?;
-        let ns_fd = ns.as_raw_fd();
+        let ns_fd = ns.as_ref().map(|f| f.as_raw_fd());
         let stderr = File::create(self.dir.join(format!("{tag}.stderr"))).map_err(io_err("creating the QEMU log"))?;
         let mut cmd = Command::new(&self.binary);
         cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
@@ -401,8 +558,10 @@ impl QemuSystem {
         // spawn returns.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
+                if let Some(fd) = ns_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
@@ -425,7 +584,146 @@ impl QemuSystem {
         if self.source.is_some() {
             return Err(QemuError::State("the source QEMU already runs".into()));
         }
-        self.source = Some(self.spawn(Role::Source, &[])?);
+        let extra = match &self.tls {
+            Some((id, _)) => vec!["-object".to_string(), tls_object(id, "client", &self.dir.join("tls"))],
+            None => Vec::new(),
+        };
+        self.source = Some(self.spawn(Role::Source, &extra)?);
+        Ok(())
+    }
+
+    /// Migrates over TLS with the credentials of `tls_dir` (`migbench
+    /// tls-init`'s), checking that the destination's certificate names
+    /// `hostname`; call before [`Self::start_source`].
+    pub fn use_tls(&mut self, tls_dir: &Path, hostname: &str) -> Result<(), QemuError> {
+        qemu_tls_dir(tls_dir, &self.dir.join("tls"))?;
+        self.tls = Some((TLS_ID.to_string(), hostname.to_string()));
+        Ok(())
+    }
+
+    /// Migrates to `remote` (a destination on another machine, waiting on
+    /// `listen`, `HOST:PORT`) instead of a local destination QEMU. The
+    /// remote destination waits paused (`-S`): without `--verify` it is
+    /// `cont`ed as soon as it has loaded the state.
+    pub fn set_remote_destination(&mut self, remote: Box<dyn RemoteDestination>, listen: String) {
+        self.dest = None;
+        self.remote = Some(remote);
+        self.incoming = Some(listen);
+        self.dest_paused = true;
+    }
+
+    /// The remote destination, if there is one.
+    pub fn remote_destination(&mut self) -> Option<&mut (dyn RemoteDestination + 'static)> {
+        self.remote.as_deref_mut()
+    }
+
+    /// Starts the destination QEMU for a source on another machine: it
+    /// waits (`-incoming defer`, `-S` when `paused`) for a migration on
+    /// `listen` (`HOST:PORT`; port 0 picks a free one) over TLS with the
+    /// credentials of `tls_dir`, where given (`tls-creds-x509`,
+    /// `endpoint=server`, `verify-peer=on`). Returns the address it listens on.
+    pub fn start_incoming(&mut self, listen: &str, paused: bool, tls_dir: Option<&Path>) -> Result<String, QemuError> {
+        if self.dest.is_some() {
+            return Err(QemuError::State("a destination QEMU already runs here; abort it first".into()));
+        }
+        let addr: std::net::SocketAddr =
+            listen.parse().map_err(|_| QemuError::State(format!("--listen {listen}: expected ADDR:PORT")))?;
+        let port = if addr.port() == 0 {
+            let bind = || std::net::TcpListener::bind(addr).and_then(|l| l.local_addr()).map(|a| a.port());
+            self.at_probe(bind)?.map_err(io_err(format!("choosing a port on {}", addr.ip())))?
+        } else {
+            addr.port()
+        };
+        let listen = std::net::SocketAddr::new(addr.ip(), port).to_string();
+        let mut extra = vec!["-incoming".to_string(), "defer".to_string()];
+        if paused {
+            extra.push("-S".into());
+        }
+        if let Some(d) = tls_dir {
+            qemu_tls_dir(d, &self.dir.join("tls"))?;
+            extra.extend(["-object".to_string(), tls_object(TLS_ID, "server", &self.dir.join("tls"))]);
+        }
+        let dst = self.spawn(Role::Destination, &extra)?;
+        let setup = async {
+            if tls_dir.is_some() {
+                dst.qmp
+                    .execute(qmp::migrate_set_parameters(qmp::MigrateSetParameters {
+                        tls_creds: Some(qmp::StrOrNull::s(TLS_ID.into())),
+                        ..Default::default()
+                    }))
+                    .await?;
+            }
+            dst.qmp
+                .execute(qmp::migrate_incoming {
+                    uri: Some(format!("tcp:{listen}")),
+                    channels: None,
+                    exit_on_error: None,
+                })
+                .await?;
+            Ok::<(), QemuError>(())
+        };
+        self.rt.block_on(setup)?;
+        self.dest = Some(dst);
+        self.incoming = Some(listen.clone());
+        self.dest_paused = paused;
+        Ok(listen)
+    }
+
+    /// Waits (at most `limit`) until the destination has loaded an incoming
+    /// migration; its run state then.
+    fn wait_loaded(&self, limit: Duration) -> Result<qmp::StatusInfo, QemuError> {
+        let dst = self.process(true)?;
+        let t = Instant::now();
+        loop {
+            let s = self.rt.block_on(dst.qmp.execute(qmp::query_status {}))?;
+            if !matches!(s.status, qmp::RunState::inmigrate) {
+                return Ok(s);
+            }
+            if t.elapsed() > limit {
+                return Err(QemuError::Guest(format!(
+                    "the destination has not loaded a migration within {limit:?} (is the source migrating to it?)"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The page digests of the paused destination's RAM, once it has loaded
+    /// the migration (waiting at most `limit`): `pmemsave` into memory (or
+    /// the run directory), then a hash of every page.
+    pub fn destination_digests(&self, limit: Duration) -> Result<PageDigests, QemuError> {
+        let s = self.wait_loaded(limit)?;
+        if s.running {
+            return Err(QemuError::State(
+                "the destination runs already: page digests are only meaningful while it is paused (-S)".into(),
+            ));
+        }
+        let ram_bytes = u64::from(self.cfg.memory_mib) << 20;
+        let dump = Dump::new(&self.dir, ram_bytes, "destination");
+        let dst = self.process(true)?;
+        self.rt.block_on(dst.qmp.execute(qmp::pmemsave {
+            val: 0,
+            size: ram_bytes,
+            filename: dump.path.display().to_string(),
+        }))?;
+        PageDigests::of_file(&dump.path).map_err(io_err("hashing the destination's RAM dump"))
+    }
+
+    /// Resumes the destination once it has loaded the migration (waiting
+    /// at most `limit`), and waits until it runs.
+    pub fn destination_resume(&self, limit: Duration) -> Result<(), QemuError> {
+        let s = self.wait_loaded(limit)?;
+        let dst = self.process(true)?;
+        if !s.running {
+            self.rt.block_on(dst.qmp.execute(qmp::cont {}))?;
+        }
+        let t = Instant::now();
+        while !self.rt.block_on(dst.qmp.execute(qmp::query_status {}))?.running {
+            if t.elapsed() > limit {
+                return Err(QemuError::Guest("the destination did not run after `cont`".into()));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         Ok(())
     }
 
@@ -539,7 +837,7 @@ impl QemuSystem {
         let launched = self.source.as_ref().ok_or_else(|| QemuError::State("no source QEMU".into()))?.launched_ns;
         let addr = std::net::SocketAddr::from((self.names.guest_ip, linux_guest::api::PORT));
         let t = Instant::now();
-        let ok = crate::netns::run_in_netns(&self.names.probe_ns, || {
+        let ok = self.at_probe(|| {
             while t.elapsed() < limit {
                 if let Ok(200) = http_get(addr, linux_guest::api::HEALTH_PATH).map(|(c, _)| c) {
                     return true;
@@ -547,8 +845,7 @@ impl QemuSystem {
                 std::thread::sleep(Duration::from_millis(20));
             }
             false
-        })
-        .map_err(|e| QemuError::State(format!("entering the probe namespace: {e}")))?;
+        })?;
         if ok {
             Ok(Duration::from_nanos(mono_ns().saturating_sub(launched)))
         } else {
@@ -562,9 +859,7 @@ impl QemuSystem {
     /// GETs `path` from the guest, from the probe namespace: status and body.
     pub fn guest_get(&self, path: &str) -> Result<(u16, Vec<u8>), QemuError> {
         let addr = std::net::SocketAddr::from((self.names.guest_ip, linux_guest::api::PORT));
-        crate::netns::run_in_netns(&self.names.probe_ns, || http_get(addr, path))
-            .map_err(|e| QemuError::State(format!("entering the probe namespace: {e}")))?
-            .map_err(io_err(format!("GET {path} from the guest")))
+        self.at_probe(|| http_get(addr, path))?.map_err(io_err(format!("GET {path} from the guest")))
     }
 
     /// The guest's memcheck report (workload `memcheck`).
@@ -613,8 +908,17 @@ impl QemuSystem {
         };
         let to = self.incoming.clone().ok_or_else(|| QemuError::State("start the destination first".into()))?;
         let ram_bytes = u64::from(self.cfg.memory_mib) << 20;
+        if self.dest.is_none() && self.remote.is_none() {
+            return Err(QemuError::State("no destination QEMU".into()));
+        }
         let mut src = self.source.take().ok_or_else(|| QemuError::State("no source QEMU".into()))?;
-        let mut dst = self.dest.take().ok_or_else(|| QemuError::State("no destination QEMU".into()))?;
+        let mut local_dst = self.dest.take();
+        let mut remote = self.remote.take();
+        let dst = match (&mut local_dst, &mut remote) {
+            (Some(d), _) => Receiver::Local(d),
+            (None, Some(r)) => Receiver::Remote(r.as_mut()),
+            (None, None) => return Err(QemuError::State("no destination QEMU".into())),
+        };
         let plan = MigrationPlan {
             dir: &self.dir,
             to: &to,
@@ -626,30 +930,29 @@ impl QemuSystem {
             bw_mbps,
             opts,
             dest_paused: self.dest_paused,
+            tls: self.tls.as_ref().map(|(id, host)| (id.as_str(), host.as_str())),
         };
-        let res = self.rt.block_on(run_migration(&mut src, &mut dst, &plan, progress));
-        let out = match res {
-            Ok(m) => m,
-            Err(e) => {
-                // Keep exactly one copy: the source, running.
-                self.rt.block_on(ensure_running(&src));
-                drop(dst);
-                self.source = Some(src);
-                return Err(e);
-            }
-        };
-        if out.stats.outcome == Outcome::Completed {
+        let res = self.rt.block_on(run_migration(&mut src, dst, &plan, progress));
+        self.incoming = None;
+        let completed = matches!(&res, Ok(m) if m.stats.outcome == Outcome::Completed);
+        if completed {
             // The destination runs the guest now; the source's copy is
-            // stale: it is told to quit, and how it ended is kept.
+            // stale: it is told to quit, and how it ended is kept. A local
+            // destination takes the source's slot; a remote one runs
+            // elsewhere and leaves it empty.
             self.old_source_exit = self.quit(src);
-            self.source = Some(dst);
+            self.source = local_dst;
         } else {
+            // Keep exactly one copy: the source, running; the destination
+            // (which never ran) is killed, here or over there.
             self.rt.block_on(ensure_running(&src));
-            drop(dst);
+            drop(local_dst);
+            if let Some(r) = &mut remote {
+                r.abort();
+            }
             self.source = Some(src);
         }
-        self.incoming = None;
-        Ok(out)
+        res
     }
 }
 
@@ -704,13 +1007,14 @@ fn event_time(events: &[TimedEvent], want: impl Fn(&qmp::Event) -> bool) -> Opti
 
 async fn run_migration(
     src: &mut QemuProcess,
-    dst: &mut QemuProcess,
+    mut dst: Receiver<'_>,
     plan: &MigrationPlan<'_>,
     progress: &mut dyn FnMut(&RamSample),
 ) -> Result<QemuMigration, QemuError> {
-    let MigrationPlan { dir, to, ram_bytes, downtime_ms, timeout_ms, on_timeout, bw_mbps, opts, dest_paused, .. } =
-        *plan;
-    debug_assert!(src.role == Role::Source && dst.role == Role::Destination);
+    let MigrationPlan {
+        dir, to, ram_bytes, downtime_ms, timeout_ms, on_timeout, bw_mbps, opts, dest_paused, tls, ..
+    } = *plan;
+    debug_assert!(src.role == Role::Source);
     src.qmp
         .execute(qmp::migrate_set_capabilities {
             capabilities: vec![qmp::MigrationCapabilityStatus {
@@ -728,13 +1032,17 @@ async fn run_migration(
             cpu_throttle_increment: opts.auto_converge.map(|t| throttle_pct(t.increment_pct)),
             max_cpu_throttle: opts.auto_converge.map(|t| throttle_pct(t.max_pct)),
             throttle_trigger_threshold: opts.auto_converge.map(|t| throttle_pct(t.trigger_pct)),
+            tls_creds: tls.map(|(id, _)| qmp::StrOrNull::s(id.into())),
+            tls_hostname: tls.map(|(_, host)| qmp::StrOrNull::s(host.into())),
             ..Default::default()
         }))
         .await?;
     // QEMU's own default cap when none is given: 128 MiB/s (7.2 and later).
     let limit_mbps = bw_mbps.or(Some(128.0 * 1048576.0 * 8.0 / 1e6));
     let _ = src.qmp.take_events();
-    let _ = dst.qmp.take_events();
+    if let Receiver::Local(d) = &mut dst {
+        let _ = d.qmp.take_events();
+    }
     let start = mono_ns();
     src.qmp
         .execute(qmp::migrate { uri: Some(format!("tcp:{to}")), channels: None, detach: None, resume: None })
@@ -789,65 +1097,17 @@ async fn run_migration(
         if opts.verify && !dest_paused {
             return Err(QemuError::State("--verify needs a destination started with -S".into()));
         }
-        if dest_paused {
-            // Wait for the destination to finish loading (it stays paused: -S).
-            let t_v = Instant::now();
-            loop {
-                let s = dst.qmp.execute(qmp::query_status {}).await?;
-                if !matches!(s.status, qmp::RunState::inmigrate) {
-                    break;
-                }
-                if t_v.elapsed() > Duration::from_secs(30) {
-                    return Err(QemuError::Guest("the destination did not finish loading within 30 s".into()));
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        if !opts.verify && dest_paused {
-            dst.qmp.execute(qmp::cont {}).await?;
-        }
-        if opts.verify {
-            // Both sides dump at once, into memory (tmpfs) where there is
-            // room: the destination stays paused until the comparison is
-            // done, and a pause longer than the probe's 5 s no-progress
-            // timeout would cost the guest's TCP connections.
-            let dumps = DumpFiles::new(dir, ram_bytes);
-            let (sd, dd) = (&dumps.source, &dumps.destination);
-            let v0 = mono_ns();
-            let source_dump = async {
-                src.qmp.execute(qmp::pmemsave { val: 0, size: ram_bytes, filename: sd.display().to_string() }).await?;
-                Ok::<u64, QemuError>(mono_ns())
-            };
-            let dest_dump = async {
-                dst.qmp.execute(qmp::pmemsave { val: 0, size: ram_bytes, filename: dd.display().to_string() }).await?;
-                Ok::<u64, QemuError>(mono_ns())
-            };
-            let (v1, _) = tokio::try_join!(source_dump, dest_dump)?;
-            let (bad, first) = compare_dumps(sd, dd)?;
-            drop(dumps);
-            let v2 = mono_ns();
-            verify_span_ms = ms_between(v0, v2);
-            // `source_ms`: the source's dump; `destination_ms`: the rest
-            // (the destination's dump, overlapping, and the comparison).
-            verify =
-                Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
-            mismatched = Some(bad);
-            if bad > 0 {
-                // A mismatch fails the migration: the source resumes, the
-                // destination (never run) is dropped by the caller.
-                src.qmp.execute(qmp::cont {}).await?;
-                status = Outcome::Failed;
-                mismatch_reason = Some(format!(
-                    "memory verification: {bad} pages differ, the first at {}",
-                    first.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(" ")
-                ));
-            } else {
-                dst.qmp.execute(qmp::cont {}).await?;
-            }
-        }
-        if status == Outcome::Completed {
-            let (ev, _) = dst.qmp.wait_event(Duration::from_secs(30), |e| matches!(e, qmp::Event::RESUME { .. })).await;
-            resume_ns = ev.map(|e| e.mono_ns);
+        let v = match dst {
+            Receiver::Local(dst) => finish_local(src, dst, dir, ram_bytes, opts.verify, dest_paused).await?,
+            Receiver::Remote(r) => finish_remote(src, r, dir, ram_bytes, opts.verify).await?,
+        };
+        verify = v.verify;
+        mismatched = v.mismatched;
+        resume_ns = v.resume_ns;
+        verify_span_ms = v.span_ms;
+        if let Some(why) = v.mismatch {
+            status = Outcome::Failed;
+            mismatch_reason = Some(why);
         }
         src_events.extend(src.qmp.take_events());
     }
@@ -881,6 +1141,135 @@ async fn run_migration(
         ),
         qemu: totals(&info, polls.len(), mismatched, plan),
     })
+}
+
+/// How the switchover ended after QEMU's `completed`.
+#[derive(Default)]
+struct Finish {
+    verify: Option<VerifyStats>,
+    mismatched: Option<u64>,
+    resume_ns: Option<u64>,
+    /// The time spent verifying (taken out of the downtime), ms.
+    span_ms: f64,
+    /// Why verification failed the migration.
+    mismatch: Option<String>,
+}
+
+/// The reason of a failed verification.
+fn mismatch_reason(bad: u64, first: &[u64]) -> String {
+    format!(
+        "memory verification: {bad} pages differ, the first at {}",
+        first.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(" ")
+    )
+}
+
+/// After `completed`, with a local destination: waits for it to load,
+/// verifies both paused sides' RAM byte by byte (`--verify`), then `cont`s
+/// the destination, or on a mismatch the source.
+async fn finish_local(
+    src: &mut QemuProcess,
+    dst: &mut QemuProcess,
+    dir: &Path,
+    ram_bytes: u64,
+    verify: bool,
+    dest_paused: bool,
+) -> Result<Finish, QemuError> {
+    let mut out = Finish::default();
+    if dest_paused {
+        // Wait for the destination to finish loading (it stays paused: -S).
+        let t_v = Instant::now();
+        loop {
+            let s = dst.qmp.execute(qmp::query_status {}).await?;
+            if !matches!(s.status, qmp::RunState::inmigrate) {
+                break;
+            }
+            if t_v.elapsed() > Duration::from_secs(30) {
+                return Err(QemuError::Guest("the destination did not finish loading within 30 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    if !verify && dest_paused {
+        dst.qmp.execute(qmp::cont {}).await?;
+    }
+    if verify {
+        // Both sides dump at once, into memory (tmpfs) where there is
+        // room: the destination stays paused until the comparison is
+        // done, and a pause longer than the probe's 5 s no-progress
+        // timeout would cost the guest's TCP connections.
+        let (sd, dd) = (Dump::new(dir, ram_bytes, "source"), Dump::new(dir, ram_bytes, "destination"));
+        let v0 = mono_ns();
+        let source_dump = async {
+            src.qmp.execute(qmp::pmemsave { val: 0, size: ram_bytes, filename: sd.path.display().to_string() }).await?;
+            Ok::<u64, QemuError>(mono_ns())
+        };
+        let dest_dump = async {
+            dst.qmp.execute(qmp::pmemsave { val: 0, size: ram_bytes, filename: dd.path.display().to_string() }).await?;
+            Ok::<u64, QemuError>(mono_ns())
+        };
+        let (v1, _) = tokio::try_join!(source_dump, dest_dump)?;
+        let (bad, first) = compare_dumps(&sd.path, &dd.path)?;
+        drop((sd, dd));
+        let v2 = mono_ns();
+        out.span_ms = ms_between(v0, v2);
+        // `source_ms`: the source's dump; `destination_ms`: the rest
+        // (the destination's dump, overlapping, and the comparison).
+        out.verify =
+            Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
+        out.mismatched = Some(bad);
+        if bad > 0 {
+            // A mismatch fails the migration: the source resumes, the
+            // destination (never run) is dropped by the caller.
+            src.qmp.execute(qmp::cont {}).await?;
+            out.mismatch = Some(mismatch_reason(bad, &first));
+            return Ok(out);
+        }
+        dst.qmp.execute(qmp::cont {}).await?;
+    }
+    let (ev, _) = dst.qmp.wait_event(Duration::from_secs(30), |e| matches!(e, qmp::Event::RESUME { .. })).await;
+    out.resume_ns = ev.map(|e| e.mono_ns);
+    Ok(out)
+}
+
+/// After `completed`, with a destination on another machine: with
+/// `--verify`, the source dumps and hashes its paused RAM while the
+/// destination does the same, and the page digests are compared; then the
+/// destination is `cont`ed (or on a mismatch the source). The resume time
+/// is when the destination's "resumed" reply arrives here (the clocks of
+/// two machines are not comparable), so the downtime includes one
+/// round trip of the control channel.
+async fn finish_remote(
+    src: &mut QemuProcess,
+    r: &mut dyn RemoteDestination,
+    dir: &Path,
+    ram_bytes: u64,
+    verify: bool,
+) -> Result<Finish, QemuError> {
+    let mut out = Finish::default();
+    if verify {
+        let v0 = mono_ns();
+        r.ask_digests()?;
+        let sd = Dump::new(dir, ram_bytes, "source");
+        src.qmp.execute(qmp::pmemsave { val: 0, size: ram_bytes, filename: sd.path.display().to_string() }).await?;
+        let ours = PageDigests::of_file(&sd.path).map_err(io_err("hashing the source's RAM dump"))?;
+        drop(sd);
+        let v1 = mono_ns();
+        let theirs = r.digests()?;
+        let (bad, first) = ours.compare(&theirs);
+        let v2 = mono_ns();
+        out.span_ms = ms_between(v0, v2);
+        out.verify =
+            Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
+        out.mismatched = Some(bad);
+        if bad > 0 {
+            src.qmp.execute(qmp::cont {}).await?;
+            out.mismatch = Some(mismatch_reason(bad, &first));
+            return Ok(out);
+        }
+    }
+    r.resume()?;
+    out.resume_ns = Some(mono_ns());
+    Ok(out)
 }
 
 fn totals(info: &qmp::MigrationInfo, polls: usize, mismatched: Option<u64>, plan: &MigrationPlan<'_>) -> QemuTotals {
@@ -942,45 +1331,6 @@ fn common_stats(
     }
 }
 
-/// The two RAM dumps of a verification, removed on drop (also on an error).
-struct DumpFiles {
-    source: PathBuf,
-    destination: PathBuf,
-}
-
-impl DumpFiles {
-    /// In `/dev/shm` (memory) when the host has memory available for both
-    /// dumps and a margin, else in the run directory `dir`.
-    fn new(dir: &Path, ram_bytes: u64) -> DumpFiles {
-        let shm = Path::new("/dev/shm");
-        let room = shm.is_dir() && mem_available().is_some_and(|free| free > ram_bytes.saturating_mul(4));
-        let (base, tag) = if room {
-            (shm.to_path_buf(), format!("migbench-{}-{}-", std::process::id(), mono_ns()))
-        } else {
-            (dir.to_path_buf(), String::new())
-        };
-        DumpFiles {
-            source: base.join(format!("{tag}source.ram")),
-            destination: base.join(format!("{tag}destination.ram")),
-        }
-    }
-}
-
-impl Drop for DumpFiles {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.source);
-        let _ = std::fs::remove_file(&self.destination);
-    }
-}
-
-/// The host's available memory (`MemAvailable` of `/proc/meminfo`), bytes.
-fn mem_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib.saturating_mul(1024))
-}
-
 /// Pages (4 KiB) that differ between two RAM dumps (a length difference
 /// counts its pages as differing), and the guest-physical addresses of the
 /// first few.
@@ -990,8 +1340,8 @@ fn compare_dumps(a: &Path, b: &Path) -> Result<(u64, Vec<u64>), QemuError> {
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     let (mut bad, mut first, mut off) = (0u64, Vec::new(), 0u64);
     loop {
-        let na = read_full(&mut fa, &mut ba).map_err(io_err("reading the source dump"))?;
-        let nb = read_full(&mut fb, &mut bb).map_err(io_err("reading the destination dump"))?;
+        let na = pages::read_full(&mut fa, &mut ba).map_err(io_err("reading the source dump"))?;
+        let nb = pages::read_full(&mut fb, &mut bb).map_err(io_err("reading the destination dump"))?;
         let n = na.min(nb);
         for (i, (x, y)) in ba[..n].chunks(4096).zip(bb[..n].chunks(4096)).enumerate() {
             if x != y {
@@ -1009,20 +1359,9 @@ fn compare_dumps(a: &Path, b: &Path) -> Result<(u64, Vec<u64>), QemuError> {
     }
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
 /// A one-shot HTTP/1.1 GET with `Connection: close`: status and body.
 fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    use std::io::Write;
+    use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", addr.ip())?;

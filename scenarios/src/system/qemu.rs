@@ -17,10 +17,13 @@
 
 use super::{GuestSpec, MigrationProgress, RunContext, Side, SystemUnderTest, Teardown};
 use crate::error::RunnerError;
-use crate::qemu::driver::{find_binary, QemuConfig, QemuError, QemuMigrateOptions, QemuSystem, QemuTotals};
+use crate::qemu::driver::RemoteDestination;
+use crate::qemu::driver::{find_binary, HostNic, QemuConfig, QemuError, QemuMigrateOptions, QemuSystem, QemuTotals};
+use crate::qemu::remote::{Client, RemoteGuest};
 use linux_guest::api::AgentStatus;
 use results::{MigrationStats, Outcome, Policy, Throttle};
 use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long the Linux guest may take from launch to its first `/health`
@@ -93,6 +96,86 @@ pub struct Qemu {
     totals: Option<QemuTotals>,
     /// The shaped migration link of the run, if any.
     link: Option<results::Link>,
+    /// A destination on another machine: `migbench qemu-incoming`'s
+    /// control address, its TLS directory, and the guest's NIC here.
+    remote: Option<RemoteSpec>,
+}
+
+/// Where a remote destination is and how the source reaches it.
+#[derive(Debug, Clone)]
+struct RemoteSpec {
+    to: String,
+    tls_dir: Option<PathBuf>,
+    nic: HostNic,
+}
+
+/// Aborts the remote destination unless taken (a start that fails half-way).
+struct AbortOnDrop(Option<Client>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            c.abort();
+        }
+    }
+}
+
+/// Both QEMUs here, on the run's topology.
+fn start_local(guest: &GuestSpec, cfg: QemuConfig, ctx: &RunContext) -> Result<QemuSystem, RunnerError> {
+    let (Some(names), Some(file_bytes)) = (ctx.names, ctx.file_bytes) else {
+        return Err(RunnerError::System {
+            system: "qemu",
+            message: "the Linux guest needs the run's network (its agent is reached over HTTP)".into(),
+        });
+    };
+    let workload: linux_guest::params::Workload = guest
+        .workload
+        .parse()
+        .map_err(|e| RunnerError::System { system: "qemu", message: format!("the guest's workload: {e}") })?;
+    let mut sys = QemuSystem::new(cfg, names, file_bytes, workload, &ctx.dir.join("qemu"))?;
+    sys.start_destination(true)?;
+    sys.start_source()?;
+    Ok(sys)
+}
+
+/// The source here and the destination over there.
+fn start_remote(r: &RemoteSpec, cfg: QemuConfig, workload: &str, dir: &Path) -> Result<QemuSystem, RunnerError> {
+    let sys_err = |message: String| RunnerError::System { system: "qemu", message };
+    let parsed = workload.parse().map_err(|e| sys_err(format!("the guest's workload: {e}")))?;
+    let mut sys = QemuSystem::on_host(cfg.clone(), &r.nic, None, parsed, dir)?;
+    let creds = match &r.tls_dir {
+        Some(d) => Some(vmm_min::migration::tls::TlsCredentials::load(d).map_err(|e| sys_err(e.to_string()))?),
+        None => None,
+    };
+    let mut client = Client::connect(&r.to, creds.as_ref()).map_err(|e| sys_err(e.to_string()))?;
+    let guest = RemoteGuest {
+        machine: cfg.machine.clone(),
+        accel: cfg.accel,
+        memory_mib: cfg.memory_mib,
+        smp: cfg.smp,
+        ip: r.nic.ip,
+        prefix: r.nic.prefix,
+        mac: r.nic.mac.clone(),
+        file_bytes: r.nic.file_bytes,
+        workload: workload.to_string(),
+    };
+    let (listen, tls) = client.start(&guest).map_err(|e| sys_err(e.to_string()))?;
+    let mut client = AbortOnDrop(Some(client));
+    if r.tls_dir.is_some() != tls {
+        return Err(sys_err(format!(
+            "the destination's QEMU waits on {listen} {}, but this side has {}: give both sides the same --tls-dir",
+            if tls { "over TLS" } else { "without TLS" },
+            if r.tls_dir.is_some() { "TLS credentials" } else { "none" }
+        )));
+    }
+    if let Some(d) = &r.tls_dir {
+        let host = listen.rsplit_once(':').map_or(listen.as_str(), |(h, _)| h);
+        sys.use_tls(d, host.trim_start_matches('[').trim_end_matches(']'))?;
+    }
+    sys.start_source()?;
+    let client = client.0.take().ok_or_else(|| sys_err("the control channel vanished".into()))?;
+    sys.set_remote_destination(Box::new(client), listen);
+    Ok(sys)
 }
 
 impl Qemu {
@@ -109,7 +192,18 @@ impl Qemu {
             boot_ms: None,
             totals: None,
             link: None,
+            remote: None,
         }
+    }
+
+    /// Migrates to a destination on another machine, started there with
+    /// `migbench qemu-incoming --control TO` (over mutual TLS with the
+    /// credentials of `tls_dir`, required unless TO is loopback); the
+    /// source QEMU runs here with the guest's NIC on `nic`'s TAP, and the
+    /// guest's HTTP is reached from here.
+    pub fn with_remote(mut self, to: String, tls_dir: Option<PathBuf>, nic: HostNic) -> Qemu {
+        self.remote = Some(RemoteSpec { to, tls_dir, nic });
+        self
     }
 
     /// QEMU's own figures for the last migration (`total-time`, `downtime`,
@@ -149,22 +243,13 @@ impl SystemUnderTest for Qemu {
     }
 
     fn start(&mut self, guest: &GuestSpec, ctx: &RunContext) -> Result<(), RunnerError> {
-        let (Some(names), Some(file_bytes)) = (ctx.names, ctx.file_bytes) else {
-            return Err(RunnerError::System {
-                system: "qemu",
-                message: "the Linux guest needs the run's network (its agent is reached over HTTP)".into(),
-            });
-        };
-        let workload: linux_guest::params::Workload = guest
-            .workload
-            .parse()
-            .map_err(|e| RunnerError::System { system: "qemu", message: format!("the guest's workload: {e}") })?;
         let mut cfg = self.cfg.clone();
         cfg.memory_mib = u32::try_from(guest.memory >> 20).unwrap_or(u32::MAX).max(1);
         cfg.smp = guest.vcpus.max(1);
-        let mut sys = QemuSystem::new(cfg, names, file_bytes, workload, &ctx.dir.join("qemu"))?;
-        sys.start_destination(true)?;
-        sys.start_source()?;
+        let sys = match &self.remote {
+            Some(r) => start_remote(r, cfg, &guest.workload, &ctx.dir.join("qemu"))?,
+            None => start_local(guest, cfg, ctx)?,
+        };
         self.boot_ms = Some(sys.wait_http_ready(BOOT_LIMIT)?.as_secs_f64() * 1e3);
         let version = sys.version().unwrap_or_else(|e| format!("version unknown ({e})"));
         self.note = Some(format!("QEMU {version}, -machine {}; accelerator {}", self.cfg.machine, sys.accel().reason));
@@ -172,6 +257,10 @@ impl SystemUnderTest for Qemu {
         self.link = ctx.link.cloned();
         self.sys = Some(sys);
         Ok(())
+    }
+
+    fn destination_is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     fn note(&self) -> Option<String> {
@@ -197,7 +286,7 @@ impl SystemUnderTest for Qemu {
             self.sys.as_mut().ok_or_else(|| RunnerError::System { system: "qemu", message: "not started".into() })?;
         // The destination waits with -S; without --verify it is started
         // again without it, so the switchover has no extra `cont` in it.
-        if sys.destination_paused() != verify {
+        if self.remote.is_none() && sys.destination_paused() != verify {
             sys.kill_destination();
             sys.start_destination(verify)?;
         }
