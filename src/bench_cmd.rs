@@ -225,13 +225,7 @@ impl Guests {
 
 /// Runs what `which` names and returns the report; rows are reported to
 /// `progress`.
-pub fn collect(
-    which: &str,
-    quick: bool,
-    only: &[String],
-    guests: Guests,
-    progress: &Progress,
-) -> Result<BenchReport> {
+pub fn collect(which: &str, quick: bool, only: &[String], guests: Guests, progress: &Progress) -> Result<BenchReport> {
     let opts = NativeOptions { quick, only: only.to_vec(), ..Default::default() };
     let mut env = bench_suites::env::collect();
     let ids = native::row_ids(&opts);

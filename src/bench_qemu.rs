@@ -98,11 +98,7 @@ fn run_in_guest(
         sys.start_source().map_err(|e| e.to_string())?;
         let boot = sys.wait_http_ready(BOOT_LIMIT).map_err(|e| e.to_string())?;
         progress.println(&format!("migbench: QEMU Linux guest answered HTTP {:.1} s after launch", boot.as_secs_f64()));
-        let req = BenchRequest {
-            quick: opts.quick,
-            only: opts.only.clone(),
-            row_budget_ms: budget.as_millis() as u64,
-        };
+        let req = BenchRequest { quick: opts.quick, only: opts.only.clone(), row_budget_ms: budget.as_millis() as u64 };
         let started = sys.bench_start(&req).map_err(|e| e.to_string())?;
         if started.ids != ids {
             return Err(format!(

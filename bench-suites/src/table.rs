@@ -295,7 +295,8 @@ pub fn markdown(report: &BenchReport) -> String {
             }
             _ => (String::new(), String::new(), String::new()),
         };
-        let mut line = format!("| {} | {} | {} | {} |", escape(id), escape(label), escape(unit), cell(n, "not run natively"));
+        let mut line =
+            format!("| {} | {} | {} | {} |", escape(id), escape(label), escape(unit), cell(n, "not run natively"));
         if show_guest {
             line.push_str(&format!(" {} | {} |", column(g, guest_ran, "guest not run"), ratio(n, g)));
         }
@@ -440,7 +441,12 @@ mod tests {
             ],
         });
         let md = markdown(&r);
-        assert!(md.contains("| native | vmm-min guest | vmm-min/native | QEMU Linux guest (TCG) | QEMU Linux guest (TCG)/native |"), "{md}");
+        assert!(
+            md.contains(
+                "| native | vmm-min guest | vmm-min/native | QEMU Linux guest (TCG) | QEMU Linux guest (TCG)/native |"
+            ),
+            "{md}"
+        );
         assert!(md.contains("| null_call | null call | µs | 0.100 | 0.250 | 2.50 | 2.00 | 20.0 | 0.450 |"), "{md}");
         assert!(md.contains("n/a (exceeded its time budget of 20 s)"), "{md}");
         assert!(md.contains("TCG is an emulator") && md.contains("VMware Workstation 3.2") && md.contains("User-Mode"));

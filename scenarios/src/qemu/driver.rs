@@ -569,7 +569,10 @@ impl QemuSystem {
 
     /// Starts the guest's bench runner (`POST /bench`): the native suite
     /// of `migbench bench native`, run inside the guest.
-    pub fn bench_start(&self, req: &linux_guest::api::BenchRequest) -> Result<linux_guest::api::BenchStatus, QemuError> {
+    pub fn bench_start(
+        &self,
+        req: &linux_guest::api::BenchRequest,
+    ) -> Result<linux_guest::api::BenchStatus, QemuError> {
         let body = serde_json::to_vec(req).map_err(|e| QemuError::Guest(format!("encoding the bench request: {e}")))?;
         let addr = std::net::SocketAddr::from((self.names.guest_ip, linux_guest::api::PORT));
         let (code, reply) = crate::netns::run_in_netns(&self.names.probe_ns, || {

@@ -103,7 +103,8 @@ impl Runner {
             };
             eprintln!(
                 "migbench-agent: bench {id}: {}",
-                row.value.map_or_else(|| format!("n/a ({})", row.na_reason.as_deref().unwrap_or("")), |v| v.to_string())
+                row.value
+                    .map_or_else(|| format!("n/a ({})", row.na_reason.as_deref().unwrap_or("")), |v| v.to_string())
             );
             self.update(|s| {
                 s.rows.push(row);
@@ -162,8 +163,7 @@ fn run_child(id: &str, quick: bool, budget: Duration) -> Result<Row, String> {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "exceeded its time budget of {:.0} s in the guest (killed); raise it with --row-budget",
-                    budget.as_secs_f64()
+                    "exceeded its time budget of {budget:?} in the guest (killed); raise it with --row-budget"
                 ));
             }
             Ok(None) => std::thread::sleep(CHILD_POLL),
