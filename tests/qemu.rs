@@ -705,3 +705,56 @@ fn a_guest_row_past_its_budget_is_na_with_the_reason() {
         assert!(!r.label.is_empty() && !r.method.is_empty() && r.unit == bench_suites::UNIT_US, "{r:?}");
     }
 }
+
+/// `bench compare --systems vmm-min,qemu`: one table with native, the
+/// built-in guest and the QEMU Linux guest, each guest with its ratio to
+/// native per row (an `only` subset, so the ttcp and macro parts stay out).
+#[test]
+fn bench_compare_has_a_qemu_linux_guest_column_with_ratios() {
+    let _g = lock();
+    if !common::root_or_skip("bench_compare_qemu_column") {
+        return;
+    }
+    let (kernel, initrd, _) = image();
+    let json = common::temp_path("compare-qemu.json");
+    let out = common::run_with_limit(
+        &[
+            "bench",
+            "compare",
+            "--quick",
+            "--systems",
+            "vmm-min,qemu",
+            "--only",
+            "null_call,stat,mem_lat_4k",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(240),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let report = results::bench::BenchReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let md = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{md}");
+    let ids = ["null_call", "stat", "mem_lat_4k"];
+    for rows in [&report.native, &report.guest, &report.systems[0].rows] {
+        assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ids);
+        assert!(rows.iter().all(|r| r.is_well_formed()), "{rows:?}");
+    }
+    let q = &report.systems[0];
+    assert!(md.contains(&format!("| native | vmm-min guest | vmm-min/native | {0} | {0}/native |", q.label)), "{md}");
+    // Each QEMU row's ratio cell is its value over native's.
+    for id in ids {
+        let (n, g) = (
+            report.native.iter().find(|r| r.id == id).unwrap().value.unwrap(),
+            q.rows.iter().find(|r| r.id == id).unwrap().value.expect("measured in the Linux guest"),
+        );
+        let line = md.lines().find(|l| l.starts_with(&format!("| {id} |"))).unwrap();
+        let cells: Vec<&str> = line.split(" | ").collect();
+        assert_eq!(cells[7], bench_suites::table::fmt_value(g / n), "{line}");
+    }
+}
