@@ -330,7 +330,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         (bench_suites::table::ttcp_markdown(&report.ttcp), report.to_json().context("serializing the report")?)
     } else {
         let progress = Progress::new(&[]);
-        let guests = Guests::from_args(&args.systems, &args.qemu, args.row_budget, &progress)?;
+        let guests = if args.which == "native" {
+            Guests { vmm_min: false, qemu: None, row_budget: None }
+        } else {
+            Guests::from_args(&args.systems, &args.qemu, args.row_budget, &progress)?
+        };
         let report = collect(&args.which, args.quick, &args.only, guests, &progress)?;
         progress.finish();
         (bench_suites::table::markdown(&report), report.to_json().context("serializing the report")?)

@@ -27,7 +27,9 @@ pub const SYSTEM: &str = "qemu";
 const BOOT_LIMIT: Duration = Duration::from_secs(90);
 /// How often the host asks for the rows so far.
 const POLL: Duration = Duration::from_millis(1000);
-/// One row's default time budget in the guest: quick and full runs.
+/// Polls that may fail in a row before the run is given up.
+const MAX_FAILED_POLLS: u32 = 10;
+/// One row's default time budget in the guest with `--quick`.
 pub const ROW_BUDGET_QUICK: Duration = Duration::from_secs(20);
 /// One row's default time budget in a full run.
 pub const ROW_BUDGET_FULL: Duration = Duration::from_secs(180);
@@ -113,9 +115,23 @@ fn run_in_guest(
         // past that the guest is not answering as it should.
         let limit = budget.saturating_mul(ids.len() as u32 + 1) + Duration::from_secs(60);
         let t = Instant::now();
-        let (mut shown, mut announced) = (0, 0);
+        let (mut shown, mut announced, mut failed_polls) = (0, 0, 0);
         let status = loop {
-            let s = sys.bench_status().map_err(|e| e.to_string())?;
+            // The agent serves HTTP beside the row it measures, on the
+            // guest's one (emulated) vCPU: a slow answer is retried.
+            let s = match sys.bench_status() {
+                Ok(s) => {
+                    failed_polls = 0;
+                    s
+                }
+                Err(e) if failed_polls < MAX_FAILED_POLLS => {
+                    failed_polls += 1;
+                    progress.println(&format!("migbench: GET /bench from the guest failed ({e}); retrying"));
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+                Err(e) => return Err(format!("GET /bench failed {} times in a row: {e}", failed_polls + 1)),
+            };
             // Each row once, as it starts (or, if it was quicker than a
             // poll, as it is seen finished).
             let started = (s.rows.len() + usize::from(s.current.is_some())).min(ids.len());

@@ -490,7 +490,8 @@ fn qemu_on_simulated_hosts_over_a_shaped_link() {
 /// `reproduce --quick --systems vmm-min,qemu --verify`: one report with
 /// both systems, idle and loaded: the 2×2 rate chart, the summary with a
 /// column per system and scenario, every rounds chart, memory verified
-/// after every migration.
+/// after every migration, and the microbenchmark table with the QEMU Linux
+/// guest's column (the whole native suite run inside it).
 ///
 /// QEMU 7.2 under TCG has lost guest pages under `stress` here (see
 /// `loaded_qemu_migration_with_raised_bandwidth`); when verification
@@ -510,7 +511,6 @@ fn reproduce_quick_writes_one_report_with_both_systems() {
         &[
             "reproduce",
             "--quick",
-            "--no-bench",
             "--verify",
             "--systems",
             "vmm-min,qemu",
@@ -556,6 +556,18 @@ fn reproduce_quick_writes_one_report_with_both_systems() {
         assert!(md.contains(col), "the summary lacks the column `{col}`:\n{md}");
     }
     assert!(md.contains("## Systems under test") && md.contains("- **qemu:** ran idle, loaded"), "{md}");
+    // The microbenchmark table has the QEMU Linux guest's column, naming its
+    // accelerator, beside native and the built-in guest.
+    assert!(
+        md.contains("| native | vmm-min guest | vmm-min/native | QEMU Linux guest (TCG) |")
+            || md.contains("| native | vmm-min guest | vmm-min/native | QEMU Linux guest (KVM) |"),
+        "the bench table lacks the QEMU column:\n{md}"
+    );
+    let bench =
+        results::bench::BenchReport::from_json(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
+    let q = bench.systems.iter().find(|s| s.system == "qemu").expect("the QEMU guest's rows in bench.json");
+    assert_eq!(q.rows.len(), bench.native.len());
+    assert!(q.rows.iter().all(|r| r.is_well_formed()), "{:?}", q.rows);
     assert!(md.contains("rate-comparison.png"), "no comparison chart");
     for f in ["rounds-idle", "rounds-loaded", "rounds-qemu-idle", "rounds-qemu-loaded"] {
         assert!(md.contains(&format!("({f}.png)")), "{f} missing from the report");
