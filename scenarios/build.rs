@@ -14,7 +14,16 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     let root = manifest.join("..");
-    for p in ["linux-guest/src", "linux-guest/Cargo.toml", "served-file/src", "served-file/Cargo.toml"] {
+    for p in [
+        "linux-guest/src",
+        "linux-guest/Cargo.toml",
+        "served-file/src",
+        "served-file/Cargo.toml",
+        "bench-suites/src",
+        "bench-suites/Cargo.toml",
+        "results-model/src",
+        "results-model/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

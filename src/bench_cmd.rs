@@ -1,6 +1,8 @@
 //! `migbench bench native|guest|compare|tcp|crosscheck`: the lmbench-style
-//! rows natively (bench-suites) and inside the built-in guest (its `bench`
-//! workload), the native-against-virtualized table in the Xen paper's shape,
+//! rows natively (bench-suites), inside the built-in guest (its `bench`
+//! workload) and, with `--systems qemu`, the whole native suite inside the
+//! QEMU Linux guest (`crate::bench_qemu`), the native-against-virtualized
+//! table in the Xen paper's shape,
 //! the ttcp table (`tcp`, also part of `compare`; its ends are
 //! `crate::bench_net`), and the cross-check of the native rows against
 //! independent tools.
@@ -191,9 +193,39 @@ pub fn run_guest(quick: bool, only: &[String], ids: &[String], progress: &mut dy
     Ok(GuestRun { rows, ring0_ratio })
 }
 
+/// Which guests run the rows (`--systems`), and how the QEMU one runs.
+pub struct Guests {
+    /// The built-in guest (the vmm-min column).
+    pub vmm_min: bool,
+    /// The QEMU Linux guest: how to run it, or why it cannot run here
+    /// (then its column is n/a with that reason). `None`: not asked for.
+    pub qemu: Option<std::result::Result<scenarios::qemu::driver::QemuConfig, String>>,
+    /// One row's time budget in the QEMU guest (default by quick mode).
+    pub row_budget: Option<Duration>,
+}
+
+impl Guests {
+    /// From `--systems` and the QEMU flags; a QEMU that cannot run here
+    /// (no binary, no image) becomes its column's reason.
+    pub fn from_args(
+        systems: &[String],
+        qemu: &crate::cli::QemuArgs,
+        row_budget: Option<Duration>,
+        progress: &Progress,
+    ) -> Result<Guests> {
+        use scenarios::scenario::SystemKind;
+        let kinds = crate::scenario_cmd::parse_systems(systems)?;
+        Ok(Guests {
+            vmm_min: kinds.contains(&SystemKind::VmmMin),
+            qemu: kinds.contains(&SystemKind::Qemu).then(|| crate::scenario_cmd::qemu_config(None, qemu, progress)),
+            row_budget,
+        })
+    }
+}
+
 /// Runs what `which` names and returns the report; rows are reported to
 /// `progress`.
-pub fn collect(which: &str, quick: bool, only: &[String], progress: &Progress) -> Result<BenchReport> {
+pub fn collect(which: &str, quick: bool, only: &[String], guests: Guests, progress: &Progress) -> Result<BenchReport> {
     let opts = NativeOptions { quick, only: only.to_vec(), ..Default::default() };
     let mut env = bench_suites::env::collect();
     let ids = native::row_ids(&opts);
@@ -203,7 +235,7 @@ pub fn collect(which: &str, quick: bool, only: &[String], progress: &Progress) -
     } else {
         Vec::new()
     };
-    let guest_rows = if which != "native" {
+    let guest_rows = if which != "native" && guests.vmm_min {
         progress.update(Update::Phase("guest rows, in a fresh VM"));
         let g = run_guest(quick, only, &ids, &mut |id| progress.update(Update::Phase(&format!("guest row {id}"))))?;
         env.guest_ring0_emulated = g.ring0_ratio.map(|r| r > EMULATION_RATIO);
@@ -214,9 +246,19 @@ pub fn collect(which: &str, quick: bool, only: &[String], progress: &Progress) -
     } else {
         Vec::new()
     };
+    let mut systems = Vec::new();
+    if let (true, Some(cfg)) = (which != "native", guests.qemu) {
+        progress.update(Update::Phase("the native suite inside the QEMU Linux guest"));
+        let budget = guests.row_budget.unwrap_or(if quick {
+            crate::bench_qemu::ROW_BUDGET_QUICK
+        } else {
+            crate::bench_qemu::ROW_BUDGET_FULL
+        });
+        systems.push(crate::bench_qemu::run(cfg, &opts, budget, progress));
+    }
     let ttcp = if which == "compare" && selects_ttcp(only) { ttcp_systems(quick, progress) } else { Vec::new() };
     let macro_bench = (which == "compare" && only.is_empty()).then(|| crate::bench_macro::run(quick, progress));
-    Ok(BenchReport { env, native: native_rows, guest: guest_rows, ttcp, macro_bench })
+    Ok(BenchReport { env, native: native_rows, guest: guest_rows, systems, ttcp, macro_bench })
 }
 
 /// Whether `--only` leaves the ttcp table in.
@@ -285,7 +327,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         (bench_suites::table::ttcp_markdown(&report.ttcp), report.to_json().context("serializing the report")?)
     } else {
         let progress = Progress::new(&[]);
-        let report = collect(&args.which, args.quick, &args.only, &progress)?;
+        let guests = if args.which == "native" {
+            Guests { vmm_min: false, qemu: None, row_budget: None }
+        } else {
+            Guests::from_args(&args.systems, &args.qemu, args.row_budget, &progress)?
+        };
+        let report = collect(&args.which, args.quick, &args.only, guests, &progress)?;
         progress.finish();
         (bench_suites::table::markdown(&report), report.to_json().context("serializing the report")?)
     };

@@ -484,6 +484,18 @@ pub struct BenchArgs {
     /// With `macro`: draw the relative-performance chart (relative.svg, relative.png) into this folder.
     #[arg(long)]
     pub chart_dir: Option<PathBuf>,
+    /// With guest and compare: the guests that run the rows, comma-separated: vmm-min (the built-in guest),
+    /// qemu (the whole native suite inside the QEMU Linux guest, its column naming the accelerator; needs root;
+    /// TCG here, so minutes even with --quick), or all. Spelled as `reproduce --systems`.
+    #[arg(long, alias = "system", value_delimiter = ',', default_value = "vmm-min")]
+    pub systems: Vec<String>,
+    /// With --systems qemu: how long one row may run in the guest before it is killed and shown as n/a
+    /// [default: 20s with --quick, 180s without].
+    #[arg(long, value_parser = parse_duration)]
+    pub row_budget: Option<Duration>,
+    /// How to run QEMU (with --systems qemu or all).
+    #[command(flatten)]
+    pub qemu: QemuArgs,
 }
 
 /// Turns the user's VM arguments into a checked configuration.

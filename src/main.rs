@@ -6,6 +6,7 @@ extern crate alloc;
 mod bench_cmd;
 mod bench_macro;
 mod bench_net;
+mod bench_qemu;
 mod cli;
 mod guest_http;
 mod image_cmd;

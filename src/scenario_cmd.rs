@@ -248,7 +248,7 @@ fn reproduce_scenarios(kind: SystemKind) -> &'static [&'static str] {
 }
 
 /// `--systems`: names, or `all`.
-fn parse_systems(names: &[String]) -> Result<Vec<SystemKind>> {
+pub(crate) fn parse_systems(names: &[String]) -> Result<Vec<SystemKind>> {
     let mut v = Vec::new();
     for n in names.iter().map(|n| n.trim()) {
         let add: Vec<SystemKind> = if n == "all" {
@@ -325,7 +325,18 @@ pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
         None
     } else {
         progress.step(runs.len());
-        let b = crate::bench_cmd::collect("compare", args.quick, &[], &progress)?;
+        // The QEMU Linux guest's column when qemu is among the systems (n/a
+        // with the reason when it was skipped here).
+        let guests = crate::bench_cmd::Guests {
+            vmm_min: true,
+            qemu: if systems.contains(&SystemKind::Qemu) {
+                Some(qemu_config(None, &args.qemu, &progress))
+            } else {
+                skipped.iter().find(|s| s.system == SystemKind::Qemu.name()).map(|s| Err(s.reason.clone()))
+            },
+            row_budget: None,
+        };
+        let b = crate::bench_cmd::collect("compare", args.quick, &[], guests, &progress)?;
         reports::report::save_bench(&dir.join(reports::report::BENCH_FILE), &b)?;
         for r in &mut results {
             r.environment.guest_ring0_emulated = b.env.guest_ring0_emulated;

@@ -490,7 +490,8 @@ fn qemu_on_simulated_hosts_over_a_shaped_link() {
 /// `reproduce --quick --systems vmm-min,qemu --verify`: one report with
 /// both systems, idle and loaded: the 2×2 rate chart, the summary with a
 /// column per system and scenario, every rounds chart, memory verified
-/// after every migration.
+/// after every migration, and the microbenchmark table with the QEMU Linux
+/// guest's column (the whole native suite run inside it).
 ///
 /// QEMU 7.2 under TCG has lost guest pages under `stress` here (see
 /// `loaded_qemu_migration_with_raised_bandwidth`); when verification
@@ -510,7 +511,6 @@ fn reproduce_quick_writes_one_report_with_both_systems() {
         &[
             "reproduce",
             "--quick",
-            "--no-bench",
             "--verify",
             "--systems",
             "vmm-min,qemu",
@@ -556,6 +556,18 @@ fn reproduce_quick_writes_one_report_with_both_systems() {
         assert!(md.contains(col), "the summary lacks the column `{col}`:\n{md}");
     }
     assert!(md.contains("## Systems under test") && md.contains("- **qemu:** ran idle, loaded"), "{md}");
+    // The microbenchmark table has the QEMU Linux guest's column, naming its
+    // accelerator, beside native and the built-in guest.
+    assert!(
+        md.contains("| native | vmm-min guest | vmm-min/native | QEMU Linux guest (TCG) |")
+            || md.contains("| native | vmm-min guest | vmm-min/native | QEMU Linux guest (KVM) |"),
+        "the bench table lacks the QEMU column:\n{md}"
+    );
+    let bench =
+        results::bench::BenchReport::from_json(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
+    let q = bench.systems.iter().find(|s| s.system == "qemu").expect("the QEMU guest's rows in bench.json");
+    assert_eq!(q.rows.len(), bench.native.len());
+    assert!(q.rows.iter().all(|r| r.is_well_formed()), "{:?}", q.rows);
     assert!(md.contains("rate-comparison.png"), "no comparison chart");
     for f in ["rounds-idle", "rounds-loaded", "rounds-qemu-idle", "rounds-qemu-loaded"] {
         assert!(md.contains(&format!("({f}.png)")), "{f} missing from the report");
@@ -837,4 +849,155 @@ fn qemu_remote_destination_over_tls_in_another_namespace() {
     }
     topo.remove().expect("removing the topology");
     let _ = std::fs::remove_dir_all(&tls);
+}
+
+/// `bench guest --system qemu` with the real CLI, QEMU and image: returns
+/// the report's QEMU column.
+fn bench_qemu(test: &str, extra: &[&str], limit: Duration) -> Option<(results::bench::SystemRows, String)> {
+    if !common::root_or_skip(test) {
+        return None;
+    }
+    let (kernel, initrd, _) = image();
+    let json = common::temp_path(&format!("{test}.json"));
+    let mut args = vec![
+        "bench",
+        "guest",
+        "--system",
+        "qemu",
+        "--quick",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let t = Instant::now();
+    let out = common::run_with_limit(&args, limit);
+    eprintln!("{test}: bench guest --system qemu {extra:?}: {:?}", t.elapsed());
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let report = results::bench::BenchReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    assert!(report.guest.is_empty() && report.native.is_empty(), "only the QEMU guest ran");
+    assert_eq!(report.systems.len(), 1);
+    let col = report.systems.into_iter().next().unwrap();
+    assert_eq!(col.system, "qemu");
+    Some((col, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// The whole quick native suite inside the Linux guest: every native row id
+/// comes back, each measured (positive, finite) or n/a with a reason, and
+/// the rows that need an operating system, n/a in the built-in guest, are
+/// measured here. The column names its accelerator and the table says
+/// what TCG is.
+#[test]
+fn every_native_row_runs_inside_the_qemu_linux_guest() {
+    let _g = lock();
+    let Some((col, table)) = bench_qemu("every_native_row_qemu", &[], Duration::from_secs(300)) else { return };
+    let ids = bench_suites::native::row_ids(&bench_suites::native::NativeOptions { quick: true, ..Default::default() });
+    let got: Vec<&str> = col.rows.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(got, ids, "the guest's rows are the native rows, in order");
+    let accel = if col.label.contains("(TCG)") { "TCG" } else { "KVM" };
+    assert!(col.label == format!("QEMU Linux guest ({accel})"), "{}", col.label);
+    for r in &col.rows {
+        assert!(r.is_well_formed(), "{r:?}");
+        match r.value {
+            Some(v) => assert!(v.is_finite() && v > 0.0, "{r:?}"),
+            None => assert!(!r.na_reason.as_deref().unwrap_or("").trim().is_empty(), "{r:?}"),
+        }
+        assert!(r.method.contains("inside the QEMU Linux guest") || r.value.is_none(), "{r:?}");
+        eprintln!(
+            "{:<22} {:>12} {}",
+            r.id,
+            r.value.map_or_else(|| "n/a".into(), |v| format!("{v:.4}")),
+            r.na_reason.as_deref().unwrap_or("")
+        );
+    }
+    for id in ["stat", "open_close", "sig_handle", "fork_exit", "fork_sh", "ctx_2p_0k", "fs_create_0k", "mmap_lat"] {
+        let r = col.rows.iter().find(|r| r.id == id).unwrap();
+        assert!(r.value.is_some(), "{id} needs only Linux, which the guest has: {r:?}");
+    }
+    let measured = col.rows.iter().filter(|r| r.value.is_some()).count();
+    assert!(measured * 10 >= col.rows.len() * 9, "only {measured} of {} rows measured", col.rows.len());
+    assert!(table.contains(&format!("| QEMU Linux guest ({accel}) | QEMU Linux guest ({accel})/native |")), "{table}");
+    if accel == "TCG" {
+        assert!(table.contains("TCG is an emulator") && table.contains("VMware Workstation 3.2"), "{table}");
+    }
+}
+
+/// A row that outlives its budget in the guest is killed and n/a with that
+/// reason: a 5 ms budget is shorter than the harness's own start (it times
+/// 11 intervals of ENOUGH = 1 ms before any row), so every row exceeds it.
+#[test]
+fn a_guest_row_past_its_budget_is_na_with_the_reason() {
+    let _g = lock();
+    let Some((col, _)) = bench_qemu(
+        "guest_row_budget",
+        &["--only", "null_call,fork_sh", "--row-budget", "5ms"],
+        Duration::from_secs(120),
+    ) else {
+        return;
+    };
+    let ids: Vec<&str> = col.rows.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["null_call", "fork_sh"]);
+    for r in &col.rows {
+        assert_eq!(r.value, None, "{r:?}");
+        let why = r.na_reason.as_deref().unwrap();
+        assert!(why.contains("exceeded its time budget of 5ms") && why.contains("--row-budget"), "{why}");
+        assert!(!r.label.is_empty() && !r.method.is_empty() && r.unit == bench_suites::UNIT_US, "{r:?}");
+    }
+}
+
+/// `bench compare --systems vmm-min,qemu`: one table with native, the
+/// built-in guest and the QEMU Linux guest, each guest with its ratio to
+/// native per row (an `only` subset, so the ttcp and macro parts stay out).
+#[test]
+fn bench_compare_has_a_qemu_linux_guest_column_with_ratios() {
+    let _g = lock();
+    if !common::root_or_skip("bench_compare_qemu_column") {
+        return;
+    }
+    let (kernel, initrd, _) = image();
+    let json = common::temp_path("compare-qemu.json");
+    let out = common::run_with_limit(
+        &[
+            "bench",
+            "compare",
+            "--quick",
+            "--systems",
+            "vmm-min,qemu",
+            "--only",
+            "null_call,stat,mem_lat_4k",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(240),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let report = results::bench::BenchReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let md = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{md}");
+    let ids = ["null_call", "stat", "mem_lat_4k"];
+    for rows in [&report.native, &report.guest, &report.systems[0].rows] {
+        assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ids);
+        assert!(rows.iter().all(|r| r.is_well_formed()), "{rows:?}");
+    }
+    let q = &report.systems[0];
+    assert!(md.contains(&format!("| native | vmm-min guest | vmm-min/native | {0} | {0}/native |", q.label)), "{md}");
+    // Each QEMU row's ratio cell is its value over native's.
+    for id in ids {
+        let (n, g) = (
+            report.native.iter().find(|r| r.id == id).unwrap().value.unwrap(),
+            q.rows.iter().find(|r| r.id == id).unwrap().value.expect("measured in the Linux guest"),
+        );
+        let line = md.lines().find(|l| l.starts_with(&format!("| {id} |"))).unwrap();
+        let cells: Vec<&str> = line.split(" | ").collect();
+        assert_eq!(cells[7], bench_suites::table::fmt_value(g / n), "{line}");
+    }
 }

@@ -242,14 +242,14 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
             "fork_exit",
             "fork proc",
             UNIT_US,
-            "fork(2); the child _exit(0)s; the parent waitpid(2)s; differs from lmbench lat_proc fork in the size of the forking process (the whole migbench binary, not lmbench's small benchmark child), which fork's page-table copy scales with",
+            "fork(2); the child _exit(0)s; the parent waitpid(2)s; differs from lmbench lat_proc fork in the size of the forking process (the whole migbench binary, or migbench-agent in the Linux guest, not lmbench's small benchmark child), which fork's page-table copy scales with",
             Box::new(fork_exit),
         ),
         spec(
             "fork_exec",
             "exec proc",
             UNIT_US,
-            "fork(2); the child execve(2)s /bin/true with an empty environment; the parent waitpid(2)s; differs from lmbench lat_proc exec only in the program: /bin/true, like lmbench's /tmp/hello, is a dynamically linked C program that loads only libc and returns from main (lmbench times a failed execve, about a fork, if /tmp/hello is missing)",
+            "fork(2); the child execve(2)s /bin/true with an empty environment; the parent waitpid(2)s; differs from lmbench lat_proc exec only in the program: on a Debian host /bin/true, like lmbench's /tmp/hello, is a dynamically linked C program that loads only libc and returns from main (in the Linux guest it is busybox, statically linked; the detail names the file it resolves to) (lmbench times a failed execve, about a fork, if /tmp/hello is missing)",
             Box::new(fork_exec),
         ),
         spec(
@@ -413,6 +413,14 @@ pub fn run(opts: &NativeOptions, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
 /// `None` when there is no such row.
 pub fn run_one(opts: &NativeOptions, id: &str) -> Option<Row> {
     run_selected(opts, &|i| i == id, &mut |_| {}).pop()
+}
+
+/// The row `id` as "n/a" with `reason`, with its label, unit and method as
+/// a run would give them (for a runner that could not get the row, such as
+/// one that killed it past its time budget); `None` when there is no such
+/// row.
+pub fn na_row(opts: &NativeOptions, id: &str, reason: String) -> Option<Row> {
+    specs(opts).into_iter().find(|s| s.id == id).map(|s| Row::na(&s.id, &s.label, s.unit, reason, s.what))
 }
 
 fn run_selected(opts: &NativeOptions, select: &dyn Fn(&str) -> bool, progress: &mut dyn FnMut(&str)) -> Vec<Row> {
@@ -775,7 +783,10 @@ fn fork_exec_measure(c: &Ctx, argv: &[&str]) -> Result<(f64, String), String> {
             libc::_exit(127)
         }
     };
+    let resolved = std::fs::canonicalize(prog).map_or_else(|_| (*prog).to_string(), |p| p.display().to_string());
+    let bytes = std::fs::metadata(&resolved).map(|m| m.len()).unwrap_or(0);
     median_us(c, c.h.measure(&mut |n| fork_wait_loop(n, &child)))
+        .map(|(v, how)| (v, format!("{prog} is {resolved} ({bytes} bytes); {how}")))
 }
 
 fn fork_exec(c: &Ctx) -> Result<(f64, String), String> {
@@ -1421,6 +1432,7 @@ fn fs_type(p: &Path) -> String {
         0xEF53 => "ext4".into(),
         0x794c_7630 => "overlayfs".into(),
         0x5846_5342 => "xfs".into(),
+        0x8584_58f6 => "ramfs".into(),
         0x9123_683E => "btrfs".into(),
         t => format!("f_type {t:#x}"),
     }

@@ -4,7 +4,8 @@
 //! figures published by Barham et al., "Xen and the Art of Virtualization",
 //! SOSP 2003 ([`PUBLISHED`]), shown in clearly labelled columns beside ours
 //! where a row matches. One table row per measurement: native, guest,
-//! guest/native, then the paper's native Linux (L, the uniprocessor "L-UP"
+//! guest/native, a column and its ratio per further system (the QEMU Linux
+//! guest, whose notes say what its accelerator is), then the paper's native Linux (L, the uniprocessor "L-UP"
 //! configuration) and Xen (X) figures and their ratio. A value that was not
 //! measured prints as "n/a (reason)".
 
@@ -213,35 +214,78 @@ fn ratio(native: Option<&Row>, guest: Option<&Row>) -> String {
     }
 }
 
+/// What a person must know about a further system's column, for the notes.
+fn system_note(s: &SystemRows) -> Option<String> {
+    if s.system != "qemu" {
+        return None;
+    }
+    let label = escape(&s.label);
+    let how = format!(
+        "{label}: the native suite (the same rows and code as the native column) run inside QEMU's Linux guest by its \
+agent, one row at a time; its TCP rows are the guest's own loopback, not guest ↔ host; a row past its time budget in \
+the guest is n/a with that reason."
+    );
+    Some(if s.label.contains("TCG") {
+        format!(
+            "{how} TCG is an emulator: QEMU translates every guest instruction, kernel and user alike, in software, with no \
+hardware virtualization, so this column is an emulated machine's. The paper's VMware Workstation 3.2 (VMW) and User-Mode \
+Linux (UML) columns were software-only systems too (binary translation; a kernel run as host processes), so this column \
+compares in kind with those, not with Xen (X)."
+        )
+    } else {
+        format!("{how} QEMU ran with hardware-assisted KVM, a full virtualization, not Xen's paravirtualization.")
+    })
+}
+
 /// The Markdown table (with a heading line on the environment and notes on
-/// units and sources) for a whole report.
+/// units and sources) for a whole report: native, the vmm-min guest, and a
+/// column (with its ratio to native) per further system.
 pub fn markdown(report: &BenchReport) -> String {
     let guest_ran = !report.guest.is_empty();
+    let systems = &report.systems;
+    // With further systems the built-in guest's column is named, and left
+    // out when only they ran.
+    let show_guest = guest_ran || systems.is_empty();
     let mut ids: Vec<&str> = report.native.iter().map(|r| r.id.as_str()).collect();
-    for g in &report.guest {
+    for g in report.guest.iter().chain(systems.iter().flat_map(|s| s.rows.iter())) {
         if !ids.contains(&g.id.as_str()) {
             ids.push(&g.id);
         }
     }
     let mut out = String::new();
     out.push_str(&format!("Environment: {}\n\n", escape(&report.env.summary_line())));
-    out.push_str(
-        "| id | measurement | unit | native | guest | guest/native | Xen paper: Linux (L) [1] | Xen paper: Xen (X) [1] | X/L [1] |\n",
-    );
-    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut head = String::from("| id | measurement | unit | native |");
+    let mut rule = String::from("|---|---|---|---:|");
+    if show_guest {
+        head.push_str(if systems.is_empty() { " guest | guest/native |" } else { " vmm-min guest | vmm-min/native |" });
+        rule.push_str("---:|---:|");
+    }
+    for s in systems {
+        let l = escape(&s.label);
+        head.push_str(&format!(" {l} | {l}/native |"));
+        rule.push_str("---:|---:|");
+    }
+    head.push_str(" Xen paper: Linux (L) [1] | Xen paper: Xen (X) [1] | X/L [1] |\n");
+    rule.push_str("---:|---:|---:|\n");
+    out.push_str(&head);
+    out.push_str(&rule);
     let mut sources: Vec<&str> = Vec::new();
     for id in ids {
         let n = report.native.iter().find(|r| r.id == id);
         let g = report.guest.iter().find(|r| r.id == id);
-        let any = n.or(g);
+        let others: Vec<Option<&Row>> = systems.iter().map(|s| s.rows.iter().find(|r| r.id == id)).collect();
+        let any = n.or(g).or(others.iter().flatten().next().copied());
         let label = any.map(|r| r.label.as_str()).unwrap_or(id);
-        let unit = n.or(g).map(|r| r.unit.as_str()).unwrap_or("");
-        let mut guest_cell = cell(g, if guest_ran { "no guest result for this row" } else { "guest not run" });
-        if let (Some(n), Some(g)) = (n, g) {
-            if g.unit != n.unit && g.value.is_some() {
-                guest_cell = format!("{guest_cell} {}", g.unit);
+        let unit = any.map(|r| r.unit.as_str()).unwrap_or("");
+        let column = |row: Option<&Row>, ran: bool, missing_run: &str| {
+            let mut c = cell(row, if ran { "no guest result for this row" } else { missing_run });
+            if let (Some(n), Some(g)) = (n, row) {
+                if g.unit != n.unit && g.value.is_some() {
+                    c = format!("{c} {}", g.unit);
+                }
             }
-        }
+            c
+        };
         let (pl, px, pr) = match published(id) {
             Some(p) if p.unit == unit => {
                 if !sources.contains(&p.source) {
@@ -251,18 +295,16 @@ pub fn markdown(report: &BenchReport) -> String {
             }
             _ => (String::new(), String::new(), String::new()),
         };
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            escape(id),
-            escape(label),
-            escape(unit),
-            cell(n, "not run natively"),
-            guest_cell,
-            ratio(n, g),
-            pl,
-            px,
-            pr
-        ));
+        let mut line =
+            format!("| {} | {} | {} | {} |", escape(id), escape(label), escape(unit), cell(n, "not run natively"));
+        if show_guest {
+            line.push_str(&format!(" {} | {} |", column(g, guest_ran, "guest not run"), ratio(n, g)));
+        }
+        for (s, o) in systems.iter().zip(&others) {
+            line.push_str(&format!(" {} | {} |", column(*o, !s.rows.is_empty(), "not run"), ratio(n, *o)));
+        }
+        line.push_str(&format!(" {pl} | {px} | {pr} |\n"));
+        out.push_str(&line);
     }
     out.push_str(&format!(
         "\nUnits: latencies in {UNIT_US} (lower is better); bandwidths in {UNIT_MBS} with MB = 10^6 bytes (higher is better). \
@@ -270,6 +312,9 @@ guest/native above 1 means the guest is slower for a latency and faster for a ba
 Method: lmbench's (calibrated to ENOUGH, 11 repetitions, median; minimum for memory latency; timer and loop overhead subtracted); \
 each row's JSON `method` says exactly what it timed.\n"
     ));
+    for note in systems.iter().filter_map(system_note) {
+        out.push_str(&format!("\n{note}\n"));
+    }
     out.push_str(&format!(
         "\n[1] {XEN_PAPER}; lmbench 3.0-a3 and ttcp on 2003 hardware (2.4 GHz Xeon), so compare ratios, not absolute values. Sources: {}.\n",
         if sources.is_empty() { "none matched".to_string() } else { sources.join("; ") }
@@ -382,6 +427,38 @@ mod tests {
         assert!(md.contains("| 8.40 ns | 2.00 |"), "{md}");
         assert!(md.contains("| tcp_bw | TCP bw | MB/s | 2000 | n/a (no guest result for this row) |"));
         assert!(md.contains("| guest_only | guest only | µs | n/a (not run natively) | 1.00 |"));
+    }
+
+    #[test]
+    fn table_with_a_qemu_column_names_its_accelerator_and_says_tcg_emulates() {
+        let mut r = report(vec![Row::measured("null_call", "null call", UNIT_US, 0.25, "int3".into())]);
+        r.systems.push(SystemRows {
+            system: "qemu".into(),
+            label: "QEMU Linux guest (TCG)".into(),
+            rows: vec![
+                Row::measured("null_call", "null call", UNIT_US, 2.0, "getppid in the guest".into()),
+                Row::na("fork_sh", "sh proc", UNIT_US, "exceeded its time budget of 20 s".into(), "-".into()),
+            ],
+        });
+        let md = markdown(&r);
+        assert!(
+            md.contains(
+                "| native | vmm-min guest | vmm-min/native | QEMU Linux guest (TCG) | QEMU Linux guest (TCG)/native |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| null_call | null call | µs | 0.100 | 0.250 | 2.50 | 2.00 | 20.0 | 0.450 |"), "{md}");
+        assert!(md.contains("n/a (exceeded its time budget of 20 s)"), "{md}");
+        assert!(md.contains("TCG is an emulator") && md.contains("VMware Workstation 3.2") && md.contains("User-Mode"));
+        let lines: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+        for l in &lines {
+            assert_eq!(l.matches(" | ").count(), 10, "{l}");
+        }
+        // Only the QEMU guest ran: no vmm-min columns.
+        r.guest.clear();
+        let md = markdown(&r);
+        assert!(!md.contains("vmm-min guest"), "{md}");
+        assert!(md.contains("| null_call | null call | µs | 0.100 | 2.00 | 20.0 | 0.450 |"), "{md}");
     }
 
     #[test]

@@ -6,7 +6,14 @@
 //! | `/health` | `ok\n` as soon as the server listens |
 //! | `/status` | [`AgentStatus`] |
 //! | `/memcheck` | [`MemcheckReport`] (404 unless the workload is `memcheck`) |
+//! | `POST /bench` | body [`BenchRequest`]: starts the native suite in the guest; answers [`BenchStatus`] (409 while a run is in progress) |
+//! | `GET /bench` | [`BenchStatus`]: the rows so far, the row running, whether the run is done |
+//!
+//! The bench rows are `results::bench::Row`, the type `migbench bench
+//! native --json` writes, so a guest's row and a native row are the same
+//! value on both sides.
 
+use results::bench::Row;
 use serde::{Deserialize, Serialize};
 
 /// The port the agent's HTTP server listens on.
@@ -19,6 +26,70 @@ pub const HEALTH_PATH: &str = "/health";
 pub const STATUS_PATH: &str = "/status";
 /// Path of [`MemcheckReport`].
 pub const MEMCHECK_PATH: &str = "/memcheck";
+/// Path of the bench runner ([`BenchRequest`] in, [`BenchStatus`] out).
+pub const BENCH_PATH: &str = "/bench";
+/// Largest `POST /bench` body the agent reads.
+pub const BENCH_REQUEST_MAX_BYTES: usize = 64 << 10;
+
+/// What the host asks the guest's bench runner to run: the same options as
+/// `migbench bench native` (`bench_suites::native::NativeOptions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchRequest {
+    /// Quick mode (ENOUGH 1 ms, fewer sizes, smaller buffers).
+    pub quick: bool,
+    /// Only rows whose id starts with one of these (empty: all).
+    pub only: Vec<String>,
+    /// How long one row may run, ms; a row that takes longer is killed and
+    /// comes back n/a with that reason.
+    pub row_budget_ms: u64,
+}
+
+/// Where a bench run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchState {
+    /// No run was asked for.
+    Idle,
+    /// Rows are being measured.
+    Running,
+    /// Every row has its result.
+    Done,
+}
+
+/// The guest's facts that the rows depend on, for their method text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestFacts {
+    /// `uname -r` of the guest kernel (`/proc/sys/kernel/osrelease`).
+    pub kernel_release: String,
+    /// The guest kernel's clocksource (what `Instant::now()` reads).
+    pub clocksource: String,
+    /// Online CPUs in the guest.
+    pub cpus: u32,
+    /// `MemTotal` of the guest, KiB.
+    pub mem_total_kib: u64,
+}
+
+/// The bench runner's state (`GET /bench`, and the reply to `POST /bench`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchStatus {
+    /// Where the run stands.
+    pub state: BenchState,
+    /// The options of the run (`None` while idle).
+    pub request: Option<BenchRequest>,
+    /// The ids the run produces, in order.
+    pub ids: Vec<String>,
+    /// The finished rows, in order: measured, or n/a with the cause.
+    pub rows: Vec<Row>,
+    /// The row being measured.
+    pub current: Option<String>,
+    /// Milliseconds since the run started (guest's monotonic clock).
+    pub elapsed_ms: u64,
+    /// The guest it runs in.
+    pub guest: GuestFacts,
+}
 
 /// The agent's view of itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,8 +7,8 @@
 //! - [`params`]: what the host tells the guest, on the kernel command line
 //!   (`migbench.ip=… migbench.workload=…`): rendered by the host, parsed by
 //!   the agent;
-//! - [`api`]: what the agent answers over HTTP (`/status`, `/memcheck`) as
-//!   JSON.
+//! - [`api`]: what the agent answers over HTTP (`/status`, `/memcheck`,
+//!   `/bench`: the native suite run in the guest) as JSON.
 
 pub mod api;
 pub mod params;

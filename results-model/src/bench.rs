@@ -3,7 +3,8 @@
 //!
 //! This module owns [`Row`] (one measurement, or "n/a" with a reason, and
 //! always the exact method) and [`BenchReport`] (the environment and the
-//! native and guest rows of one run), with their JSON form. The guest side
+//! native and guest rows of one run, and the rows of further systems'
+//! guests, [`SystemRows`]), with their JSON form. The guest side
 //! produces rows with the same ids and units as the native side.
 
 use serde::{Deserialize, Serialize};
@@ -82,9 +83,15 @@ pub struct BenchReport {
     /// Rows measured in a host process.
     #[serde(default)]
     pub native: Vec<Row>,
-    /// Rows measured in the guest's ring 3 (empty when the guest did not run).
+    /// Rows measured in the built-in guest's ring 3, the vmm-min column
+    /// (empty when that guest did not run).
     #[serde(default)]
     pub guest: Vec<Row>,
+    /// The native suite run inside other systems' guests, one column each,
+    /// with the same row ids as `native`: today the QEMU Linux guest
+    /// (`system: "qemu"`, its label naming the accelerator).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub systems: Vec<SystemRows>,
     /// The ttcp table (the Xen paper's Table 6): one entry per system,
     /// rows `ttcp_{tx,rx}_{1500,500}` in [`UNIT_MIBITS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -862,6 +862,35 @@ impl QemuSystem {
         self.at_probe(|| http_get(addr, path))?.map_err(io_err(format!("GET {path} from the guest")))
     }
 
+    /// Starts the guest's bench runner (`POST /bench`): the native suite
+    /// of `migbench bench native`, run inside the guest.
+    pub fn bench_start(
+        &self,
+        req: &linux_guest::api::BenchRequest,
+    ) -> Result<linux_guest::api::BenchStatus, QemuError> {
+        let body = serde_json::to_vec(req).map_err(|e| QemuError::Guest(format!("encoding the bench request: {e}")))?;
+        let addr = std::net::SocketAddr::from((self.names.guest_ip, linux_guest::api::PORT));
+        let (code, reply) = self
+            .at_probe(|| http_request(addr, "POST", linux_guest::api::BENCH_PATH, Some(&body)))?
+            .map_err(io_err("POST /bench to the guest"))?;
+        if code != 200 {
+            return Err(QemuError::Guest(format!(
+                "POST /bench answered {code}: {}",
+                String::from_utf8_lossy(&reply).trim()
+            )));
+        }
+        serde_json::from_slice(&reply).map_err(|e| QemuError::Guest(format!("POST /bench: {e}")))
+    }
+
+    /// The guest's bench runner's state (`GET /bench`): the rows so far.
+    pub fn bench_status(&self) -> Result<linux_guest::api::BenchStatus, QemuError> {
+        let (code, body) = self.guest_get(linux_guest::api::BENCH_PATH)?;
+        if code != 200 {
+            return Err(QemuError::Guest(format!("GET /bench answered {code}")));
+        }
+        serde_json::from_slice(&body).map_err(|e| QemuError::Guest(format!("GET /bench: {e}")))
+    }
+
     /// The guest's memcheck report (workload `memcheck`).
     pub fn memcheck(&self) -> Result<linux_guest::api::MemcheckReport, QemuError> {
         let (code, body) = self.guest_get(linux_guest::api::MEMCHECK_PATH)?;
@@ -1361,10 +1390,30 @@ fn compare_dumps(a: &Path, b: &Path) -> Result<(u64, Vec<u64>), QemuError> {
 
 /// A one-shot HTTP/1.1 GET with `Connection: close`: status and body.
 fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    http_request(addr, "GET", path, None)
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`): the
+/// status code and body of the reply. `body` is sent as JSON.
+fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> std::io::Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", addr.ip())?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", addr.ip()).into_bytes();
+    if let Some(b) = body {
+        req.extend_from_slice(
+            format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes(),
+        );
+        req.extend_from_slice(b);
+    } else {
+        req.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&req)?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");

@@ -6,7 +6,11 @@
 //! until the guest is switched off. Errors go to the console (stderr), where
 //! the host's console log shows them; a fatal one ends init, and the kernel
 //! (booted with `panic=-1`, QEMU with `-no-reboot`) stops the VM.
+//!
+//! Started as `migbench-agent bench-row [--quick] ID` (by its own bench
+//! runner, `bench`), it measures one row of the native suite instead.
 
+mod bench;
 mod memcheck;
 mod net;
 mod server;
@@ -16,7 +20,12 @@ use linux_guest::params::GuestParams;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match run() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some(bench::ROW_ARG) => bench::row_main(&args[1..]),
+        _ => run(),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("migbench-agent: error: {e}");

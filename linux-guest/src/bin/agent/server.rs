@@ -1,15 +1,17 @@
 //! The agent's HTTP/1.1 server (hyper on a single-threaded tokio runtime):
 //! `/file` with the same content and `ETag` as the built-in guest's server,
-//! `/health`, and the JSON endpoints of `linux_guest::api`. `GET` and `HEAD`
-//! only; keep-alive and pipelining are hyper's.
+//! `/health`, and the JSON endpoints of `linux_guest::api`. `GET` and `HEAD`,
+//! and `POST /bench` (the bench runner); keep-alive and pipelining are
+//! hyper's.
 
+use crate::bench::Runner;
 use crate::workload::Running;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use linux_guest::api::{self, AgentStatus};
+use linux_guest::api::{self, AgentStatus, BenchRequest};
 use linux_guest::params::GuestParams;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ struct State {
     file: Bytes,
     etag: HeaderValue,
     workload: Running,
+    bench: Arc<Runner>,
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -38,6 +41,30 @@ fn json<T: serde::Serialize>(v: &T) -> Response<Full<Bytes>> {
     }
 }
 
+fn owned_text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// `POST /bench`: a [`BenchRequest`] body (at most
+/// `api::BENCH_REQUEST_MAX_BYTES`) starts a run.
+async fn start_bench(st: &State, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let body = match Limited::new(req.into_body(), api::BENCH_REQUEST_MAX_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return owned_text(StatusCode::BAD_REQUEST, format!("reading the request: {e}\n")),
+    };
+    let r: BenchRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return owned_text(StatusCode::BAD_REQUEST, format!("not a bench request: {e}\n")),
+    };
+    match st.bench.start(r) {
+        Ok(s) => json(&s),
+        Err(why) => owned_text(StatusCode::CONFLICT, format!("{why}\n")),
+    }
+}
+
 fn uptime_ms() -> u64 {
     let s = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
     let secs: f64 = s.split_whitespace().next().and_then(|t| t.parse().ok()).unwrap_or(0.0);
@@ -46,7 +73,7 @@ fn uptime_ms() -> u64 {
 
 fn handle(st: &State, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD (and POST /bench)\n");
     }
     match req.uri().path() {
         api::FILE_PATH => {
@@ -71,6 +98,7 @@ fn handle(st: &State, req: &Request<hyper::body::Incoming>) -> Response<Full<Byt
             Some(m) => json(&m.report()),
             None => text(StatusCode::NOT_FOUND, "the workload is not memcheck\n"),
         },
+        api::BENCH_PATH => json(&st.bench.status()),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -82,7 +110,7 @@ pub fn serve(p: &GuestParams, workload: Running) -> Result<(), String> {
     served_file::fill(&mut file, 0);
     let hash = served_file::fnv1a(served_file::FNV64_OFFSET, &file);
     let etag = HeaderValue::from_str(&format!("\"{hash:016x}\"")).map_err(|e| e.to_string())?;
-    let st = Arc::new(State { file: Bytes::from(file), etag, workload });
+    let st = Arc::new(State { file: Bytes::from(file), etag, workload, bench: Arc::new(Runner::default()) });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("tokio: {e}"))?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", api::PORT))
@@ -101,9 +129,16 @@ pub fn serve(p: &GuestParams, workload: Running) -> Result<(), String> {
             let _ = stream.set_nodelay(true);
             let st = st.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let r = handle(&st, &req);
-                    async move { Ok::<_, Infallible>(r) }
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let st = st.clone();
+                    async move {
+                        let r = if req.method() == Method::POST && req.uri().path() == api::BENCH_PATH {
+                            start_bench(&st, req).await
+                        } else {
+                            handle(&st, &req)
+                        };
+                        Ok::<_, Infallible>(r)
+                    }
                 });
                 // A client that goes away mid-response is not an error of ours.
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
