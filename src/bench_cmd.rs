@@ -247,6 +247,7 @@ pub fn collect(which: &str, quick: bool, only: &[String], guests: Guests, progre
         Vec::new()
     };
     let mut systems = Vec::new();
+    let qemu_ttcp = guests.qemu.clone();
     if let (true, Some(cfg)) = (which != "native", guests.qemu) {
         progress.update(Update::Phase("the native suite inside the QEMU Linux guest"));
         let budget = guests.row_budget.unwrap_or(if quick {
@@ -256,7 +257,8 @@ pub fn collect(which: &str, quick: bool, only: &[String], guests: Guests, progre
         });
         systems.push(crate::bench_qemu::run(cfg, &opts, budget, progress));
     }
-    let ttcp = if which == "compare" && selects_ttcp(only) { ttcp_systems(quick, progress) } else { Vec::new() };
+    let ttcp =
+        if which == "compare" && selects_ttcp(only) { ttcp_systems(quick, qemu_ttcp, progress) } else { Vec::new() };
     let macro_bench = (which == "compare" && only.is_empty()).then(|| crate::bench_macro::run(quick, progress));
     Ok(BenchReport { env, native: native_rows, guest: guest_rows, systems, ttcp, macro_bench })
 }
@@ -266,13 +268,25 @@ fn selects_ttcp(only: &[String]) -> bool {
     only.is_empty() || only.iter().any(|p| "ttcp".starts_with(p.as_str()) || p.starts_with("ttcp"))
 }
 
-/// The ttcp table: native and the vmm-min guest, each direction at each MTU.
-pub fn ttcp_systems(quick: bool, progress: &Progress) -> Vec<results::bench::SystemRows> {
+/// The ttcp table: native, the vmm-min guest and, when `qemu` is given,
+/// the QEMU Linux guest (n/a with why where it cannot run), each direction
+/// at each MTU.
+pub fn ttcp_systems(
+    quick: bool,
+    qemu: Option<std::result::Result<scenarios::qemu::driver::QemuConfig, String>>,
+    progress: &Progress,
+) -> Vec<results::bench::SystemRows> {
     let opts = bench_suites::ttcp::TtcpOptions::new(quick);
     let run_id = scenarios::netns::new_run_id();
-    progress.rows("ttcp rows", 2 * bench_suites::ttcp::cells().len() as u64);
+    let columns = 2 + u64::from(qemu.is_some());
+    progress.rows("ttcp rows", columns * bench_suites::ttcp::cells().len() as u64);
     let mut step = |s: &str| progress.update(Update::Row(s));
-    vec![crate::bench_net::native(&run_id, &opts, &mut step), crate::bench_net::vmm_min(&run_id, &opts, &mut step)]
+    let mut systems =
+        vec![crate::bench_net::native(&run_id, &opts, &mut step), crate::bench_net::vmm_min(&run_id, &opts, &mut step)];
+    if let Some(cfg) = qemu {
+        systems.push(crate::bench_net::qemu(&run_id, &opts, cfg, &mut step));
+    }
+    systems
 }
 
 /// Runs the cross-check (`LMBENCH_DIR` from the environment), with progress
@@ -318,9 +332,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             bail!("--only does not apply to tcp: it runs every row of the ttcp table");
         }
         let progress = Progress::new(&[]);
+        let qemu = Guests::from_args(&args.systems, &args.qemu, None, &progress)?.qemu;
         let report = BenchReport {
             env: bench_suites::env::collect(),
-            ttcp: ttcp_systems(args.quick, &progress),
+            ttcp: ttcp_systems(args.quick, qemu, &progress),
             ..Default::default()
         };
         progress.finish();

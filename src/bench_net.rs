@@ -12,15 +12,22 @@
 //!   row's MTU, through virtio-net; the host end in the probe namespace. TX:
 //!   `GET /file` of the transfer's size; RX: `POST /upload`, which the guest
 //!   discards and counts.
+//! - **qemu:** the QEMU Linux guest on the same kind of topology; its agent
+//!   runs the guest's raw TCP end (`POST /ttcp`, `linux_guest::api`), with
+//!   the native rows' code, and sets the guest's NIC to the row's MTU; TX
+//!   timed at the host receiver, RX at the guest receiver.
 //!
 //! Every row that cannot run (not root, a failed boot) is n/a with why.
 
 use bench_suites::ttcp::{self, Direction, Transfer, TtcpOptions};
 use bench_suites::Row;
+use linux_guest::api::{BenchState, TtcpRequest, TtcpStatus};
 use results::bench::SystemRows;
 use scenarios::netns::{self, Names, Topology};
-use std::net::{Ipv4Addr, SocketAddr};
+use scenarios::qemu::driver::{QemuConfig, QemuSystem};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The TCP port of the native receiver.
@@ -168,4 +175,167 @@ fn guest_rows(
     vmm.join();
     drop(topo);
     Ok(rows)
+}
+
+/// The QEMU Linux guest ↔ a host process over virtio-net: raw TCP at both
+/// ends, the guest's end run by its agent (`POST /ttcp`) with the same
+/// code as the native rows. A QEMU that cannot run here makes every row
+/// n/a with why.
+pub fn qemu(
+    run_id: &str,
+    opts: &TtcpOptions,
+    cfg: Result<QemuConfig, String>,
+    progress: &mut dyn FnMut(&str),
+) -> SystemRows {
+    let what = "QEMU Linux guest: its agent's raw TCP end (the native rows' code: 128 KiB socket buffers, 8 KiB \
+                writes), virtio-net on a TAP and bridge of the row's MTU, the guest's NIC set to that MTU; the host \
+                end a process in the probe namespace over a veth to the bridge; TX: the guest sends, timed at the \
+                host receiver; RX: the host sends, timed at the guest receiver (its monotonic clock)";
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(why) => {
+            let why = format!("the qemu system cannot run here: {why}");
+            return SystemRows {
+                system: crate::bench_qemu::SYSTEM.into(),
+                label: "QEMU Linux guest".into(),
+                rows: ttcp::na_rows(&why, what, opts),
+            };
+        }
+    };
+    let mut label = "QEMU Linux guest".to_string();
+    let mut rows = Vec::new();
+    for mtu in ttcp::MTUS {
+        match qemu_rows(&format!("{run_id}q{mtu}"), mtu, opts, cfg.clone(), what, progress) {
+            Ok((r, l)) => {
+                rows.extend(r);
+                label = l;
+            }
+            Err(e) => rows.extend(Direction::BOTH.map(|d| na(d, mtu, e.clone(), what))),
+        }
+    }
+    SystemRows { system: crate::bench_qemu::SYSTEM.into(), label, rows }
+}
+
+/// Both directions at `mtu` with one QEMU; the rows and the column label.
+fn qemu_rows(
+    run_id: &str,
+    mtu: u32,
+    opts: &TtcpOptions,
+    mut cfg: QemuConfig,
+    what: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Vec<Row>, String), String> {
+    if !netns::is_root() {
+        return Err("needs root to create the network namespaces".into());
+    }
+    let topo = Topology::create(run_id, mtu).map_err(|e| format!("network topology: {e}"))?;
+    let n = topo.names().clone();
+    cfg.smp = 1;
+    let dir = std::env::temp_dir().join(format!("migbench-ttcp-qemu-{run_id}"));
+    let mut sys =
+        QemuSystem::new(cfg, &n, 4096, linux_guest::params::Workload::Idle, &dir).map_err(|e| e.to_string())?;
+    let label = crate::bench_qemu::label(sys.accel().accel);
+    let result = (|| -> Result<Vec<Row>, String> {
+        sys.start_source().map_err(|e| e.to_string())?;
+        sys.wait_http_ready(QEMU_BOOT_LIMIT).map_err(|e| e.to_string())?;
+        let host = SocketAddr::from((n.probe_ip, PORT));
+        let guest = SocketAddr::from((n.guest_ip, linux_guest::api::TTCP_PORT));
+        let listener = netns::run_in_netns(&n.probe_ns, || ttcp::listen(host))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("listening on {host} in {}: {e}", n.probe_ns))?;
+        let mut rows = Vec::new();
+        for dir in Direction::BOTH {
+            progress(&format!("qemu {}", ttcp::row_id(dir, mtu)));
+            let bytes = opts.bytes;
+            rows.push(ttcp::measure_row(dir, mtu, what, opts, &mut || match dir {
+                Direction::Tx => qemu_tx(&sys, &listener, host, bytes, mtu),
+                Direction::Rx => qemu_rx(&sys, &n.probe_ns, guest, bytes, mtu),
+            }));
+        }
+        Ok(rows)
+    })();
+    let _ = sys.quit_all();
+    drop(sys);
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(topo);
+    result.map(|r| (r, label))
+}
+
+/// How long the QEMU guest may take to answer `/health`.
+const QEMU_BOOT_LIMIT: Duration = Duration::from_secs(90);
+
+/// TX: the guest sends to the host's receiver, which times it.
+fn qemu_tx(
+    sys: &QemuSystem,
+    listener: &TcpListener,
+    host: SocketAddr,
+    bytes: u64,
+    mtu: u32,
+) -> Result<Transfer, String> {
+    let started = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|s| {
+        let rx = s.spawn(|| -> Result<Transfer, String> {
+            // Waits for the guest until it is known not to come.
+            let t = Instant::now();
+            let mut c = loop {
+                match ttcp::accept_within(listener, Duration::from_millis(200)) {
+                    Ok(c) => break c,
+                    Err(_) if started.load(Ordering::Relaxed) && t.elapsed() < ttcp::STALL_TIMEOUT => {}
+                    Err(e) => return Err(format!("the guest did not connect: {e}")),
+                }
+            };
+            ttcp::receive_all(&mut c).map_err(|e| format!("receiving: {e}"))
+        });
+        if let Err(e) = sys.ttcp_start(&TtcpRequest::Send { to: host, bytes, mtu }) {
+            started.store(false, Ordering::Relaxed);
+            let _ = rx.join();
+            return Err(format!("the guest's agent did not start sending: {e}"));
+        }
+        let got = rx.join().map_err(|_| "the receiver thread panicked".to_string())?;
+        // The guest's end marks itself done just after its last byte; the
+        // next transfer may start only then.
+        let guest_end = qemu_ttcp_done(sys);
+        let t = got.map_err(|e| format!("{e} {}", guest_end.as_ref().err().map_or("", String::as_str)))?;
+        guest_end?;
+        if t.bytes != bytes {
+            return Err(format!("received {} of {bytes} bytes from the guest", t.bytes));
+        }
+        Ok(t)
+    })
+}
+
+/// RX: the host sends to the guest's receiver, which times it.
+fn qemu_rx(sys: &QemuSystem, probe_ns: &str, guest: SocketAddr, bytes: u64, mtu: u32) -> Result<Transfer, String> {
+    sys.ttcp_start(&TtcpRequest::Receive { bytes, mtu })
+        .map_err(|e| format!("the guest's agent did not listen: {e}"))?;
+    let mut c = netns::run_in_netns(probe_ns, || ttcp::connect(guest))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("connecting to {guest}: {e}"))?;
+    ttcp::send(&mut c, bytes).map_err(|e| format!("sending: {e}"))?;
+    c.shutdown(std::net::Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
+    let st = qemu_ttcp_done(sys)?;
+    if st.bytes != bytes {
+        return Err(format!("the guest received {} of {bytes} bytes", st.bytes));
+    }
+    Ok(Transfer { bytes: st.bytes, elapsed: Duration::from_nanos(st.elapsed_ns) })
+}
+
+/// Polls `GET /ttcp` until the guest's end is done; its error if it failed.
+fn qemu_ttcp_done(sys: &QemuSystem) -> Result<TtcpStatus, String> {
+    let t = Instant::now();
+    loop {
+        // The agent answers on the guest's one (emulated) vCPU beside the
+        // transfer's end: a failed poll is retried until the deadline.
+        match sys.ttcp_status() {
+            Ok(st) if st.state == BenchState::Done => {
+                return match st.error {
+                    Some(e) => Err(format!("(the guest's end: {e})")),
+                    None => Ok(st),
+                }
+            }
+            Ok(_) | Err(_) if t.elapsed() < ttcp::STALL_TIMEOUT => std::thread::sleep(Duration::from_millis(20)),
+            Ok(st) => return Err(format!("the guest's end did not finish within {:?}: {st:?}", ttcp::STALL_TIMEOUT)),
+            Err(e) => return Err(format!("GET /ttcp: {e}")),
+        }
+    }
 }

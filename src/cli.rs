@@ -462,7 +462,7 @@ pub struct ReportArgs {
 pub struct BenchArgs {
     /// native (host processes), guest (the built-in guest's ring 3), compare (both, side by side, and the
     /// ttcp table), tcp (the ttcp table alone: TX and RX at MTU 1500 and 500, native between two network
-    /// namespaces over a veth and the guest over virtio-net; 128 KiB socket buffers, 400 MB per transfer,
+    /// namespaces over a veth and each guest over virtio-net; 128 KiB socket buffers, 400 MB per transfer,
     /// median of 9, or 8 MB and 3 with --quick; needs root), macro (the Xen paper's Figure 3 with
     /// stand-ins, each system normalised to native = 1.0; --chart-dir draws it), or crosscheck (native rows against iperf3, perf bench sched pipe, sysbench memory and, with
     /// LMBENCH_DIR set to an lmbench 3 build, lmbench; run alternately, with ratios).
@@ -484,9 +484,10 @@ pub struct BenchArgs {
     /// With `macro`: draw the relative-performance chart (relative.svg, relative.png) into this folder.
     #[arg(long)]
     pub chart_dir: Option<PathBuf>,
-    /// With guest and compare: the guests that run the rows, comma-separated: vmm-min (the built-in guest),
-    /// qemu (the whole native suite inside the QEMU Linux guest, its column naming the accelerator; needs root;
-    /// TCG here, so minutes even with --quick), or all. Spelled as `reproduce --systems`.
+    /// With guest, compare and tcp: the guests that run the rows, comma-separated: vmm-min (the built-in guest),
+    /// qemu (the whole native suite inside the QEMU Linux guest, its column naming the accelerator, and the
+    /// ttcp rows of the Linux guest ↔ host; needs root; TCG here, so minutes even with --quick), or all. The
+    /// ttcp table always has native and vmm-min. Spelled as `reproduce --systems`.
     #[arg(long, alias = "system", value_delimiter = ',', default_value = "vmm-min")]
     pub systems: Vec<String>,
     /// With --systems qemu: how long one row may run in the guest before it is killed and shown as n/a

@@ -156,14 +156,7 @@ fn qemu_system(args: &MigrateArgs, progress: &crate::progress::Progress) -> Resu
             let nic = remote_nic(args)?.ok_or_else(|| {
                 anyhow::anyhow!("--system qemu --to needs the guest's NIC here: --tap TAP --guest-ip ADDR/PREFIX (bridged to the LAN of the destination's `qemu-incoming --tap`)")
             })?;
-            let (ip, prefix) = nic.ip.split_once('/').unwrap_or((nic.ip.as_str(), "24"));
-            let nic = HostNic {
-                tap: nic.tap,
-                ip: ip.parse().with_context(|| format!("--guest-ip {ip}"))?,
-                prefix: prefix.parse().with_context(|| format!("--guest-ip: prefix {prefix}"))?,
-                mac: nic.mac,
-                file_bytes: nic.file_bytes,
-            };
+            let nic = HostNic::from_net_config(&nic).map_err(anyhow::Error::msg)?;
             Box::new(qemu.with_remote(to.clone(), args.tls_dir.clone(), nic))
         }
         None if args.net => Box::new(qemu),
@@ -176,18 +169,10 @@ fn qemu_system(args: &MigrateArgs, progress: &crate::progress::Progress) -> Resu
 /// `--tap`, `--guest-ip`, `--guest-mac`: the guest's NIC on a real host.
 fn remote_nic(args: &MigrateArgs) -> Result<Option<vmm_min::config::NetConfig>> {
     let (Some(tap), Some(ip)) = (&args.tap, &args.guest_ip) else { return Ok(None) };
-    let addr: std::net::Ipv4Addr = ip.split_once('/').map_or(ip.as_str(), |(a, _)| a).parse().map_err(|_| {
-        anyhow::anyhow!("--guest-ip {ip}: expected an IPv4 address with its prefix, e.g. 192.168.50.20/24")
-    })?;
-    let [_, b, c, d] = addr.octets();
-    let mac = args.guest_mac.clone().unwrap_or_else(|| format!("02:6d:62:{b:02x}:{c:02x}:{d:02x}"));
-    let ip = if ip.contains('/') { ip.clone() } else { format!("{ip}/24") };
-    Ok(Some(vmm_min::config::NetConfig {
-        tap: tap.clone(),
-        mac,
-        ip,
-        file_bytes: vmm_min::config::parse_size(&args.file_size)?,
-    }))
+    let file_bytes = vmm_min::config::parse_size(&args.file_size)?;
+    scenarios::scenario::host_nic(tap, ip, args.guest_mac.as_deref(), file_bytes)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--tap/--guest-ip: {e}"))
 }
 
 fn print_summary(s: &MigrationStats) {

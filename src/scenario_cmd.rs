@@ -7,7 +7,7 @@ use crate::progress::{Progress, Update};
 use anyhow::{bail, Context, Result};
 use reports::check::{self, Measured};
 use reports::ScenarioResult;
-use scenarios::qemu::driver::{find_binary, QemuConfig, QemuError};
+use scenarios::qemu::driver::{find_binary, HostNic, QemuConfig, QemuError};
 use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
 use scenarios::scenario::{QemuSection, Scenario, SystemKind};
 use scenarios::system::qemu::Qemu;
@@ -58,7 +58,8 @@ fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
         warmup: o.warmup.unwrap_or_else(|| Scenario::duration(&mem.warmup)),
         after: o.after.unwrap_or_else(|| Scenario::duration(&mem.after)),
         verify: mem.verify || o.verify,
-        // A remote destination is a real host: the guest has no NIC here.
+        // A remote destination is a real host: no topology or probe of the
+        // run's own (the guest's NIC, if any, is `migration.tap`).
         net: s
             .migration
             .to
@@ -144,13 +145,39 @@ fn system_for(s: &Scenario, qemu: &QemuArgs, progress: &Progress) -> Result<Box<
         SystemKind::VmmMin => Box::new(
             vmm_min_system()?
                 .with_remote(s.migration.to.clone())
-                .with_tls_dir(s.migration.tls_dir.as_ref().map(PathBuf::from)),
+                .with_tls_dir(s.migration.tls_dir.as_ref().map(PathBuf::from))
+                .with_nic(remote_nic(s)?),
         ),
-        SystemKind::Qemu => Box::new(Qemu::new(
-            qemu_config(s.qemu.as_ref(), qemu, progress)
-                .map_err(|why| anyhow::anyhow!("the qemu system cannot run here: {why}"))?,
-        )),
+        SystemKind::Qemu => {
+            let q = Qemu::new(
+                qemu_config(s.qemu.as_ref(), qemu, progress)
+                    .map_err(|why| anyhow::anyhow!("the qemu system cannot run here: {why}"))?,
+            );
+            match (&s.migration.to, remote_nic(s)?) {
+                (Some(to), Some(nic)) => Box::new(q.with_remote(
+                    to.clone(),
+                    s.migration.tls_dir.as_ref().map(PathBuf::from),
+                    HostNic::from_net_config(&nic).map_err(anyhow::Error::msg)?,
+                )),
+                // `Scenario::validate` requires the NIC with `to` on qemu.
+                (Some(_), None) => {
+                    bail!("scenario {}: `migration.to` on qemu needs `migration.tap` and `guest_ip`", s.name)
+                }
+                (None, _) => Box::new(q),
+            }
+        }
     })
+}
+
+/// The keys `migration.tap`, `guest_ip`, `guest_mac`: the guest's NIC on
+/// an existing TAP of this host, for a remote destination.
+fn remote_nic(s: &Scenario) -> Result<Option<vmm_min::config::NetConfig>> {
+    let m = &s.migration;
+    let (Some(tap), Some(ip)) = (&m.tap, &m.guest_ip) else { return Ok(None) };
+    let file_bytes = vmm_min::config::parse_size(&s.network.file_size)?;
+    scenarios::scenario::host_nic(tap, ip, m.guest_mac.as_deref(), file_bytes)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("scenario {}: keys `migration.tap`/`guest_ip`: {e}", s.name))
 }
 
 /// A results folder name: `results/<UTC timestamp>-<what>`.

@@ -114,14 +114,6 @@ fn policy(max_bandwidth_mbps: Option<f64>) -> Policy {
     Policy::Downtime { downtime_ms: 300.0, timeout_ms: 60_000.0, on_timeout: OnTimeout::Cancel, max_bandwidth_mbps }
 }
 
-/// Migrates under the probe, then checks what every successful migration
-/// must show; returns the migration and the probe's gap, ms.
-fn migrate_checked(r: &mut Rig, test: &str, bw: Option<f64>) -> (QemuMigration, f64) {
-    let (m, res) = migrate_probed(r, bw);
-    let gap = check_completed(r, test, &m, &res);
-    (m, gap)
-}
-
 /// A verified migration at `bw` Mbit/s with the probe running through it.
 fn migrate_probed(r: &mut Rig, bw: Option<f64>) -> (QemuMigration, ProbeResult) {
     let p = probe(&r.topo);
@@ -130,6 +122,28 @@ fn migrate_probed(r: &mut Rig, bw: Option<f64>) -> (QemuMigration, ProbeResult) 
     let m = r.sys.migrate(&opts).expect("migration");
     std::thread::sleep(Duration::from_millis(1500));
     (m, p.stop_and_join().expect("probe result"))
+}
+
+/// Whether QEMU lost guest pages in this migration; if it did, checks
+/// that the harness handled it as it must: the migration failed with the
+/// count, the unverified destination is gone, and the one copy left is the
+/// source, running and serving, with no corrupted response.
+///
+/// QEMU 7.2 (Debian's) loses pages under TCG here, even idle: 102 pages in
+/// one CI run on the development machine (2 cores), 1 to 458 in others;
+/// QEMU 10.0.2 was identical in every run tried (see
+/// `loaded_qemu_migration_with_raised_bandwidth`).
+fn lost_pages_kept_the_source(r: &Rig, test: &str, m: &QemuMigration, res: &ProbeResult) -> bool {
+    let Some(bad) = m.qemu.verify_mismatched_pages.filter(|&n| n > 0) else { return false };
+    eprintln!("{test}: QEMU lost {bad} pages; {:?}", m.stats.reason);
+    assert_eq!(m.stats.outcome, Outcome::Failed, "a RAM difference must fail the migration");
+    assert!(m.stats.reason.as_deref().is_some_and(|x| x.contains("pages differ")), "{:?}", m.stats.reason);
+    assert!(r.sys.destination_pid().is_none(), "the unverified destination was dropped");
+    let (running, state) = r.sys.status(false).unwrap();
+    assert!(running, "the source is {state}");
+    assert_eq!(r.sys.guest_get("/health").unwrap().0, 200, "the source serves");
+    assert_eq!(res.summary.corruptions, 0, "corrupted responses");
+    true
 }
 
 /// Every check of a completed, verified migration; the probe's gap, ms.
@@ -173,8 +187,12 @@ fn idle_qemu_migration_keeps_connections_and_memory() {
     let Some(mut r) = rig("idle_qemu_migration", "idle", true) else { return };
     assert!(r.boot_to_http < Duration::from_secs(60));
     let src_pid = r.sys.source_pid().unwrap();
-    let (m, _) = migrate_checked(&mut r, "idle", None);
+    let (m, res) = migrate_probed(&mut r, None);
     assert!(m.qemu.accel.reason.contains("tcg") || m.qemu.accel.reason.contains("kvm"));
+    if lost_pages_kept_the_source(&r, "idle", &m, &res) {
+        return;
+    }
+    check_completed(&r, "idle", &m, &res);
     // The old source process is gone.
     assert!(!std::path::Path::new(&format!("/proc/{src_pid}")).exists(), "the source QEMU still runs");
 }
@@ -198,15 +216,7 @@ fn loaded_qemu_migration_with_raised_bandwidth() {
     let st: linux_guest::api::AgentStatus = serde_json::from_slice(&body).unwrap();
     assert!(code == 200 && st.workload_running, "stress is not running: {st:?}");
     let (m, res) = migrate_probed(&mut r, Some(80_000.0));
-    if let Some(bad) = m.qemu.verify_mismatched_pages.filter(|&n| n > 0) {
-        eprintln!("loaded: QEMU lost {bad} pages; {:?}", m.stats.reason);
-        assert_eq!(m.stats.outcome, Outcome::Failed, "a RAM difference must fail the migration");
-        assert!(m.stats.reason.as_deref().is_some_and(|x| x.contains("pages differ")), "{:?}", m.stats.reason);
-        assert!(r.sys.destination_pid().is_none(), "the unverified destination was dropped");
-        let (running, state) = r.sys.status(false).unwrap();
-        assert!(running, "the source is {state}");
-        assert_eq!(r.sys.guest_get("/health").unwrap().0, 200, "the source serves");
-        assert_eq!(res.summary.corruptions, 0, "corrupted responses");
+    if lost_pages_kept_the_source(&r, "loaded", &m, &res) {
         return;
     }
     check_completed(&r, "loaded", &m, &res);
@@ -748,18 +758,45 @@ fn qemu_remote_destination_over_tls_in_another_namespace() {
             .spawn()
             .expect("spawn the source")
     };
-    // A migration its policy cancels (a 1 ms timeout): the source keeps
-    // running the guest and the waiting destination QEMU is killed.
-    let json_path = common::temp_path("qemu-remote-cancel.json");
+    // A migration its policy cancels (a 1 ms timeout), from a scenario file
+    // (the keys `migration.to`, `tls_dir`, `tap`, `guest_ip`, `guest_mac`):
+    // the source keeps running the guest and the waiting destination QEMU
+    // is killed.
+    let out_dir = common::temp_path("qemu-remote-scenario");
+    let file = common::temp_path("qemu-remote.toml");
+    let scenario = format!(
+        "name = \"remote-cancel\"\ndescription = \"a remote qemu-incoming, cancelled\"\nsystem = \"qemu\"\n\
+         [vm]\nmemory = \"512M\"\nworkload = \"idle\"\n[network]\nfile_size = \"512K\"\n\
+         [probe]\ninterval = \"10ms\"\nconnections = 4\n\
+         [migration]\nwarmup = \"1s\"\nafter = \"2s\"\ntimeout = \"1ms\"\non_timeout = \"cancel\"\nverify = false\n\
+         to = \"{control}\"\ntls_dir = {tls:?}\ntap = \"{tap}\"\nguest_ip = \"{ip}\"\nguest_mac = \"{mac}\"\n\
+         [qemu]\nkernel = {kernel:?}\ninitrd = {initrd:?}\n",
+        tls = tls.to_str().expect("utf8"),
+        tap = n.tap_src,
+        ip = n.guest_cidr(),
+        mac = n.guest_mac,
+    );
+    std::fs::write(&file, scenario).expect("write the scenario");
     let out = common::wait_with_limit(
-        source(&["--timeout", "1ms", "--on-timeout", "cancel", "--warmup", "1s", "--after", "2s"], &json_path),
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &h.source_ns, exe, "scenario"])
+            .arg(&file)
+            .arg("--out")
+            .arg(&out_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the scenario"),
         Duration::from_secs(180),
     );
-    let v = read_json(&json_path);
-    let _ = std::fs::remove_file(&json_path);
+    let _ = std::fs::remove_file(&file);
+    let v = read_json(&out_dir.join("qemu-remote-cancel.result.json"));
+    let checks = read_json(&out_dir.join("qemu-remote-cancel.checks.json"));
+    let _ = std::fs::remove_dir_all(&out_dir);
     assert!(!out.status.success(), "a cancelled migration must fail the run");
     assert_eq!(v["migration"]["outcome"], "cancelled", "{v:#}\n{}", common::stderr(&out));
-    let hb = &v["checks"]["source_heartbeat"];
+    let hb = &checks["checks"]["source_heartbeat"];
     assert!(hb[1].as_u64() > hb[0].as_u64(), "the source does not run the guest after the cancel: {hb}");
     assert_eq!(connect().status().expect("status").qemu, None, "the destination QEMU was not aborted");
 
@@ -1000,4 +1037,59 @@ fn bench_compare_has_a_qemu_linux_guest_column_with_ratios() {
         let cells: Vec<&str> = line.split(" | ").collect();
         assert_eq!(cells[7], bench_suites::table::fmt_value(g / n), "{line}");
     }
+}
+
+/// `migbench bench tcp --quick --systems qemu`: the ttcp table gains the
+/// QEMU Linux guest ↔ host column, every direction at every MTU measured
+/// by the guest agent's raw TCP end, with the ratio to native; no
+/// namespace of the run is left behind.
+#[test]
+fn bench_tcp_has_the_linux_guest_in_both_directions_at_both_mtus() {
+    let _g = lock();
+    if !common::root_or_skip("bench_tcp_qemu") {
+        return;
+    }
+    let (kernel, initrd, _) = image();
+    let json = common::temp_path("ttcp-qemu.json");
+    let out = common::run_with_limit(
+        &[
+            "bench",
+            "tcp",
+            "--quick",
+            "--systems",
+            "qemu",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(300),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let report = results::bench::BenchReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let md = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{md}");
+    let systems: Vec<&str> = report.ttcp.iter().map(|s| s.system.as_str()).collect();
+    assert_eq!(systems, ["native", "vmm-min", "qemu"]);
+    let q = &report.ttcp[2];
+    assert!(q.label.starts_with("QEMU Linux guest ("), "{}", q.label);
+    assert!(md.contains(&format!("| {0} | vmm-min guest (KVM)/native | {0}/native |", q.label)), "{md}");
+    for dir in ["tx", "rx"] {
+        for mtu in [1500, 500] {
+            let id = format!("ttcp_{dir}_{mtu}");
+            let r = q.rows.iter().find(|r| r.id == id).unwrap_or_else(|| panic!("qemu lacks {id}"));
+            assert!(r.is_well_formed(), "{r:?}");
+            assert!(r.value.is_some_and(|v| v > 0.0), "qemu {id} not measured: {r:?}");
+            assert!(r.method.contains("QEMU Linux guest") && r.method.contains("median"), "{}", r.method);
+            let n = report.ttcp[0].rows.iter().find(|r| r.id == id).and_then(|r| r.value).expect("native measured");
+            let line = md.lines().find(|l| l.starts_with(&format!("| {id} |"))).expect("a table line");
+            assert!(line.contains(&bench_suites::table::fmt_value(r.value.unwrap() / n)), "{line}");
+        }
+    }
+    let left = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(!left.lines().any(|l| l.contains("q1500") || l.contains("q500")), "ttcp namespaces left behind: {left}");
 }

@@ -171,6 +171,31 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(s.into())
 }
 
+/// The next connection to `listener`, or an error once `timeout` has
+/// passed without one (std's `accept` has none of its own: the listener is
+/// polled non-blocking, then put back to blocking).
+pub fn accept_within(listener: &TcpListener, timeout: Duration) -> io::Result<TcpStream> {
+    listener.set_nonblocking(true)?;
+    let t = Instant::now();
+    let r = loop {
+        match listener.accept() {
+            Ok((c, _)) => break Ok(c),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && t.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                break Err(io::Error::new(io::ErrorKind::TimedOut, format!("no connection within {timeout:?}")))
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    listener.set_nonblocking(false)?;
+    let c = r?;
+    c.set_nonblocking(false)?;
+    c.set_read_timeout(Some(STALL_TIMEOUT))?;
+    Ok(c)
+}
+
 /// A connection to `addr` with the paper's socket buffers (set before
 /// `connect`), from the network namespace of the calling thread.
 pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {

@@ -8,6 +8,8 @@
 //! | `/memcheck` | [`MemcheckReport`] (404 unless the workload is `memcheck`) |
 //! | `POST /bench` | body [`BenchRequest`]: starts the native suite in the guest; answers [`BenchStatus`] (409 while a run is in progress) |
 //! | `GET /bench` | [`BenchStatus`]: the rows so far, the row running, whether the run is done |
+//! | `POST /ttcp` | body [`TtcpRequest`]: one raw TCP transfer with the host (the ttcp table); answers [`TtcpStatus`] (409 while one runs) |
+//! | `GET /ttcp` | [`TtcpStatus`]: the transfer's state and, once done, what the guest's end counted and timed |
 //!
 //! The bench rows are `results::bench::Row`, the type `migbench bench
 //! native --json` writes, so a guest's row and a native row are the same
@@ -28,8 +30,57 @@ pub const STATUS_PATH: &str = "/status";
 pub const MEMCHECK_PATH: &str = "/memcheck";
 /// Path of the bench runner ([`BenchRequest`] in, [`BenchStatus`] out).
 pub const BENCH_PATH: &str = "/bench";
-/// Largest `POST /bench` body the agent reads.
+/// Largest `POST /bench` (and `POST /ttcp`) body the agent reads.
 pub const BENCH_REQUEST_MAX_BYTES: usize = 64 << 10;
+/// Path of the ttcp endpoint ([`TtcpRequest`] in, [`TtcpStatus`] out).
+pub const TTCP_PATH: &str = "/ttcp";
+/// The port the guest's ttcp receiver listens on.
+pub const TTCP_PORT: u16 = 5001;
+
+/// One raw TCP transfer between the guest and the host, with ttcp's method
+/// (`bench_suites::ttcp`: 128 KiB socket buffers, 8 KiB writes). Before it,
+/// the guest sets its NIC's MTU to `mtu`, as the paper's hosts were set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TtcpRequest {
+    /// The guest sends `bytes` to a receiver the host listens with at `to`
+    /// (TX: the host times it, at its receiving end).
+    Send {
+        /// The host's receiver.
+        to: std::net::SocketAddr,
+        /// Payload bytes.
+        bytes: u64,
+        /// The guest NIC's MTU for the transfer.
+        mtu: u32,
+    },
+    /// The guest listens on [`TTCP_PORT`] (listening when the reply comes)
+    /// and receives one connection's bytes, timing them from the first to
+    /// the last (RX, timed at the guest's receiving end, as ttcp -r).
+    Receive {
+        /// Payload bytes the host will send.
+        bytes: u64,
+        /// The guest NIC's MTU for the transfer.
+        mtu: u32,
+    },
+}
+
+/// Where the guest's ttcp transfer stands (`GET /ttcp`, and the reply to
+/// `POST /ttcp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtcpStatus {
+    /// Idle (none asked for), running, or done (`error` says if it failed).
+    pub state: BenchState,
+    /// The transfer asked for.
+    pub request: Option<TtcpRequest>,
+    /// Payload bytes the guest's end moved.
+    pub bytes: u64,
+    /// The guest's end's time from its first byte to its last, ns (its
+    /// monotonic clock); for `Send`, until its last write returned.
+    pub elapsed_ns: u64,
+    /// Why the transfer failed, if it did.
+    pub error: Option<String>,
+}
 
 /// What the host asks the guest's bench runner to run: the same options as
 /// `migbench bench native` (`bench_suites::native::NativeOptions`).
@@ -141,4 +192,27 @@ pub struct Mismatch {
     pub expected: u64,
     /// The word found.
     pub found: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ttcp request's JSON names its role; a wrong or extra key is an
+    /// error the agent answers with 400, not a transfer.
+    #[test]
+    fn ttcp_request_json() {
+        let r = TtcpRequest::Send { to: "10.0.0.1:5001".parse().unwrap(), bytes: 8, mtu: 500 };
+        let j = serde_json::to_string(&r).unwrap();
+        assert_eq!(j, r#"{"role":"send","to":"10.0.0.1:5001","bytes":8,"mtu":500}"#);
+        assert_eq!(serde_json::from_str::<TtcpRequest>(&j).unwrap(), r);
+        for bad in [
+            r#"{"role":"fly","bytes":8,"mtu":500}"#,
+            r#"{"role":"receive","bytes":8,"mtu":500,"port":1}"#,
+            r#"{"role":"receive","bytes":-1,"mtu":500}"#,
+            r#"{"role":"send","bytes":8,"mtu":500}"#,
+        ] {
+            assert!(serde_json::from_str::<TtcpRequest>(bad).is_err(), "{bad}");
+        }
+    }
 }

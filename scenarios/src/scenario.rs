@@ -185,15 +185,52 @@ pub struct MigrationSection {
     /// The most auto-converge holds the worker vCPUs off, percent (default 99).
     #[serde(default)]
     pub throttle_max_pct: Option<f64>,
-    /// Migrate to a destination started elsewhere with `migbench vmm
-    /// --incoming ADDR`, as `HOST:PORT`, instead of starting one (the guest
-    /// then has no NIC here, and no probe runs).
+    /// Migrate to a destination started elsewhere, as `HOST:PORT`, instead
+    /// of starting one: `migbench vmm --incoming ADDR` for vmm-min, the
+    /// control address of `migbench qemu-incoming` for qemu. No probe runs.
     #[serde(default)]
     pub to: Option<String>,
     /// Mutual-TLS credentials for the migration (`migbench tls-init`);
     /// required for a non-loopback `to`.
     #[serde(default)]
     pub tls_dir: Option<String>,
+    /// With `to`: an existing TAP on this host for the guest's NIC, bridged
+    /// to the destination's LAN (vmm-min: optional, without it the guest has
+    /// no NIC; qemu: required, its agent answers over HTTP).
+    #[serde(default)]
+    pub tap: Option<String>,
+    /// With `tap`: the guest's address with its prefix, e.g. `192.168.50.20/24`.
+    #[serde(default)]
+    pub guest_ip: Option<String>,
+    /// With `tap`: the guest's MAC (default: 02:6d:62 and the address's last three bytes).
+    #[serde(default)]
+    pub guest_mac: Option<String>,
+}
+
+/// The guest's NIC on an existing TAP of this host, for a remote
+/// destination (`migrate --tap --guest-ip [--guest-mac]` and the scenario
+/// keys `migration.tap`, `guest_ip`, `guest_mac`). `guest_ip` is
+/// `A.B.C.D/PREFIX` (a bare address means /24).
+pub fn host_nic(
+    tap: &str,
+    guest_ip: &str,
+    guest_mac: Option<&str>,
+    file_bytes: u64,
+) -> Result<vmm_min::config::NetConfig, String> {
+    let expected = || format!("'{guest_ip}': expected an IPv4 address with its prefix, e.g. 192.168.50.20/24");
+    let (addr, prefix) = guest_ip.split_once('/').unwrap_or((guest_ip, "24"));
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| expected())?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| (1..=30).contains(p)).ok_or_else(expected)?;
+    if tap.is_empty() || tap.len() > 15 {
+        return Err(format!("TAP name '{tap}': must be 1 to 15 characters (a Linux interface name)"));
+    }
+    let [_, b, c, d] = addr.octets();
+    Ok(vmm_min::config::NetConfig {
+        tap: tap.to_owned(),
+        mac: guest_mac.map_or_else(|| format!("02:6d:62:{b:02x}:{c:02x}:{d:02x}"), str::to_owned),
+        ip: format!("{addr}/{prefix}"),
+        file_bytes,
+    })
 }
 
 /// Checks a remote destination `HOST:PORT`; whether it is a loopback address.
@@ -448,11 +485,20 @@ impl Scenario {
             }
         }
         .map_err(|e| format!("key `vm.workload` (system {}): {e}", self.system.name()))?;
-        if self.system == SystemKind::Qemu && self.migration.to.is_some() {
-            // A scenario's guest lives on the run's own namespaces; a
-            // remote QEMU destination needs the guest's NIC on a real
-            // host's TAP, which only `migrate --system qemu --to` takes.
-            return Err("key `migration.to`: n/a for system = \"qemu\" in a scenario file (the Linux guest's NIC must be on a real host's TAP bridged to the destination's LAN): use `migbench migrate --system qemu --to HOST:PORT --tls-dir DIR --tap TAP --guest-ip CIDR` with `migbench qemu-incoming` on the destination".into());
+        let m = &self.migration;
+        match (&m.to, &m.tap, &m.guest_ip) {
+            (None, None, None) if m.guest_mac.is_none() => {}
+            (None, ..) => {
+                return Err("keys `migration.tap`, `guest_ip`, `guest_mac`: only with `migration.to` (a remote destination); a local run makes its own TAP".into())
+            }
+            (Some(_), Some(tap), Some(ip)) => {
+                host_nic(tap, ip, m.guest_mac.as_deref(), 0).map_err(|e| format!("keys `migration.tap`/`guest_ip`: {e}"))?;
+            }
+            (Some(_), None, None) if self.system == SystemKind::Qemu => {
+                return Err("key `migration.to` with system = \"qemu\": set `migration.tap` (an existing TAP on this host, bridged to the LAN of the destination's `qemu-incoming --tap`) and `migration.guest_ip` (e.g. \"192.168.50.20/24\"): the Linux guest's agent answers over HTTP".into())
+            }
+            (Some(_), None, None) if m.guest_mac.is_none() => {}
+            (Some(_), ..) => return Err("keys `migration.tap` and `migration.guest_ip`: give both (and `guest_mac` only with them)".into()),
         }
         if self.qemu.is_some() && self.system != SystemKind::Qemu {
             return Err(format!(
@@ -546,7 +592,7 @@ mod tests {
             (base.replace("[qemu]", "[qemu]\nbinari = \"q\""), "binari"),
             (base.replace("system = \"qemu\"", "system = \"vmm-min\""), "only read with system"),
             (base.replace("workload = \"idle\"", "workload = \"memcheck:mb=0\""), "vm.workload"),
-            (base.replace("[migration]", "[migration]\nto = \"10.0.0.2:4444\""), "key `migration.to`: n/a for system"),
+            (base.replace("[migration]", "[migration]\nto = \"10.0.0.2:4444\""), "set `migration.tap`"),
         ];
         for (text, key) in cases {
             let e = Scenario::parse(&text, "q.toml").unwrap_err().to_string();
@@ -584,6 +630,22 @@ mod tests {
         assert_eq!(Scenario::parse(&ok, "r.toml").unwrap().migration.to.as_deref(), Some("192.0.2.7:4444"));
         assert!(Scenario::parse(&idle.replace("verify = false", "verify = false\nto = \"127.0.0.1:4444\""), "l.toml")
             .is_ok());
+        let with = |keys: &str| ok.replace("to = ", &format!("{keys}\nto = "));
+        let nic = Scenario::parse(&with("tap = \"tap7\"\nguest_ip = \"192.168.50.20/24\""), "n.toml").unwrap();
+        assert_eq!(nic.migration.tap.as_deref(), Some("tap7"));
+        for (keys, want) in [
+            ("tap = \"tap7\"", "give both"),
+            ("guest_ip = \"192.168.50.20/24\"", "give both"),
+            ("guest_mac = \"02:00:00:00:00:01\"", "give both"),
+            ("tap = \"tap7\"\nguest_ip = \"192.168.50/24\"", "expected an IPv4 address"),
+            ("tap = \"tap7\"\nguest_ip = \"192.168.50.20/33\"", "expected an IPv4 address"),
+            ("tap = \"a-very-long-tap-name\"\nguest_ip = \"192.168.50.20\"", "1 to 15 characters"),
+        ] {
+            let e = Scenario::parse(&with(keys), "n.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "{keys}: expected '{want}' in: {e}");
+        }
+        let local = idle.replace("verify = false", "verify = false\ntap = \"tap7\"\nguest_ip = \"10.0.0.2/24\"");
+        assert!(Scenario::parse(&local, "l.toml").unwrap_err().to_string().contains("only with `migration.to`"));
         for bad in ["nowhere", "host:0", ":80", "h:99999"] {
             let t = idle.replace("verify = false", &format!("verify = false\nto = \"{bad}\""));
             assert!(Scenario::parse(&t, "b.toml").unwrap_err().to_string().contains("migration.to"), "{bad}");

@@ -158,6 +158,22 @@ pub struct HostNic {
     pub file_bytes: u64,
 }
 
+impl HostNic {
+    /// The same NIC as vmm-min's configuration of it
+    /// (`scenarios::scenario::host_nic` makes one from the user's keys).
+    pub fn from_net_config(n: &vmm_min::config::NetConfig) -> Result<HostNic, String> {
+        let bad = || format!("guest address '{}': expected A.B.C.D/PREFIX", n.ip);
+        let (ip, prefix) = n.ip.split_once('/').ok_or_else(bad)?;
+        Ok(HostNic {
+            tap: n.tap.clone(),
+            ip: ip.parse().map_err(|_| bad())?,
+            prefix: prefix.parse().map_err(|_| bad())?,
+            mac: n.mac.clone(),
+            file_bytes: n.file_bytes,
+        })
+    }
+}
+
 /// The binary's path if it can be run: a path, or a name on `PATH`.
 pub fn find_binary(b: &Path) -> Option<PathBuf> {
     if b.components().count() > 1 {
@@ -868,36 +884,57 @@ impl QemuSystem {
         &self,
         req: &linux_guest::api::BenchRequest,
     ) -> Result<linux_guest::api::BenchStatus, QemuError> {
-        let body = serde_json::to_vec(req).map_err(|e| QemuError::Guest(format!("encoding the bench request: {e}")))?;
-        let addr = std::net::SocketAddr::from((self.names.guest_ip, linux_guest::api::PORT));
-        let (code, reply) = self
-            .at_probe(|| http_request(addr, "POST", linux_guest::api::BENCH_PATH, Some(&body)))?
-            .map_err(io_err("POST /bench to the guest"))?;
-        if code != 200 {
-            return Err(QemuError::Guest(format!(
-                "POST /bench answered {code}: {}",
-                String::from_utf8_lossy(&reply).trim()
-            )));
-        }
-        serde_json::from_slice(&reply).map_err(|e| QemuError::Guest(format!("POST /bench: {e}")))
+        self.guest_post(linux_guest::api::BENCH_PATH, req)
     }
 
     /// The guest's bench runner's state (`GET /bench`): the rows so far.
     pub fn bench_status(&self) -> Result<linux_guest::api::BenchStatus, QemuError> {
-        let (code, body) = self.guest_get(linux_guest::api::BENCH_PATH)?;
+        self.guest_get_json(linux_guest::api::BENCH_PATH)
+    }
+
+    /// Starts one ttcp transfer at the guest's end (`POST /ttcp`); for a
+    /// `Receive` the guest listens when this returns.
+    pub fn ttcp_start(&self, req: &linux_guest::api::TtcpRequest) -> Result<linux_guest::api::TtcpStatus, QemuError> {
+        self.guest_post(linux_guest::api::TTCP_PATH, req)
+    }
+
+    /// The guest's ttcp transfer (`GET /ttcp`).
+    pub fn ttcp_status(&self) -> Result<linux_guest::api::TtcpStatus, QemuError> {
+        self.guest_get_json(linux_guest::api::TTCP_PATH)
+    }
+
+    /// `POST path` of `req` as JSON to the guest's agent; its JSON reply.
+    fn guest_post<Req: serde::Serialize, Reply: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+    ) -> Result<Reply, QemuError> {
+        let body = serde_json::to_vec(req).map_err(|e| QemuError::Guest(format!("encoding POST {path}: {e}")))?;
+        let addr = std::net::SocketAddr::from((self.names.guest_ip, linux_guest::api::PORT));
+        let (code, reply) = self
+            .at_probe(|| http_request(addr, "POST", path, Some(&body)))?
+            .map_err(io_err(format!("POST {path} to the guest")))?;
         if code != 200 {
-            return Err(QemuError::Guest(format!("GET /bench answered {code}")));
+            return Err(QemuError::Guest(format!(
+                "POST {path} answered {code}: {}",
+                String::from_utf8_lossy(&reply).trim()
+            )));
         }
-        serde_json::from_slice(&body).map_err(|e| QemuError::Guest(format!("GET /bench: {e}")))
+        serde_json::from_slice(&reply).map_err(|e| QemuError::Guest(format!("POST {path}: {e}")))
+    }
+
+    /// `GET path` from the guest's agent; its JSON reply.
+    fn guest_get_json<Reply: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Reply, QemuError> {
+        let (code, body) = self.guest_get(path)?;
+        if code != 200 {
+            return Err(QemuError::Guest(format!("GET {path} answered {code}")));
+        }
+        serde_json::from_slice(&body).map_err(|e| QemuError::Guest(format!("GET {path}: {e}")))
     }
 
     /// The guest's memcheck report (workload `memcheck`).
     pub fn memcheck(&self) -> Result<linux_guest::api::MemcheckReport, QemuError> {
-        let (code, body) = self.guest_get(linux_guest::api::MEMCHECK_PATH)?;
-        if code != 200 {
-            return Err(QemuError::Guest(format!("GET /memcheck answered {code}")));
-        }
-        serde_json::from_slice(&body).map_err(|e| QemuError::Guest(format!("GET /memcheck: {e}")))
+        self.guest_get_json(linux_guest::api::MEMCHECK_PATH)
     }
 
     /// `query-status` of the source or destination: whether it runs and its run state.

@@ -14,6 +14,7 @@ mod bench;
 mod memcheck;
 mod net;
 mod server;
+mod ttcp;
 mod workload;
 
 use linux_guest::params::GuestParams;
@@ -40,5 +41,5 @@ fn run() -> Result<(), String> {
     let nic = net::configure(&params).map_err(|e| format!("configuring the NIC: {e}"))?;
     eprintln!("migbench-agent: {nic} up as {}/{}; workload {}", params.ip, params.prefix, params.workload);
     let workload = workload::start(&params.workload);
-    server::serve(&params, workload).map_err(|e| format!("HTTP server: {e}"))
+    server::serve(&params, nic, workload).map_err(|e| format!("HTTP server: {e}"))
 }

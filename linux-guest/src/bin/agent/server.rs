@@ -1,17 +1,18 @@
 //! The agent's HTTP/1.1 server (hyper on a single-threaded tokio runtime):
 //! `/file` with the same content and `ETag` as the built-in guest's server,
 //! `/health`, and the JSON endpoints of `linux_guest::api`. `GET` and `HEAD`,
-//! and `POST /bench` (the bench runner); keep-alive and pipelining are
-//! hyper's.
+//! and `POST /bench` (the bench runner) and `POST /ttcp` (a ttcp transfer);
+//! keep-alive and pipelining are hyper's.
 
 use crate::bench::Runner;
+use crate::ttcp::TtcpRunner;
 use crate::workload::Running;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use linux_guest::api::{self, AgentStatus, BenchRequest};
+use linux_guest::api::{self, AgentStatus, BenchRequest, TtcpRequest};
 use linux_guest::params::GuestParams;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ struct State {
     etag: HeaderValue,
     workload: Running,
     bench: Arc<Runner>,
+    ttcp: Arc<TtcpRunner>,
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -48,18 +50,38 @@ fn owned_text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-/// `POST /bench`: a [`BenchRequest`] body (at most
-/// `api::BENCH_REQUEST_MAX_BYTES`) starts a run.
-async fn start_bench(st: &State, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+/// A JSON request body of at most `api::BENCH_REQUEST_MAX_BYTES`, or the
+/// 400 reply that says why it is not one.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<hyper::body::Incoming>,
+    what: &str,
+) -> Result<T, Response<Full<Bytes>>> {
     let body = match Limited::new(req.into_body(), api::BENCH_REQUEST_MAX_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return owned_text(StatusCode::BAD_REQUEST, format!("reading the request: {e}\n")),
+        Err(e) => return Err(owned_text(StatusCode::BAD_REQUEST, format!("reading the request: {e}\n"))),
     };
-    let r: BenchRequest = match serde_json::from_slice(&body) {
+    serde_json::from_slice(&body).map_err(|e| owned_text(StatusCode::BAD_REQUEST, format!("not a {what}: {e}\n")))
+}
+
+/// `POST /bench`: a [`BenchRequest`] body starts a run.
+async fn start_bench(st: &State, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let r: BenchRequest = match read_json(req, "bench request").await {
         Ok(r) => r,
-        Err(e) => return owned_text(StatusCode::BAD_REQUEST, format!("not a bench request: {e}\n")),
+        Err(reply) => return reply,
     };
     match st.bench.start(r) {
+        Ok(s) => json(&s),
+        Err(why) => owned_text(StatusCode::CONFLICT, format!("{why}\n")),
+    }
+}
+
+/// `POST /ttcp`: a [`TtcpRequest`] body starts a transfer.
+async fn start_ttcp(st: &State, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let r: TtcpRequest = match read_json(req, "ttcp request").await {
+        Ok(r) => r,
+        Err(reply) => return reply,
+    };
+    match st.ttcp.start(r) {
         Ok(s) => json(&s),
         Err(why) => owned_text(StatusCode::CONFLICT, format!("{why}\n")),
     }
@@ -73,7 +95,7 @@ fn uptime_ms() -> u64 {
 
 fn handle(st: &State, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD (and POST /bench)\n");
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD (and POST /bench, POST /ttcp)\n");
     }
     match req.uri().path() {
         api::FILE_PATH => {
@@ -99,18 +121,25 @@ fn handle(st: &State, req: &Request<hyper::body::Incoming>) -> Response<Full<Byt
             None => text(StatusCode::NOT_FOUND, "the workload is not memcheck\n"),
         },
         api::BENCH_PATH => json(&st.bench.status()),
+        api::TTCP_PATH => json(&st.ttcp.status()),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-/// Serves until the process ends.
-pub fn serve(p: &GuestParams, workload: Running) -> Result<(), String> {
+/// Serves until the process ends; `nic` is the guest's NIC (for ttcp's MTU).
+pub fn serve(p: &GuestParams, nic: String, workload: Running) -> Result<(), String> {
     let len = usize::try_from(p.file_bytes).map_err(|_| format!("file_bytes {} is too large", p.file_bytes))?;
     let mut file = vec![0u8; len];
     served_file::fill(&mut file, 0);
     let hash = served_file::fnv1a(served_file::FNV64_OFFSET, &file);
     let etag = HeaderValue::from_str(&format!("\"{hash:016x}\"")).map_err(|e| e.to_string())?;
-    let st = Arc::new(State { file: Bytes::from(file), etag, workload, bench: Arc::new(Runner::default()) });
+    let st = Arc::new(State {
+        file: Bytes::from(file),
+        etag,
+        workload,
+        bench: Arc::new(Runner::default()),
+        ttcp: Arc::new(TtcpRunner::new(nic)),
+    });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("tokio: {e}"))?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", api::PORT))
@@ -132,10 +161,10 @@ pub fn serve(p: &GuestParams, workload: Running) -> Result<(), String> {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let st = st.clone();
                     async move {
-                        let r = if req.method() == Method::POST && req.uri().path() == api::BENCH_PATH {
-                            start_bench(&st, req).await
-                        } else {
-                            handle(&st, &req)
+                        let r = match (req.method() == Method::POST, req.uri().path()) {
+                            (true, api::BENCH_PATH) => start_bench(&st, req).await,
+                            (true, api::TTCP_PATH) => start_ttcp(&st, req).await,
+                            _ => handle(&st, &req),
                         };
                         Ok::<_, Infallible>(r)
                     }
