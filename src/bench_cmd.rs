@@ -247,7 +247,7 @@ pub fn collect(which: &str, quick: bool, only: &[String], guests: Guests, progre
         Vec::new()
     };
     let mut systems = Vec::new();
-    let qemu_ttcp = guests.qemu.clone();
+    let qemu_guest = guests.qemu.clone();
     if let (true, Some(cfg)) = (which != "native", guests.qemu) {
         progress.update(Update::Phase("the native suite inside the QEMU Linux guest"));
         let budget = guests.row_budget.unwrap_or(if quick {
@@ -257,9 +257,13 @@ pub fn collect(which: &str, quick: bool, only: &[String], guests: Guests, progre
         });
         systems.push(crate::bench_qemu::run(cfg, &opts, budget, progress));
     }
-    let ttcp =
-        if which == "compare" && selects_ttcp(only) { ttcp_systems(quick, qemu_ttcp, progress) } else { Vec::new() };
-    let macro_bench = (which == "compare" && only.is_empty()).then(|| crate::bench_macro::run(quick, progress));
+    let ttcp = if which == "compare" && selects_ttcp(only) {
+        ttcp_systems(quick, qemu_guest.clone(), progress)
+    } else {
+        Vec::new()
+    };
+    let macro_bench =
+        (which == "compare" && only.is_empty()).then(|| crate::bench_macro::run(quick, qemu_guest, progress));
     Ok(BenchReport { env, native: native_rows, guest: guest_rows, systems, ttcp, macro_bench })
 }
 
@@ -316,7 +320,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             bail!("--only does not apply to macro: it runs every workload");
         }
         let progress = Progress::new(&[]);
-        let m = crate::bench_macro::run(args.quick, &progress);
+        let qemu = Guests::from_args(&args.systems, &args.qemu, None, &progress)?.qemu;
+        let m = crate::bench_macro::run(args.quick, qemu, &progress);
         progress.finish();
         let md = bench_suites::table::macro_markdown(&m);
         if let Some(dir) = &args.chart_dir {

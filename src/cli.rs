@@ -484,10 +484,11 @@ pub struct BenchArgs {
     /// With `macro`: draw the relative-performance chart (relative.svg, relative.png) into this folder.
     #[arg(long)]
     pub chart_dir: Option<PathBuf>,
-    /// With guest, compare and tcp: the guests that run the rows, comma-separated: vmm-min (the built-in guest),
-    /// qemu (the whole native suite inside the QEMU Linux guest, its column naming the accelerator, and the
-    /// ttcp rows of the Linux guest ↔ host; needs root; TCG here, so minutes even with --quick), or all. The
-    /// ttcp table always has native and vmm-min. Spelled as `reproduce --systems`.
+    /// With guest, compare, tcp and macro: the guests that run the rows, comma-separated: vmm-min (the built-in
+    /// guest), qemu (the whole native suite inside the QEMU Linux guest, its column naming the accelerator, the
+    /// ttcp rows of the Linux guest ↔ host, and the Figure 3 stand-ins in the guest; needs root; TCG here, so
+    /// minutes even with --quick), or all. The ttcp table and the figure always have native and vmm-min.
+    /// Spelled as `reproduce --systems`.
     #[arg(long, alias = "system", value_delimiter = ',', default_value = "vmm-min")]
     pub systems: Vec<String>,
     /// With --systems qemu: how long one row may run in the guest before it is killed and shown as n/a

@@ -53,6 +53,7 @@ fn image_build_records_every_file_with_its_package() {
         ("bin/busybox", "busybox-static"),
         ("usr/bin/stress", "stress"),
         ("usr/bin/stress-ng", "stress-ng"),
+        ("bin/gzip", "gzip"),
         ("lib64/ld-linux-x86-64.so.2", "libc6"),
         ("lib/x86_64-linux-gnu/libc.so.6", "libc6"),
         ("bin/migbench-agent", "migbench"),
@@ -1092,4 +1093,60 @@ fn bench_tcp_has_the_linux_guest_in_both_directions_at_both_mtus() {
     let left = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
     let left = String::from_utf8_lossy(&left.stdout);
     assert!(!left.lines().any(|l| l.contains("q1500") || l.contains("q500")), "ttcp namespaces left behind: {left}");
+}
+
+/// `migbench bench macro --quick --systems qemu`: the relative-performance
+/// figure gains a bar per workload for the QEMU Linux guest: the
+/// process-based stand-ins measured inside it (same programs as natively,
+/// normalised to native), the others n/a with the reason; the chart names
+/// the system and the JSON has every bar.
+#[test]
+fn bench_macro_runs_the_stand_ins_inside_the_linux_guest() {
+    let _g = lock();
+    if !common::root_or_skip("bench_macro_qemu") {
+        return;
+    }
+    let (kernel, initrd, _) = image();
+    let json = common::temp_path("macro-qemu.json");
+    let charts = common::temp_path("macro-qemu-chart");
+    let out = common::run_with_limit(
+        &[
+            "bench",
+            "macro",
+            "--quick",
+            "--systems",
+            "qemu",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+            "--chart-dir",
+            charts.to_str().unwrap(),
+        ],
+        Duration::from_secs(600),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let report = results::bench::BenchReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let svg = std::fs::read_to_string(charts.join("relative.svg")).expect("the chart");
+    let _ = std::fs::remove_file(&json);
+    let _ = std::fs::remove_dir_all(&charts);
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    let m = report.macro_bench.expect("the figure's data");
+    let label = &m.systems.iter().find(|(s, _)| s == "qemu").expect("a qemu system").1;
+    assert!(label.starts_with("QEMU Linux guest ("), "{label}");
+    assert!(svg.contains(label.as_str()), "the chart does not name {label}");
+    for w in &m.workloads {
+        let b = w.bars.iter().find(|b| b.system == "qemu").unwrap_or_else(|| panic!("no qemu bar for {}", w.id));
+        match w.id.as_str() {
+            "cpu" | "build" | "fs" => {
+                let n = w.bars.iter().find(|b| b.system == "native").and_then(|b| b.score).expect("native score");
+                let (s, r) = (b.score.expect("measured in the guest"), b.relative.expect("normalised"));
+                assert!(s > 0.0 && (r - s / n).abs() < 1e-9, "{b:?}");
+                assert!(b.method.contains("inside the QEMU Linux guest"), "{}", b.method);
+            }
+            _ => assert!(b.score.is_none() && b.na_reason.as_deref().is_some_and(|r| !r.is_empty()), "{b:?}"),
+        }
+    }
 }

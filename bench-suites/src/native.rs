@@ -1585,7 +1585,12 @@ fn tcp_bw(c: &Ctx) -> Result<(f64, String), String> {
     let m = r.map_err(harness_err)?;
     Ok((
         m.mb_per_s(TCP_MSG_BYTES as f64),
-        format!("receiver in a forked process, acknowledges each burst; {}", how(c, &m, Summary::Median)),
+        format!(
+            "receiver in a forked process, acknowledges each burst; differs from lmbench bw_tcp in the socket buffers \
+             (ours the kernel's autotuned defaults, lmbench sets SO_SNDBUF and SO_RCVBUF to 1 MiB, its SOCKBUF) and in \
+             the timing end (ours times the sender up to the receiver's ack of each burst, lmbench its reading end); {}",
+            how(c, &m, Summary::Median)
+        ),
     ))
 }
 

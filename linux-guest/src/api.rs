@@ -9,13 +9,15 @@
 //! | `POST /bench` | body [`BenchRequest`]: starts the native suite in the guest; answers [`BenchStatus`] (409 while a run is in progress) |
 //! | `GET /bench` | [`BenchStatus`]: the rows so far, the row running, whether the run is done |
 //! | `POST /ttcp` | body [`TtcpRequest`]: one raw TCP transfer with the host (the ttcp table); answers [`TtcpStatus`] (409 while one runs) |
+//! | `POST /macro` | body [`MacroRequest`]: starts the process-based stand-ins of the Xen paper's Figure 3 in the guest; answers [`MacroStatus`] (409 while they run) |
+//! | `GET /macro` | [`MacroStatus`]: the bars so far, the workload running, whether the run is done |
 //! | `GET /ttcp` | [`TtcpStatus`]: the transfer's state and, once done, what the guest's end counted and timed |
 //!
 //! The bench rows are `results::bench::Row`, the type `migbench bench
 //! native --json` writes, so a guest's row and a native row are the same
 //! value on both sides.
 
-use results::bench::Row;
+use results::bench::{MacroBar, Row};
 use serde::{Deserialize, Serialize};
 
 /// The port the agent's HTTP server listens on.
@@ -32,6 +34,34 @@ pub const MEMCHECK_PATH: &str = "/memcheck";
 pub const BENCH_PATH: &str = "/bench";
 /// Largest `POST /bench` (and `POST /ttcp`) body the agent reads.
 pub const BENCH_REQUEST_MAX_BYTES: usize = 64 << 10;
+/// Path of the macro runner ([`MacroRequest`] in, [`MacroStatus`] out).
+pub const MACRO_PATH: &str = "/macro";
+
+/// What the host asks the guest's macro runner to run: the stand-ins of
+/// `bench_suites::macro_bench` that are processes (`cpu`, `build`, `fs`),
+/// with its options for `quick`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MacroRequest {
+    /// `MacroOptions::new(quick)`.
+    pub quick: bool,
+}
+
+/// The guest's macro runner (`GET /macro`, and the reply to `POST /macro`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MacroStatus {
+    /// Where the run stands.
+    pub state: BenchState,
+    /// One bar per finished workload (`system` is `qemu`): the score, or
+    /// n/a with why; `relative` is the host's to fill.
+    pub bars: Vec<(String, MacroBar)>,
+    /// The workload being measured.
+    pub current: Option<String>,
+    /// Milliseconds since the run started (guest's monotonic clock).
+    pub elapsed_ms: u64,
+}
+
 /// Path of the ttcp endpoint ([`TtcpRequest`] in, [`TtcpStatus`] out).
 pub const TTCP_PATH: &str = "/ttcp";
 /// The port the guest's ttcp receiver listens on.

@@ -892,6 +892,19 @@ impl QemuSystem {
         self.guest_get_json(linux_guest::api::BENCH_PATH)
     }
 
+    /// Starts the Figure 3 stand-ins in the guest (`POST /macro`).
+    pub fn macro_start(
+        &self,
+        req: &linux_guest::api::MacroRequest,
+    ) -> Result<linux_guest::api::MacroStatus, QemuError> {
+        self.guest_post(linux_guest::api::MACRO_PATH, req)
+    }
+
+    /// The guest's macro runner (`GET /macro`): the bars so far.
+    pub fn macro_status(&self) -> Result<linux_guest::api::MacroStatus, QemuError> {
+        self.guest_get_json(linux_guest::api::MACRO_PATH)
+    }
+
     /// Starts one ttcp transfer at the guest's end (`POST /ttcp`); for a
     /// `Receive` the guest listens when this returns.
     pub fn ttcp_start(&self, req: &linux_guest::api::TtcpRequest) -> Result<linux_guest::api::TtcpStatus, QemuError> {

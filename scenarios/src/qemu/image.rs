@@ -4,7 +4,7 @@
 //!
 //! Steps (each reported through [`Step`]):
 //! 1. **Resolve** with `apt-cache`: the versioned kernel that
-//!    `linux-image-cloud-amd64` depends on, and `busybox-static`, `stress`,
+//!    `linux-image-cloud-amd64` depends on, and `busybox-static`, `stress`, `gzip`,
 //!    `stress-ng` with the closure of their `Depends` (shared libraries);
 //!    their candidate versions name the cache entry, together with the
 //!    agent's hash and this builder's format.
@@ -13,7 +13,7 @@
 //!    file's package is known.
 //! 4. **Assemble** the initramfs: `/init` (a busybox shell script: mounts,
 //!    `insmod` of the virtio modules in dependency order, then `exec` of the
-//!    agent), busybox, `stress`, `stress-ng` and exactly the shared
+//!    agent), busybox, `stress`, `stress-ng`, `gzip` and exactly the shared
 //!    libraries and loader their ELF `NEEDED` entries reach, the kernel
 //!    modules that `virtio_pci` and `virtio_net` need (from each module's
 //!    `.modinfo` `depends=`, skipping what `modules.builtin` lists), and the
@@ -39,10 +39,16 @@ pub static AGENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/migbench-age
 /// The meta-package whose dependency names the cloud kernel.
 pub const KERNEL_META: &str = "linux-image-cloud-amd64";
 /// The userland packages.
-pub const USERLAND: [&str; 3] = ["busybox-static", "stress", "stress-ng"];
+/// (`gzip` is the build stand-in's compiler, GNU's as natively; busybox's
+/// `--install` leaves the real `/bin/gzip` in place.)
+pub const USERLAND: [&str; 4] = ["busybox-static", "stress", "stress-ng", "gzip"];
 /// The programs taken from them, with their path in the image.
-const PROGRAMS: [(&str, &str); 3] =
-    [("busybox-static", "bin/busybox"), ("stress", "usr/bin/stress"), ("stress-ng", "usr/bin/stress-ng")];
+const PROGRAMS: [(&str, &str); 4] = [
+    ("busybox-static", "bin/busybox"),
+    ("stress", "usr/bin/stress"),
+    ("stress-ng", "usr/bin/stress-ng"),
+    ("gzip", "bin/gzip"),
+];
 /// The modules the guest needs for its NIC; their dependencies come along.
 const WANTED_MODULES: [&str; 2] = ["virtio_pci", "virtio_net"];
 /// Bump when the image layout changes, so old cache entries are not reused.

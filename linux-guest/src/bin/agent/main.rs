@@ -11,6 +11,7 @@
 //! runner, `bench`), it measures one row of the native suite instead.
 
 mod bench;
+mod figure;
 mod memcheck;
 mod net;
 mod server;

@@ -1,10 +1,12 @@
 //! The agent's HTTP/1.1 server (hyper on a single-threaded tokio runtime):
 //! `/file` with the same content and `ETag` as the built-in guest's server,
 //! `/health`, and the JSON endpoints of `linux_guest::api`. `GET` and `HEAD`,
-//! and `POST /bench` (the bench runner) and `POST /ttcp` (a ttcp transfer);
+//! and `POST /bench` (the bench runner), `POST /macro` (the Figure 3
+//! stand-ins) and `POST /ttcp` (a ttcp transfer);
 //! keep-alive and pipelining are hyper's.
 
 use crate::bench::Runner;
+use crate::figure::MacroRunner;
 use crate::ttcp::TtcpRunner;
 use crate::workload::Running;
 use bytes::Bytes;
@@ -12,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use linux_guest::api::{self, AgentStatus, BenchRequest, TtcpRequest};
+use linux_guest::api::{self, AgentStatus, BenchRequest, MacroRequest, TtcpRequest};
 use linux_guest::params::GuestParams;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ struct State {
     workload: Running,
     bench: Arc<Runner>,
     ttcp: Arc<TtcpRunner>,
+    figure: Arc<MacroRunner>,
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -75,6 +78,18 @@ async fn start_bench(st: &State, req: Request<hyper::body::Incoming>) -> Respons
     }
 }
 
+/// `POST /macro`: a [`MacroRequest`] body starts the stand-ins.
+async fn start_macro(st: &State, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let r: MacroRequest = match read_json(req, "macro request").await {
+        Ok(r) => r,
+        Err(reply) => return reply,
+    };
+    match st.figure.start(r) {
+        Ok(s) => json(&s),
+        Err(why) => owned_text(StatusCode::CONFLICT, format!("{why}\n")),
+    }
+}
+
 /// `POST /ttcp`: a [`TtcpRequest`] body starts a transfer.
 async fn start_ttcp(st: &State, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let r: TtcpRequest = match read_json(req, "ttcp request").await {
@@ -95,7 +110,7 @@ fn uptime_ms() -> u64 {
 
 fn handle(st: &State, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD (and POST /bench, POST /ttcp)\n");
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD (and POST /bench, /macro, /ttcp)\n");
     }
     match req.uri().path() {
         api::FILE_PATH => {
@@ -122,6 +137,7 @@ fn handle(st: &State, req: &Request<hyper::body::Incoming>) -> Response<Full<Byt
         },
         api::BENCH_PATH => json(&st.bench.status()),
         api::TTCP_PATH => json(&st.ttcp.status()),
+        api::MACRO_PATH => json(&st.figure.status()),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -139,6 +155,7 @@ pub fn serve(p: &GuestParams, nic: String, workload: Running) -> Result<(), Stri
         workload,
         bench: Arc::new(Runner::default()),
         ttcp: Arc::new(TtcpRunner::new(nic)),
+        figure: Arc::new(MacroRunner::default()),
     });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("tokio: {e}"))?;
     rt.block_on(async move {
@@ -164,6 +181,7 @@ pub fn serve(p: &GuestParams, nic: String, workload: Running) -> Result<(), Stri
                         let r = match (req.method() == Method::POST, req.uri().path()) {
                             (true, api::BENCH_PATH) => start_bench(&st, req).await,
                             (true, api::TTCP_PATH) => start_ttcp(&st, req).await,
+                            (true, api::MACRO_PATH) => start_macro(&st, req).await,
                             _ => handle(&st, &req),
                         };
                         Ok::<_, Infallible>(r)
