@@ -214,10 +214,10 @@ impl Guests {
         progress: &Progress,
     ) -> Result<Guests> {
         use scenarios::scenario::SystemKind;
-        let kinds = crate::scenario_cmd::parse_systems(systems)?;
+        let kinds = crate::systems::parse_systems(systems)?;
         Ok(Guests {
             vmm_min: kinds.contains(&SystemKind::VmmMin),
-            qemu: kinds.contains(&SystemKind::Qemu).then(|| crate::scenario_cmd::qemu_config(None, qemu, progress)),
+            qemu: kinds.contains(&SystemKind::Qemu).then(|| crate::systems::qemu_config(None, qemu, progress)),
             row_budget,
         })
     }

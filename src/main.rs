@@ -18,6 +18,7 @@ mod qemu_incoming_cmd;
 mod report_cmd;
 mod scenario_cmd;
 mod serve;
+mod systems;
 mod tls_cmd;
 
 use clap::Parser;

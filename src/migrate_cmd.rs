@@ -148,7 +148,7 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode> {
 /// source here with its NIC on `--tap` and the destination at `--to`
 /// (`migbench qemu-incoming`).
 fn qemu_system(args: &MigrateArgs, progress: &crate::progress::Progress) -> Result<Box<dyn SystemUnderTest>> {
-    let cfg = crate::scenario_cmd::qemu_config(None, &args.qemu, progress)
+    let cfg = crate::systems::qemu_config(None, &args.qemu, progress)
         .map_err(|why| anyhow::anyhow!("the qemu system cannot run here: {why}"))?;
     let qemu = Qemu::new(cfg);
     Ok(match &args.to {

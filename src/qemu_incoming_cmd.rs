@@ -27,7 +27,7 @@ pub fn run(args: QemuIncomingArgs) -> Result<ExitCode> {
         ),
     };
     let progress = crate::progress::Progress::new(&[]);
-    let qemu = crate::scenario_cmd::qemu_config(None, &args.qemu, &progress)
+    let qemu = crate::systems::qemu_config(None, &args.qemu, &progress)
         .map_err(|why| anyhow::anyhow!("QEMU cannot run here: {why}"))?;
     progress.finish();
     let bind = || std::net::TcpListener::bind(control);

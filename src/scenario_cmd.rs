@@ -4,18 +4,18 @@
 
 use crate::cli::{CheckArgs, QemuArgs, ReproduceArgs, ScenarioArgs};
 use crate::progress::{Progress, Update};
+use crate::systems::{parse_systems, qemu_config};
 use anyhow::{bail, Context, Result};
 use reports::check::{self, Measured};
 use reports::ScenarioResult;
-use scenarios::qemu::driver::{find_binary, HostNic, QemuConfig, QemuError};
+use scenarios::qemu::driver::HostNic;
 use scenarios::runner::{self, Experiment, NetSpec, ProbeSpec};
-use scenarios::scenario::{QemuSection, Scenario, SystemKind};
+use scenarios::scenario::{Scenario, SystemKind};
 use scenarios::system::qemu::Qemu;
 use scenarios::system::vmm_min::VmmMin;
 use scenarios::system::{GuestSpec, SystemUnderTest};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::OnceLock;
 use std::time::Duration;
 use vmm_min::Workload;
 
@@ -84,59 +84,6 @@ fn experiment(s: &Scenario, o: Overrides) -> Result<Experiment> {
 /// The built-in system under test.
 pub fn vmm_min_system() -> Result<VmmMin> {
     Ok(VmmMin::new(std::env::current_exe().context("locating the migbench binary")?, vmm_min::MemoryBackend::Anon))
-}
-
-/// The image's kernel and initrd, built (or found cached) once per process.
-static IMAGE: OnceLock<std::result::Result<(PathBuf, PathBuf), String>> = OnceLock::new();
-
-/// How QEMU runs: the scenario's `[qemu]` table, then the flags, then the
-/// cached image for a kernel and initrd that neither gave. An error is the
-/// reason the `qemu` system cannot run here, and what to do.
-pub(crate) fn qemu_config(
-    table: Option<&QemuSection>,
-    a: &QemuArgs,
-    progress: &Progress,
-) -> std::result::Result<QemuConfig, String> {
-    let mut cfg = QemuConfig::new(PathBuf::new(), PathBuf::new());
-    if let Some(t) = table {
-        t.apply(&mut cfg);
-    }
-    if let Some(b) = &a.qemu_binary {
-        cfg.binary = b.clone();
-    }
-    if let Some(x) = a.accel {
-        cfg.accel = x;
-    }
-    if let Some(k) = &a.kernel {
-        cfg.kernel = k.clone();
-    }
-    if let Some(i) = &a.initrd {
-        cfg.initrd = i.clone();
-    }
-    if find_binary(&cfg.binary).is_none() {
-        return Err(QemuError::NoBinary(cfg.binary.display().to_string()).to_string());
-    }
-    match (cfg.kernel.as_os_str().is_empty(), cfg.initrd.as_os_str().is_empty()) {
-        (false, false) => {}
-        (true, true) => {
-            let (k, i) = IMAGE
-                .get_or_init(|| {
-                    crate::image_cmd::build_cached(None, false, progress)
-                        .map(|img| (img.kernel, img.initrd))
-                        .map_err(|e| format!("{e:#}; on a host without apt-get, pass --kernel and --initrd"))
-                })
-                .clone()?;
-            cfg.kernel = k;
-            cfg.initrd = i;
-        }
-        _ => {
-            return Err("give both a kernel and an initrd (--kernel and --initrd), or neither (the cached image)".into())
-        }
-    }
-    match scenarios::system::qemu::unavailable(&cfg) {
-        Some(why) => Err(why),
-        None => Ok(cfg),
-    }
 }
 
 /// The system a scenario runs on.
@@ -272,27 +219,6 @@ fn reproduce_scenarios(kind: SystemKind) -> &'static [&'static str] {
         SystemKind::VmmMin => &["idle", "loaded", "loaded-throttle", "idle-gbit", "loaded-gbit"],
         SystemKind::Qemu => &["qemu-idle", "qemu-loaded"],
     }
-}
-
-/// `--systems`: names, or `all`.
-pub(crate) fn parse_systems(names: &[String]) -> Result<Vec<SystemKind>> {
-    let mut v = Vec::new();
-    for n in names.iter().map(|n| n.trim()) {
-        let add: Vec<SystemKind> = if n == "all" {
-            SystemKind::ALL.to_vec()
-        } else {
-            vec![n.parse::<SystemKind>().map_err(|e| anyhow::anyhow!("--systems: {e}, or all"))?]
-        };
-        for k in add {
-            if !v.contains(&k) {
-                v.push(k);
-            }
-        }
-    }
-    if v.is_empty() {
-        bail!("--systems: name at least one system (vmm-min, qemu) or all");
-    }
-    Ok(v)
 }
 
 /// `migbench reproduce`: idle, loaded (vmm-min also with auto-converge), idle-gbit, loaded-gbit (on each system that has them), and the

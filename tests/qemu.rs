@@ -1040,6 +1040,23 @@ fn bench_compare_has_a_qemu_linux_guest_column_with_ratios() {
     }
 }
 
+/// `migbench bench WHICH --quick --systems qemu EXTRA` with the test
+/// image; its JSON report and its printed table.
+fn bench_with_qemu(which: &str, extra: &[&str], limit: Duration) -> (results::bench::BenchReport, String) {
+    let (kernel, initrd, _) = image();
+    let json = common::temp_path(&format!("{which}-qemu.json"));
+    let mut args = vec!["bench", which, "--quick", "--systems", "qemu", "--kernel"];
+    args.extend([kernel.to_str().unwrap(), "--initrd", initrd.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    args.extend(extra);
+    let out = common::run_with_limit(&args, limit);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let report = results::bench::BenchReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let md = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{md}");
+    (report, md)
+}
+
 /// `migbench bench tcp --quick --systems qemu`: the ttcp table gains the
 /// QEMU Linux guest ↔ host column, every direction at every MTU measured
 /// by the guest agent's raw TCP end, with the ratio to native; no
@@ -1050,29 +1067,7 @@ fn bench_tcp_has_the_linux_guest_in_both_directions_at_both_mtus() {
     if !common::root_or_skip("bench_tcp_qemu") {
         return;
     }
-    let (kernel, initrd, _) = image();
-    let json = common::temp_path("ttcp-qemu.json");
-    let out = common::run_with_limit(
-        &[
-            "bench",
-            "tcp",
-            "--quick",
-            "--systems",
-            "qemu",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        Duration::from_secs(300),
-    );
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    let report = results::bench::BenchReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&json);
-    let md = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{md}");
+    let (report, md) = bench_with_qemu("tcp", &[], Duration::from_secs(300));
     let systems: Vec<&str> = report.ttcp.iter().map(|s| s.system.as_str()).collect();
     assert_eq!(systems, ["native", "vmm-min", "qemu"]);
     let q = &report.ttcp[2];
@@ -1106,33 +1101,10 @@ fn bench_macro_runs_the_stand_ins_inside_the_linux_guest() {
     if !common::root_or_skip("bench_macro_qemu") {
         return;
     }
-    let (kernel, initrd, _) = image();
-    let json = common::temp_path("macro-qemu.json");
     let charts = common::temp_path("macro-qemu-chart");
-    let out = common::run_with_limit(
-        &[
-            "bench",
-            "macro",
-            "--quick",
-            "--systems",
-            "qemu",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-            "--chart-dir",
-            charts.to_str().unwrap(),
-        ],
-        Duration::from_secs(600),
-    );
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    let report = results::bench::BenchReport::from_json(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (report, _) = bench_with_qemu("macro", &["--chart-dir", charts.to_str().unwrap()], Duration::from_secs(600));
     let svg = std::fs::read_to_string(charts.join("relative.svg")).expect("the chart");
-    let _ = std::fs::remove_file(&json);
     let _ = std::fs::remove_dir_all(&charts);
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
     let m = report.macro_bench.expect("the figure's data");
     let label = &m.systems.iter().find(|(s, _)| s == "qemu").expect("a qemu system").1;
     assert!(label.starts_with("QEMU Linux guest ("), "{label}");
