@@ -249,7 +249,7 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
             "fork_exec",
             "exec proc",
             UNIT_US,
-            "fork(2); the child execve(2)s /bin/true with an empty environment; the parent waitpid(2)s; differs from lmbench lat_proc exec only in the program: on a Debian host /bin/true, like lmbench's /tmp/hello, is a dynamically linked C program that loads only libc and returns from main (in the Linux guest it is busybox, statically linked; the detail names the file it resolves to) (lmbench times a failed execve, about a fork, if /tmp/hello is missing)",
+            "fork(2); the child execve(2)s /bin/true with an empty environment; the parent waitpid(2)s; differs from lmbench lat_proc exec in the size of the forking process, as fork_exit does (its fork copies the page tables of the whole migbench binary), and in the program: on a Debian host /bin/true, like lmbench's /tmp/hello, is a dynamically linked C program that loads only libc and returns from main (in the Linux guest it is busybox, statically linked; the detail names the file it resolves to) (lmbench times a failed execve, about a fork, if /tmp/hello is missing)",
             Box::new(fork_exec),
         ),
         spec(
