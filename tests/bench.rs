@@ -5,10 +5,17 @@
 mod common;
 
 use common::*;
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// Held by each test that runs the ttcp table, so that one test's
+/// namespaces are never mistaken for another's leftovers.
+static TTCP_NAMESPACES: Mutex<()> = Mutex::new(());
 
 #[test]
 fn bench_compare_quick_produces_a_complete_table_and_json() {
+    let _ttcp = TTCP_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
+    let before = ttcp_namespaces();
     let json_path = temp_path("bench.json");
     let md_path = temp_path("bench.md");
     let out = run_with_limit(
@@ -47,6 +54,7 @@ fn bench_compare_quick_produces_a_complete_table_and_json() {
     assert_eq!(report.ttcp.len(), 2, "native and vmm-min ttcp columns");
     assert!(md.contains("## TCP bandwidth (ttcp)") && md.contains("## Relative performance"), "{md}");
     assert!(report.macro_bench.is_some());
+    assert_no_ttcp_namespace_left(&before);
 }
 
 /// `migbench bench crosscheck --quick`: each installed tool ran against our
@@ -110,6 +118,8 @@ fn bench_crosscheck_quick_runs_each_installed_tool() {
 /// with the reason; no namespace of the run is left behind.
 #[test]
 fn bench_tcp_quick_has_both_directions_for_each_system() {
+    let _ttcp = TTCP_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
+    let before = ttcp_namespaces();
     let json_path = temp_path("ttcp.json");
     let out = run_with_limit(
         &["bench", "tcp", "--quick", "--json", json_path.to_str().expect("utf8")],
@@ -138,13 +148,7 @@ fn bench_tcp_quick_has_both_directions_for_each_system() {
             }
         }
     }
-    let left = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-    let left = String::from_utf8_lossy(&left.stdout);
-    assert!(
-        !left.lines().any(|l| l.starts_with("mb")
-            && (l.contains("n1500") || l.contains("g1500") || l.contains("n500") || l.contains("g500"))),
-        "ttcp namespaces left behind: {left}"
-    );
+    assert_no_ttcp_namespace_left(&before);
 }
 
 /// `migbench bench macro --quick --chart-dir DIR`: the relative-performance

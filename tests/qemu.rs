@@ -1067,6 +1067,7 @@ fn bench_tcp_has_the_linux_guest_in_both_directions_at_both_mtus() {
     if !common::root_or_skip("bench_tcp_qemu") {
         return;
     }
+    let before = common::ttcp_namespaces();
     let (report, md) = bench_with_qemu("tcp", &[], Duration::from_secs(300));
     let systems: Vec<&str> = report.ttcp.iter().map(|s| s.system.as_str()).collect();
     assert_eq!(systems, ["native", "vmm-min", "qemu"]);
@@ -1085,9 +1086,7 @@ fn bench_tcp_has_the_linux_guest_in_both_directions_at_both_mtus() {
             assert!(line.contains(&bench_suites::table::fmt_value(r.value.unwrap() / n)), "{line}");
         }
     }
-    let left = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-    let left = String::from_utf8_lossy(&left.stdout);
-    assert!(!left.lines().any(|l| l.contains("q1500") || l.contains("q500")), "ttcp namespaces left behind: {left}");
+    common::assert_no_ttcp_namespace_left(&before);
 }
 
 /// `migbench bench macro --quick --systems qemu`: the relative-performance

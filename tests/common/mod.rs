@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: run the real `migbench` binary.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -228,4 +229,25 @@ pub fn root_or_skip(test: &str) -> bool {
     }
     eprintln!("{test}: skipped: needs root to create network namespaces, a bridge and TAPs");
     false
+}
+
+/// The ttcp namespaces that exist now (`mb` + run id + `n`/`g` + MTU).
+pub fn ttcp_namespaces() -> BTreeSet<String> {
+    let out = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| {
+            n.starts_with("mb") && ["n1500", "g1500", "n500", "g500", "q1500", "q500"].iter().any(|m| n.contains(m))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Fails if a ttcp namespace exists that did not exist `before` the run:
+/// leftovers of an earlier, killed run (which could not clean up) are not
+/// this run's.
+pub fn assert_no_ttcp_namespace_left(before: &BTreeSet<String>) {
+    let left: Vec<_> = ttcp_namespaces().difference(before).cloned().collect();
+    assert!(left.is_empty(), "ttcp namespaces left behind: {left:?}");
 }
