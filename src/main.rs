@@ -51,8 +51,41 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("migbench: error: {e:#}");
+            eprintln!("migbench: error: {}", error_chain(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes, joined by ": ", leaving out a cause whose text
+/// the message already holds (several library errors print their source in
+/// their own message, as `{e:#}` would then print it twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let wrapped = reports::error::ReportError::Io { path: "/x/bench.json".into(), source: io };
+        let e = anyhow::Error::new(wrapped).context("saving the report");
+        assert_eq!(error_chain(&e), "saving the report: /x/bench.json: No such file or directory");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
     }
 }

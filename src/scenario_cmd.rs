@@ -261,23 +261,17 @@ pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
     let mut results = Vec::new();
     let mut failures = Vec::new();
     let labels: Vec<String> = runs.iter().map(|(k, n)| format!("{}: {n}", k.name())).collect();
-    let mut steps: Vec<&str> = labels.iter().map(String::as_str).collect();
-    if !args.no_bench {
-        steps.push("bench");
-    }
+    let mut steps: Vec<&str> = if args.no_bench { Vec::new() } else { vec!["bench"] };
+    steps.extend(labels.iter().map(String::as_str));
     steps.push("report");
     let progress = Progress::new(&steps);
-    for (i, (kind, name)) in runs.iter().enumerate() {
-        progress.step(i);
-        let s = Scenario::load(name)?;
-        let (r, f) = run_scenario(&s, o, &dir, &progress, &args.qemu)?;
-        results.push(r);
-        failures.extend(f.into_iter().map(|f| format!("{} {}: {f}", kind.name(), s.name)));
-    }
+    // The benchmarks run first, while this process is as small as `bench
+    // compare`'s: the fork rows copy its page tables, and after the
+    // scenarios it is larger (their fork_exit was 2.8x `bench native`'s).
     let bench = if args.no_bench {
         None
     } else {
-        progress.step(runs.len());
+        progress.step(0);
         // The QEMU Linux guest's column when qemu is among the systems (n/a
         // with the reason when it was skipped here).
         let guests = crate::bench_cmd::Guests {
@@ -290,12 +284,21 @@ pub fn reproduce(args: ReproduceArgs) -> Result<ExitCode> {
             row_budget: None,
         };
         let b = crate::bench_cmd::collect("compare", args.quick, &[], guests, &progress)?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         reports::report::save_bench(&dir.join(reports::report::BENCH_FILE), &b)?;
-        for r in &mut results {
-            r.environment.guest_ring0_emulated = b.env.guest_ring0_emulated;
-        }
         Some(b)
     };
+    let first = usize::from(bench.is_some());
+    for (i, (kind, name)) in runs.iter().enumerate() {
+        progress.step(first + i);
+        let s = Scenario::load(name)?;
+        let (mut r, f) = run_scenario(&s, o, &dir, &progress, &args.qemu)?;
+        if let Some(b) = &bench {
+            r.environment.guest_ring0_emulated = b.env.guest_ring0_emulated;
+        }
+        results.push(r);
+        failures.extend(f.into_iter().map(|f| format!("{} {}: {f}", kind.name(), s.name)));
+    }
     progress.step(steps.len() - 1);
     progress.update(Update::Phase("drawing the charts, writing report.md and report.html"));
     let paths = reports::write_report(&dir, &results, bench.as_ref())?;

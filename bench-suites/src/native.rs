@@ -242,7 +242,7 @@ fn specs(opts: &NativeOptions) -> Vec<Spec> {
             "fork_exit",
             "fork proc",
             UNIT_US,
-            "fork(2); the child _exit(0)s; the parent waitpid(2)s; differs from lmbench lat_proc fork in the size of the forking process (the whole migbench binary, or migbench-agent in the Linux guest, not lmbench's small benchmark child), which fork's page-table copy scales with",
+            "fork(2); the child _exit(0)s; the parent waitpid(2)s; differs from lmbench lat_proc fork in the size of the forking process (the whole migbench binary, or migbench-agent in the Linux guest, not lmbench's small benchmark child), which fork's page-table copy scales with (the detail gives its VmRSS and VmPTE)",
             Box::new(fork_exit),
         ),
         spec(
@@ -755,12 +755,35 @@ fn fork_wait_loop(n: u64, child: &dyn Fn()) -> Result<(), String> {
     Ok(())
 }
 
+/// The size of this (the forking) process, which fork's page-table copy
+/// scales with: `VmRSS` and `VmPTE` from `/proc/self/status`, or why not.
+fn forking_process_size() -> String {
+    let status = match std::fs::read_to_string("/proc/self/status") {
+        Ok(s) => s,
+        Err(e) => return format!("forking process size unknown (/proc/self/status: {e})"),
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or_else(|| "?".to_owned(), |v| v.trim().replace(" kB", " KiB"))
+    };
+    format!("forking process: VmRSS {}, page tables (VmPTE) {}", field("VmRSS:"), field("VmPTE:"))
+}
+
+/// Times `fork_wait_loop` with `child`; the detail names the forking
+/// process's size.
+fn fork_measure(c: &Ctx, child: &dyn Fn()) -> Result<(f64, String), String> {
+    let size = forking_process_size();
+    median_us(c, c.h.measure(&mut |n| fork_wait_loop(n, child))).map(|(v, how)| (v, format!("{size}; {how}")))
+}
+
 fn fork_exit(c: &Ctx) -> Result<(f64, String), String> {
     let child = || {
         // SAFETY: _exit is async-signal-safe and ends the child.
         unsafe { libc::_exit(0) }
     };
-    median_us(c, c.h.measure(&mut |n| fork_wait_loop(n, &child)))
+    fork_measure(c, &child)
 }
 
 /// Fork+execve `argv[0]` with `argv`, empty environment.
@@ -785,8 +808,7 @@ fn fork_exec_measure(c: &Ctx, argv: &[&str]) -> Result<(f64, String), String> {
     };
     let resolved = std::fs::canonicalize(prog).map_or_else(|_| (*prog).to_string(), |p| p.display().to_string());
     let bytes = std::fs::metadata(&resolved).map(|m| m.len()).unwrap_or(0);
-    median_us(c, c.h.measure(&mut |n| fork_wait_loop(n, &child)))
-        .map(|(v, how)| (v, format!("{prog} is {resolved} ({bytes} bytes); {how}")))
+    fork_measure(c, &child).map(|(v, how)| (v, format!("{prog} is {resolved} ({bytes} bytes); {how}")))
 }
 
 fn fork_exec(c: &Ctx) -> Result<(f64, String), String> {

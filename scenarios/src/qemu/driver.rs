@@ -1234,12 +1234,29 @@ struct Finish {
     mismatch: Option<String>,
 }
 
-/// The reason of a failed verification.
-fn mismatch_reason(bad: u64, first: &[u64]) -> String {
-    format!(
-        "memory verification: {bad} pages differ, the first at {}",
-        first.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(" ")
-    )
+impl Finish {
+    /// A verification that started at `v0`, finished the source's side at
+    /// `v1` and compared at `v2`, with `bad` pages differing (the first at
+    /// `first`). `source_ms` is the source's side; `destination_ms` the
+    /// rest (the destination's side, overlapping, and the comparison).
+    fn verified(v0: u64, v1: u64, v2: u64, bad: u64, first: &[u64]) -> Finish {
+        Finish {
+            verify: Some(VerifyStats {
+                ok: bad == 0,
+                source_ms: ms_between(v0, v1),
+                destination_ms: ms_between(v1, v2),
+            }),
+            mismatched: Some(bad),
+            resume_ns: None,
+            span_ms: ms_between(v0, v2),
+            mismatch: (bad > 0).then(|| {
+                format!(
+                    "memory verification: {bad} pages differ, the first at {}",
+                    first.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(" ")
+                )
+            }),
+        }
+    }
 }
 
 /// After `completed`, with a local destination: waits for it to load,
@@ -1289,18 +1306,11 @@ async fn finish_local(
         let (v1, _) = tokio::try_join!(source_dump, dest_dump)?;
         let (bad, first) = compare_dumps(&sd.path, &dd.path)?;
         drop((sd, dd));
-        let v2 = mono_ns();
-        out.span_ms = ms_between(v0, v2);
-        // `source_ms`: the source's dump; `destination_ms`: the rest
-        // (the destination's dump, overlapping, and the comparison).
-        out.verify =
-            Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
-        out.mismatched = Some(bad);
+        out = Finish::verified(v0, v1, mono_ns(), bad, &first);
         if bad > 0 {
             // A mismatch fails the migration: the source resumes, the
             // destination (never run) is dropped by the caller.
             src.qmp.execute(qmp::cont {}).await?;
-            out.mismatch = Some(mismatch_reason(bad, &first));
             return Ok(out);
         }
         dst.qmp.execute(qmp::cont {}).await?;
@@ -1335,14 +1345,9 @@ async fn finish_remote(
         let v1 = mono_ns();
         let theirs = r.digests()?;
         let (bad, first) = ours.compare(&theirs);
-        let v2 = mono_ns();
-        out.span_ms = ms_between(v0, v2);
-        out.verify =
-            Some(VerifyStats { ok: bad == 0, source_ms: ms_between(v0, v1), destination_ms: ms_between(v1, v2) });
-        out.mismatched = Some(bad);
+        out = Finish::verified(v0, v1, mono_ns(), bad, &first);
         if bad > 0 {
             src.qmp.execute(qmp::cont {}).await?;
-            out.mismatch = Some(mismatch_reason(bad, &first));
             return Ok(out);
         }
     }
