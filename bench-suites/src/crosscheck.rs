@@ -849,7 +849,7 @@ fn lmbench_rows(
             id: "null_io",
             tool: "lmbench 3",
             command: "lat_syscall read; lat_syscall write (mean)".into(),
-            note: "",
+            note: "ours calls from a process with other threads, whose shared file table costs each read and write a file reference; lmbench's is single-threaded (see the row's method)",
             ours: Box::new(|| ours("null_io")),
             theirs: Box::new(|| {
                 let r = lm.value("lat_syscall", &[os("read")], &[])?;
