@@ -74,8 +74,8 @@ fn three_hosts_over_a_shaped_link_keep_connections_and_memory() {
     }
     let json_path = temp_path("hosts.json");
     let j = json_path.to_str().expect("utf8");
-    // A 128 MiB worker fills round 0 with ~130 MB, far more than the
-    // socket and qdisc buffers (~5 MB), so round 0's rate is the link's;
+    // A 128 MiB worker fills a round with ~130 MB, far more than the
+    // socket and qdisc buffers (~5 MB), so that round's rate is the link's;
     // it dirties faster than 500 Mbit/s, so the switchover is forced at 3 s.
     let out = run_with_limit(
         &[
@@ -117,12 +117,19 @@ fn three_hosts_over_a_shaped_link_keep_connections_and_memory() {
     let qdiscs = v["checks"]["migration_link_qdiscs"].as_str().unwrap_or_default();
     assert_eq!(qdiscs.matches("qdisc tbf").count(), 2, "both ends of the migration link shaped: {qdiscs}");
     assert!(qdiscs.contains("rate 500Mbit"), "{qdiscs}");
-    let r0 = &v["migration"]["rounds"][0];
-    let rate = r0["rate_mbps"].as_f64().expect("round 0's rate");
-    let mb = r0["bytes"].as_f64().unwrap_or(0.0) / 1e6;
-    assert!(mb > 100.0, "round 0 sent only {mb:.1} MB: too little to measure the link");
-    assert!(rate <= 550.0, "round 0 ran at {rate:.0} Mbit/s over a 500 Mbit/s link");
-    assert!(rate >= 250.0, "round 0 ran at {rate:.0} Mbit/s: the link carries 500");
+    // The link is measured by the largest round (round 0, unless the
+    // worker had not yet touched all of its memory when it began: CI once
+    // saw a round 0 of 42.6 MB); every round of 20 MB or more keeps to it.
+    let rounds = v["migration"]["rounds"].as_array().expect("rounds");
+    let mb = |r: &serde_json::Value| r["bytes"].as_f64().unwrap_or(0.0) / 1e6;
+    let largest = rounds.iter().max_by(|a, b| mb(a).total_cmp(&mb(b))).expect("a pre-copy round");
+    assert!(mb(largest) > 100.0, "no round sent over 100 MB, too little to measure the link: {rounds:#?}");
+    let rate = largest["rate_mbps"].as_f64().expect("the round's rate");
+    assert!(rate >= 250.0, "the largest round ran at {rate:.0} Mbit/s: the link carries 500");
+    for r in rounds.iter().filter(|r| mb(r) >= 20.0) {
+        let rate = r["rate_mbps"].as_f64().expect("the round's rate");
+        assert!(rate <= 550.0, "round {} ran at {rate:.0} Mbit/s over a 500 Mbit/s link", r["round"]);
+    }
     let link_ms = v["link_ms"].as_f64().expect("link time");
     let total = v["migration"]["total_ms"].as_f64().expect("total");
     assert!(total >= link_ms * 0.9, "the migration ({total:.0} ms) beat its link time ({link_ms:.0} ms)");
@@ -267,9 +274,21 @@ fn a_remote_destination_in_another_namespace_over_tls() {
     assert!(to.starts_with(&format!("{dst_ip}:")), "listens on its host's address: {to}");
     // The waiting destination holds its TAP open already (carrier up), so
     // the bridge forwards the guest's frames the moment it resumes there.
-    let link = Command::new("ip").args(["netns", "exec", &h.destination_ns, "ip", "link", "show", &n.tap_dst]).output();
-    let link = String::from_utf8_lossy(&link.expect("ip link show").stdout).into_owned();
-    assert!(link.contains("LOWER_UP") && !link.contains("NO-CARRIER"), "the TAP has no carrier yet: {link}");
+    // The kernel reports a new carrier through linkwatch, which may hold
+    // the event back for up to a second, so the state is polled.
+    let carrier = || {
+        let link =
+            Command::new("ip").args(["netns", "exec", &h.destination_ns, "ip", "link", "show", &n.tap_dst]).output();
+        let link = String::from_utf8_lossy(&link.expect("ip link show").stdout).into_owned();
+        (link.contains("LOWER_UP") && !link.contains("NO-CARRIER"), link)
+    };
+    let t = Instant::now();
+    let mut link = carrier();
+    while !link.0 && t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+        link = carrier();
+    }
+    assert!(link.0, "the TAP has no carrier 3 s after the destination listened: {}", link.1);
     // The source on its host, the guest's NIC on that host's TAP.
     let json_path = temp_path("remote.json");
     let src = Command::new("ip")
